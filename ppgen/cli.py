@@ -1,0 +1,121 @@
+"""The ``ppgen`` command line: a thin layer over ``ppgen.run``.
+
+    ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume]
+    ppgen evaluate RUN [--num-samples K] [--max-examples N]
+    ppgen sample RUN [-n 64] [--out samples.png]
+
+A user mistake (bad spec key or value, missing or corrupt file, wrong data shape) prints one line
+and exits with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ppgen.errors import PpgenError, TrainingInterrupted
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except TrainingInterrupted as interruption:
+        print(f"ppgen: {interruption}; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("ppgen: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PpgenError as error:
+        print(f"ppgen: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _run(args) -> int:
+    from ppgen.run import run
+    from ppgen.spec.load import load_spec
+
+    spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
+    metrics = run(spec, out, resume=args.resume, progress=None if not args.quiet else False)
+    _report(metrics)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ppgen.run import evaluate_run
+
+    metrics = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
+    _report(metrics)
+    return 0
+
+
+def _sample(args) -> int:
+    from ppgen.run import sample_run
+
+    path = sample_run(args.run, args.num, args.out, seed=args.seed, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _report(metrics: dict) -> None:
+    """A short human-readable summary; metrics.json holds everything."""
+    for split in ("train", "validation", "test"):
+        figures = metrics.get(split, {})
+        line = f"{split:>10}: ELBO {figures.get('elbo', float('nan')):.3f} nats ({figures.get('elbo_bits_per_dim', float('nan')):.4f} bits/dim)"
+        if "nll" in figures:
+            line += (
+                f"; NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
+                f" (K = {figures['nll_num_samples']}, {figures['nll_num_examples']} examples)"
+            )
+        print(line)
+    if "training" in metrics:
+        print("  training:", json.dumps(metrics["training"]))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppgen", description="Deep generative models and Bayesian analysis on Pyro.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train and evaluate a model spec, writing a run folder")
+    run.add_argument("spec", help="model spec (TOML), e.g. models/vae.toml")
+    run.add_argument("--inference", help="inference spec (TOML) replacing the model spec's [inference]/[evaluation]")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key, e.g. model.latent_dim=32")
+    run.add_argument("--out", help="run folder (default runs/<spec name>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(command=_run)
+
+    evaluate = commands.add_parser("evaluate", help="re-evaluate a finished run and update its metrics.json")
+    evaluate.add_argument("run", help="run folder")
+    evaluate.add_argument("--num-samples", type=_positive_int, help="importance samples K per test example")
+    evaluate.add_argument("--max-examples", type=_positive_int, help="evaluate the NLL on the first N test examples")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    evaluate.set_defaults(command=_evaluate)
+
+    sample = commands.add_parser("sample", help="draw samples from a finished run's model into a PNG grid")
+    sample.add_argument("run", help="run folder")
+    sample.add_argument("-n", dest="num", type=_positive_int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    sample.set_defaults(command=_sample)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Stochastic variational inference for any Pyro model/guide pair: ``fit`` trains it on minibatches.
+
+The model and guide are called as ``model(*batch)`` and ``guide(*batch)``, where each tensor of the
+batch has the ``"data"`` plate as its first dimension. Parameters are found without a global
+registry: those of the ``nn.Module`` that owns ``model``/``guide`` (a bound method's ``__self__``, or
+the callable itself), plus any ``pyro.param`` sites the pair reaches. Training state (parameters,
+optimizer, schedule, RNG, position in the epoch) is checkpointed atomically, so an interrupted run
+resumed from its checkpoint ends in the same parameters as an uninterrupted one on the CPU.
+"""
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pydantic import ValidationError
+from pyro.optim.clipped_adam import ClippedAdam
+from tqdm.auto import tqdm
+
+from ppgen.device import resolve_device
+from ppgen.errors import SpecError, TrainingError, TrainingInterrupted
+from ppgen.evaluate.bounds import elbo as evaluate_elbo
+from ppgen.infer.checkpoint import load_checkpoint, save_checkpoint
+from ppgen.infer.minibatch import epoch_order
+from ppgen.infer.objectives import make_objective, parameter_sites
+from ppgen.plates import inspect_plates
+from ppgen.spec.schema import SVISpec
+
+__all__ = ["FitResult", "fit", "owner_modules"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class FitResult:
+    """What a fit did. ELBO figures are per example, in nats."""
+
+    steps: int
+    epochs: int  # completed epochs
+    train_elbo: list[tuple[int, float]] = field(default_factory=list)  # (step, mean over the last log interval)
+    validation_elbo: list[tuple[int, float]] = field(default_factory=list)  # (step at the end of an epoch, value)
+    best_validation_elbo: float | None = None
+    stop_reason: str = ""  # "epochs", "patience" or "time_limit"
+    wall_time: float = 0.0  # seconds spent in this call
+    device: str = "cpu"
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    train: torch.Tensor | tuple[torch.Tensor, ...],
+    validation: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    *,
+    settings: SVISpec | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool | None = None,
+    **options,
+) -> FitResult:
+    """Maximize the ELBO of (model, guide) on ``train`` by minibatch SVI.
+
+    Args:
+        model, guide: Pyro callables taking the batch tensors positionally.
+        train: x [N, ...] or a tuple of tensors sharing the first dimension N.
+        validation: the same for held-out data; its ELBO is computed after every epoch and drives
+            early stopping (``patience``) and ``keep_best``.
+        settings: an ``SVISpec``; keyword ``options`` (e.g. ``epochs=10, lr=1e-3``) override its fields.
+        checkpoint: file for the training state, written every ``checkpoint_every`` steps, at the end,
+            and on Ctrl-C; ``resume=True`` continues from it.
+        batch_transform: applied to the first tensor of every training batch (e.g. dynamic binarization).
+        progress: show a progress bar; None shows it when stderr is a terminal.
+
+    Returns:
+        A FitResult; the modules hold the trained parameters (the best validated ones when
+        ``keep_best`` and validation data are given).
+    """
+    settings = _settings(settings, options)
+    device = resolve_device(settings.device)
+    modules = owner_modules(model, guide)
+    for module in modules:
+        module.to(device)
+    train = _on_device(train, device)
+    validation = None if validation is None else _on_device(validation, device)
+    first_batch = tuple(t[: settings.batch_size] for t in train)
+    if batch_transform is not None:
+        first_batch = (batch_transform(first_batch[0]), *first_batch[1:])
+    with pyro.validation_enabled(True):  # one checked pass reports shape and support errors clearly
+        plates = inspect_plates(model, guide, *first_batch)
+    if settings.elbo == "iwae" and not plates.per_example and len(first_batch[0]) < len(train[0]):
+        raise SpecError(
+            "inference.elbo = 'iwae' with minibatches needs every latent inside the 'data' plate; this model"
+            " has global latents (use batch_size >= the number of examples, or elbo = 'trace')"
+        )
+    objective, cleanup = make_objective(
+        model,
+        guide,
+        modules,
+        elbo=settings.elbo,
+        num_particles=settings.num_particles,
+        jit=settings.jit,
+        num_data=len(train[0]),
+        max_plate_nesting=plates.max_plate_nesting,
+    )
+    try:
+        data = (train, validation, first_batch, batch_transform)
+        run = _Training(settings, device, objective, modules, model, guide, *data)
+        if resume:
+            if checkpoint is None or not Path(checkpoint).exists():
+                raise TrainingError(f"cannot resume: no checkpoint at {checkpoint}")
+            run.load_state_dict(load_checkpoint(checkpoint))
+        else:
+            pyro.set_rng_seed(settings.seed)
+        return run.train(checkpoint, progress)
+    finally:
+        cleanup()
+
+
+def owner_modules(*callables: Callable) -> list[torch.nn.Module]:
+    """The distinct nn.Modules behind callables: a module itself, or the owner of a bound method."""
+    found: list[torch.nn.Module] = []
+    for fn in callables:
+        owner = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
+        if isinstance(owner, torch.nn.Module) and all(owner is not m for m in found):
+            found.append(owner)
+    return found
+
+
+class _Training:
+    """The mutable state of one fit, and the loop over it."""
+
+    def __init__(self, settings, device, objective, modules, model, guide, train, validation, first_batch, transform):
+        self.settings, self.device, self.objective = settings, device, objective
+        self.model, self.guide = model, guide
+        self.train_data, self.validation_data, self.batch_transform = train, validation, transform
+        self.num_data = len(train[0])
+        self.batch_size = len(first_batch[0])
+        self.batches_per_epoch = self.num_data // self.batch_size  # the last partial batch is dropped
+        self.per_example = self.num_data if objective.rescaled else self.batch_size
+        self.modules = modules
+
+        sites = parameter_sites(objective, first_batch)  # also creates lazily built parameters
+        module_tensors = {id(p) for module in modules for p in module.parameters()}
+        self.store_params = {name: p for name, p in sites.items() if id(p) not in module_tensors}
+        parameters = [p for module in modules for p in module.parameters()] + list(self.store_params.values())
+        if not parameters:
+            raise TrainingError("the model and guide have no parameters to train")
+        if settings.jit:  # compile now, so that compilation's random draws precede seeding and resuming
+            objective.loss_and_backward(*first_batch)
+        self.optimizer = _optimizer(settings, parameters)
+        self.scheduler = _scheduler(settings, self.optimizer, settings.epochs * self.batches_per_epoch)
+
+        self.step, self.epoch, self.batch = 0, 0, 0
+        self.train_elbo: list[tuple[int, float]] = []
+        self.validation_elbo: list[tuple[int, float]] = []
+        self.best: dict | None = None
+        self.epochs_since_best = 0
+        self.recent_losses: list[torch.Tensor] = []
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def train(self, checkpoint: str | Path | None, progress: bool | None) -> FitResult:
+        settings = self.settings
+        started = time.perf_counter()
+        stop_reason = ""
+        bar = tqdm(
+            total=settings.epochs * self.batches_per_epoch,
+            initial=min(self.step, settings.epochs * self.batches_per_epoch),
+            disable=None if progress is None else not progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        with bar, pyro.validation_enabled(False), _sigint_flag() as interrupted:
+            while not stop_reason:
+                stop_reason = self._stop_before_epoch()
+                if stop_reason:
+                    break
+                order = epoch_order(self.num_data, settings.seed, self.epoch).to(self.device)
+                epoch = self.epoch
+                while self.epoch == epoch and not stop_reason:
+                    rows = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
+                    self._train_step(tuple(t[rows] for t in self.train_data))
+                    if self.step % settings.log_every == 0:
+                        self._log(bar, checkpoint)
+                    if self.batch == self.batches_per_epoch:
+                        self._end_epoch(bar)
+                    if checkpoint is not None and self.step % settings.checkpoint_every == 0:
+                        self._save(checkpoint)
+                    if interrupted():
+                        self._interrupt(bar, checkpoint)
+                    if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
+                        stop_reason = "time_limit"
+            self._log(bar, checkpoint)
+        if checkpoint is not None:
+            self._save(checkpoint)
+        if settings.keep_best and self.best is not None:
+            self._load_parameters(self.best["parameters"])
+        return FitResult(
+            steps=self.step,
+            epochs=self.epoch,
+            train_elbo=list(self.train_elbo),
+            validation_elbo=list(self.validation_elbo),
+            best_validation_elbo=None if self.best is None else self.best["elbo"],
+            stop_reason=stop_reason,
+            wall_time=time.perf_counter() - started,
+            device=str(self.device),
+        )
+
+    def _stop_before_epoch(self) -> str:
+        if self.epoch >= self.settings.epochs:
+            return "epochs"
+        if self.settings.patience is not None and self.epochs_since_best >= self.settings.patience:
+            return "patience"
+        return ""
+
+    def _train_step(self, batch: tuple[torch.Tensor, ...]) -> None:
+        if self.batch_transform is not None:
+            batch = (self.batch_transform(batch[0]), *batch[1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.objective.loss_and_backward(*batch)
+        self.optimizer.step()
+        if self.settings.schedule == "cosine":
+            self.scheduler.step()
+        self.recent_losses.append(loss)
+        self.step += 1
+        self.batch += 1
+
+    def _log(self, bar, checkpoint) -> None:
+        """Check the losses since the last log for NaN/inf (one host sync per interval) and report them."""
+        if not self.recent_losses:
+            return
+        losses = torch.stack(self.recent_losses).tolist()
+        self.recent_losses.clear()
+        for offset, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                step = self.step - len(losses) + offset + 1
+                kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was kept"
+                raise TrainingError(
+                    f"the loss is {loss} at step {step} (epoch {self.epoch + 1}); training stopped and {kept}"
+                    " (try a lower learning rate or optimizer = 'clipped_adam')"
+                )
+        value = -sum(losses) / len(losses) / self.per_example
+        self.train_elbo.append((self.step, value))
+        bar.n = min(self.step, bar.total)
+        bar.set_postfix(self._postfix(), refresh=True)
+
+    def _postfix(self) -> dict:
+        postfix = {"epoch": self.epoch + 1}
+        if self.train_elbo:
+            postfix["elbo"] = f"{self.train_elbo[-1][1]:.3f}"
+        if self.validation_elbo:
+            postfix["val"] = f"{self.validation_elbo[-1][1]:.3f}"
+        return postfix
+
+    def _end_epoch(self, bar) -> None:
+        self.epoch += 1
+        self.batch = 0
+        if self.settings.schedule == "exponential":
+            self.scheduler.step()
+        if self.validation_data is None:
+            return
+        value = _mean_elbo(self.model, self.guide, self.validation_data, self.settings.validation_particles)
+        self.validation_elbo.append((self.step, value))
+        if self.best is None or value > self.best["elbo"]:
+            self.best = {"elbo": value, "step": self.step, "parameters": self._parameters(copy=True)}
+            self.epochs_since_best = 0
+        else:
+            self.epochs_since_best += 1
+        bar.set_postfix(self._postfix(), refresh=True)
+
+    def _interrupt(self, bar, checkpoint) -> None:
+        where = f"at step {self.step} (epoch {self.epoch + 1})"
+        if checkpoint is None:
+            raise TrainingInterrupted(f"interrupted {where}; no checkpoint was configured")
+        self._log(bar, checkpoint)
+        self._save(checkpoint)
+        raise TrainingInterrupted(f"interrupted {where}; the checkpoint {checkpoint} holds this step")
+
+    # -- checkpoint state ----------------------------------------------------------------------------
+    def _save(self, path) -> None:
+        """Write the state, unless a non-finite loss or parameter means it is no longer a good one."""
+        if self.recent_losses and not torch.isfinite(torch.stack(self.recent_losses)).all():
+            return
+        if not all(torch.isfinite(p).all() for p in self.optimizer.param_groups[0]["params"]):
+            return
+        save_checkpoint(self.state_dict(), path)
+
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "position": {"step": self.step, "epoch": self.epoch, "batch": self.batch},
+            "parameters": self._parameters(copy=False),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {"cpu": torch.get_rng_state(), "cuda": _cuda_rng_state(self.device)},
+            "train_elbo": [list(pair) for pair in self.train_elbo],
+            "validation_elbo": [list(pair) for pair in self.validation_elbo],
+            "best": self.best,
+            "epochs_since_best": self.epochs_since_best,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        self._load_parameters(state["parameters"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        position = state["position"]
+        self.step, self.epoch, self.batch = position["step"], position["epoch"], position["batch"]
+        if self.batch >= self.batches_per_epoch:
+            raise TrainingError(
+                f"the checkpoint stopped at batch {self.batch} of an epoch, but this data set and batch size"
+                f" give {self.batches_per_epoch} batches per epoch"
+            )
+        self.train_elbo = [tuple(pair) for pair in state["train_elbo"]]
+        self.validation_elbo = [tuple(pair) for pair in state["validation_elbo"]]
+        self.best = state["best"]
+        self.epochs_since_best = state["epochs_since_best"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def _parameters(self, copy: bool) -> dict:
+        def detach(t):
+            return t.detach().clone() if copy else t.detach()
+
+        return {
+            "modules": [{k: detach(v) for k, v in m.state_dict().items()} for m in self.modules],
+            "store": {name: detach(p) for name, p in self.store_params.items()},
+        }
+
+    def _load_parameters(self, state: dict) -> None:
+        if len(state["modules"]) != len(self.modules) or set(state["store"]) != set(self.store_params):
+            raise TrainingError("the checkpoint's parameters do not match this model and guide")
+        try:
+            for module, module_state in zip(self.modules, state["modules"]):
+                module.load_state_dict(module_state)
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            raise TrainingError(f"the checkpoint's parameters do not match this model and guide: {reason}") from None
+        with torch.no_grad():
+            for name, value in state["store"].items():
+                self.store_params[name].copy_(value)
+
+
+def _mean_elbo(model, guide, data, num_particles) -> float:
+    """Per-example ELBO of held-out data (the batch ELBO divided by N for models with global latents)."""
+    value = evaluate_elbo(model, guide, *data, num_particles=num_particles)
+    return (value.mean() if value.dim() else value / len(data[0])).item()
+
+
+def _settings(settings: SVISpec | None, options: dict) -> SVISpec:
+    base = (settings or SVISpec()).model_dump()
+    unknown = sorted(set(options) - set(base))
+    if unknown:
+        raise SpecError(f"fit: unknown option {unknown[0]!r}")
+    try:
+        return SVISpec.model_validate({**base, **options})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise SpecError(f"fit: {key}: {first['msg']}".rstrip(": ")) from None
+
+
+def _on_device(data, device) -> tuple[torch.Tensor, ...]:
+    tensors = data if isinstance(data, tuple) else (data,)
+    if any(len(t) != len(tensors[0]) for t in tensors):
+        raise TrainingError(f"data tensors disagree in their first dimension: {[len(t) for t in tensors]}")
+    if len(tensors[0]) == 0:
+        raise TrainingError("the training data is empty")
+    return tuple(t.to(device) for t in tensors)
+
+
+def _optimizer(settings: SVISpec, parameters: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if settings.optimizer == "clipped_adam":
+        return ClippedAdam(parameters, lr=settings.lr, clip_norm=settings.clip_norm)
+    # The fused kernel updates all parameters in one call: about 3x faster than the default on a CPU.
+    fused = all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in parameters)
+    return torch.optim.Adam(parameters, lr=settings.lr, fused=fused)
+
+
+def _scheduler(settings: SVISpec, optimizer, total_steps: int):
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if settings.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
+    return None
+
+
+def _cuda_rng_state(device: torch.device) -> list[torch.Tensor]:
+    return torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+
+
+@contextmanager
+def _sigint_flag():
+    """Turn the first Ctrl-C into a flag checked between steps (a second one interrupts at once)."""
+    flag: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handle(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(True)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield lambda: bool(flag)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,70 @@
+"""PNG figures for a run folder: the ELBO curve, and grids of samples and reconstructions.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, so nothing touches pyplot's global state
+or needs a display.
+"""
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["plot_elbo_curve", "plot_examples"]
+
+
+def plot_elbo_curve(
+    train_elbo: Sequence[tuple[int, float]], validation_elbo: Sequence[tuple[int, float]], path: str | Path
+) -> None:
+    """ELBO per example (nats) against the training step, for the training batches and validation data."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for points, label, style in ((train_elbo, "train (running)", "-"), (validation_elbo, "validation", "o-")):
+        if points:
+            steps, values = zip(*points)
+            axes.plot(steps, values, style, label=label, markersize=3)
+    axes.set_xlabel("step")
+    axes.set_ylabel("ELBO per example (nats)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=120)
+
+
+def plot_examples(
+    panels: Sequence[tuple[str, torch.Tensor]],
+    event_shape: tuple[int, ...],
+    path: str | Path,
+    columns: int | None = None,
+) -> None:
+    """Side-by-side panels of examples, each given as (title, x [n, D]).
+
+    Images (a 2-D event shape) are tiled in grids of ``columns`` columns (default: as square as possible);
+    2-D points are drawn as a scatter plot; other vectors are tiled as 1 x D strips.
+    """
+    figure = Figure(figsize=(4.5 * len(panels), 4.8), layout="constrained")
+    for index, (title, examples) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        examples = examples.detach().float().cpu()
+        if event_shape == (2,):
+            axes.scatter(examples[:, 0], examples[:, 1], s=2, alpha=0.5)
+            axes.set_aspect("equal")
+        else:
+            shape = event_shape if len(event_shape) == 2 else (1, math.prod(event_shape))
+            axes.imshow(_tile(examples.reshape(-1, *shape), columns), cmap="gray", vmin=0.0, vmax=1.0)
+            axes.axis("off")
+        axes.set_title(title)
+    figure.savefig(path, dpi=120)
+
+
+def _tile(images: torch.Tensor, columns: int | None = None, padding: int = 1) -> torch.Tensor:
+    """[n, H, W] images -> one [rows * (H + p), columns * (W + p)] canvas."""
+    count, height, width = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    canvas = torch.ones(rows * (height + padding) + padding, columns * (width + padding) + padding)
+    for index in range(count):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        canvas[top : top + height, left : left + width] = images[index].clamp(0.0, 1.0)
+    return canvas
