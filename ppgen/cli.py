@@ -73,7 +73,8 @@ def _report(metrics: dict) -> None:
         if "nll" in figures:
             line += (
                 f"; NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
-                f" (K = {figures['nll_num_samples']}, {figures['nll_num_examples']} examples)"
+                f" (K = {figures['nll_num_samples']}, {figures['nll_num_examples']} examples,"
+                f" median effective sample size {figures['nll_effective_sample_size_median']:.0f})"
             )
         print(line)
     if "training" in metrics:
@@ -81,10 +82,15 @@ def _report(metrics: dict) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else 0
-    if value < 1:
+    if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+    return int(text)
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**32 - 1, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("run", help="run folder")
     sample.add_argument("-n", dest="num", type=_positive_int, default=64, help="number of samples (default 64)")
     sample.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sample.set_defaults(command=_sample)
     return parser

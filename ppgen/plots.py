@@ -47,11 +47,12 @@ def plot_examples(
         axes = figure.add_subplot(1, len(panels), index + 1)
         examples = examples.detach().float().cpu()
         if event_shape == (2,):
-            axes.scatter(examples[:, 0], examples[:, 1], s=2, alpha=0.5)
+            axes.scatter(examples[:, 0].numpy(), examples[:, 1].numpy(), s=2, alpha=0.5)
             axes.set_aspect("equal")
         else:
             shape = event_shape if len(event_shape) == 2 else (1, math.prod(event_shape))
-            axes.imshow(_tile(examples.reshape(-1, *shape), columns), cmap="gray", vmin=0.0, vmax=1.0)
+            canvas = _tile(examples.reshape(-1, *shape), columns).numpy()
+            axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0)
             axes.axis("off")
         axes.set_title(title)
     figure.savefig(path, dpi=120)

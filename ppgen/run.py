@@ -61,18 +61,8 @@ def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool 
 
 
 def load_splits(spec: DataSpec) -> Splits:
-    """The data a ``[data]`` table names."""
-    return load_data(
-        spec.name,
-        path=spec.path,
-        binarize=spec.binarize,
-        threshold=spec.threshold,
-        validation_fraction=spec.validation_fraction,
-        test_fraction=spec.test_fraction,
-        num_examples=spec.num_examples,
-        noise=spec.noise,
-        seed=spec.seed,
-    )
+    """The data a ``[data]`` table names (its keys are ``load_data``'s arguments)."""
+    return load_data(**spec.model_dump(exclude_none=True))
 
 
 def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, torch.nn.Module, Splits]:
@@ -109,6 +99,7 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
         nll_bits_per_dim=bits_per_dim(-nll, splits.data_dim),
         nll_num_samples=spec.num_samples,
         nll_num_examples=len(test),
+        nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
     )
     metrics["evaluation_seconds"] = time.perf_counter() - started
     metrics["device"] = str(device)

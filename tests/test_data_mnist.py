@@ -1,5 +1,4 @@
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,8 @@ from ppgen.data.load import load_data
 from ppgen.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx
 from ppgen.errors import DataError
 
+from conftest import synthetic_mnist_part, write_idx
+
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # Digit counts of the real files: the training counts from MNIST's provenance notes, the test counts from
 # the MNIST site (e.g. 1135 ones).
@@ -18,44 +19,8 @@ TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def _shared_data() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(os.environ.get("PPGEN_SHARED_DATA", default))
-    if not root.is_dir():
-        pytest.skip(f"shared data not found: {root}")
-    return root
-
-
-def _write_idx(path: Path, magic: int, array: np.ndarray, payload_bytes: int | None = None) -> Path:
-    """Write an unsigned-byte IDX file, gzipped if the name ends in .gz, keeping payload_bytes of the payload."""
-    header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
-    data = header + array.astype(np.uint8).tobytes()[:payload_bytes]
-    path.write_bytes(gzip.compress(data, compresslevel=1) if path.suffix == ".gz" else data)
-    return path
-
-
-def _synthetic_part(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose first two pixels encode the example's index (high byte, low byte), labels index % 10."""
-    index = np.arange(num_examples)
-    images = np.zeros((num_examples, 28, 28), dtype=np.uint8)
-    images[:, 0, 0], images[:, 0, 1] = index // 256, index % 256
-    return images, (index % 10).astype(np.uint8)
-
-
 def _decode_index(x: torch.Tensor) -> torch.Tensor:
     return (x[:, 0] * 255).round().long() * 256 + (x[:, 1] * 255).round().long()
-
-
-@pytest.fixture(scope="module")
-def synthetic_mnist(tmp_path_factory) -> Path:
-    """A directory data/mnist of full-size synthetic MNIST files (mostly zeros, so gzip makes them small)."""
-    directory = tmp_path_factory.mktemp("data") / "mnist"
-    directory.mkdir()
-    for prefix, num_examples in (("train", 60000), ("t10k", 10000)):
-        images, labels = _synthetic_part(num_examples)
-        _write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", IMAGE_MAGIC, images)
-        _write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", LABEL_MAGIC, labels)
-    return directory
 
 
 @pytest.fixture
@@ -68,8 +33,8 @@ def mnist_copy(synthetic_mnist, tmp_path) -> Path:
 def test_parse_idx_reads_small_files(tmp_path, suffix):
     images = np.arange(3 * 4 * 5).reshape(3, 4, 5)
     labels = np.array([7, 0, 255, 3])
-    parsed_images = parse_idx(_write_idx(tmp_path / f"images{suffix}", IMAGE_MAGIC, images), IMAGE_MAGIC, (3, 4, 5))
-    parsed_labels = parse_idx(_write_idx(tmp_path / f"labels{suffix}", LABEL_MAGIC, labels), LABEL_MAGIC, (4,))
+    parsed_images = parse_idx(write_idx(tmp_path / f"images{suffix}", IMAGE_MAGIC, images), IMAGE_MAGIC, (3, 4, 5))
+    parsed_labels = parse_idx(write_idx(tmp_path / f"labels{suffix}", LABEL_MAGIC, labels), LABEL_MAGIC, (4,))
     assert parsed_images.dtype == np.uint8 and parsed_labels.dtype == np.uint8
     np.testing.assert_array_equal(parsed_images, images)
     np.testing.assert_array_equal(parsed_labels, labels)
@@ -94,7 +59,7 @@ def test_parse_idx_reads_small_files(tmp_path, suffix):
 def test_parse_idx_rejects_wrong_headers_and_payloads(
     tmp_path, magic, shape, payload_bytes, expected_magic, expected_shape, message
 ):
-    path = _write_idx(tmp_path / "file.gz", magic, np.zeros(shape), payload_bytes)
+    path = write_idx(tmp_path / "file.gz", magic, np.zeros(shape), payload_bytes)
     with pytest.raises(DataError) as error:
         parse_idx(path, expected_magic, expected_shape)
     assert str(error.value) == f"MNIST file {path}: {message}"
@@ -117,7 +82,7 @@ def test_parse_idx_rejects_unreadable_gzip(tmp_path):
     not_gzip.write_bytes(b"this is not gzip data")
     with pytest.raises(DataError, match=rf"^MNIST file {not_gzip}: cannot be read \(Not a gzipped file"):
         parse_idx(not_gzip, LABEL_MAGIC, (2,))
-    cut = _write_idx(tmp_path / "cut.gz", LABEL_MAGIC, np.arange(100))
+    cut = write_idx(tmp_path / "cut.gz", LABEL_MAGIC, np.arange(100))
     cut.write_bytes(cut.read_bytes()[:-12])
     with pytest.raises(DataError, match=rf"^MNIST file {cut}: cannot be read \("):
         parse_idx(cut, LABEL_MAGIC, (100,))
@@ -162,7 +127,7 @@ def test_load_mnist_names_a_missing_file(mnist_copy, name):
 
 def test_load_mnist_names_a_file_with_a_bad_magic_number(mnist_copy):
     path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
-    _write_idx(path, IMAGE_MAGIC, np.zeros(10000))
+    write_idx(path, IMAGE_MAGIC, np.zeros(10000))
     with pytest.raises(DataError) as error:
         load_mnist(mnist_copy)
     assert str(error.value) == f"MNIST file {path}: bad magic number 2051 (expected 2049 for a label file)"
@@ -170,7 +135,7 @@ def test_load_mnist_names_a_file_with_a_bad_magic_number(mnist_copy):
 
 def test_load_mnist_names_a_truncated_file(mnist_copy):
     path = mnist_copy / "t10k-images-idx3-ubyte.gz"
-    _write_idx(path, IMAGE_MAGIC, np.zeros((10000, 28, 28)), payload_bytes=10000 * 784 - 1)
+    write_idx(path, IMAGE_MAGIC, np.zeros((10000, 28, 28)), payload_bytes=10000 * 784 - 1)
     with pytest.raises(DataError, match=rf"^MNIST file {path}: payload of 7839999 bytes"):
         load_mnist(mnist_copy)
 
@@ -186,14 +151,14 @@ def test_load_mnist_names_a_file_with_the_wrong_count(mnist_copy):
 
 def test_load_mnist_rejects_labels_that_are_not_digits(mnist_copy):
     path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
-    _write_idx(path, LABEL_MAGIC, np.full(10000, 10))
+    write_idx(path, LABEL_MAGIC, np.full(10000, 10))
     with pytest.raises(DataError) as error:
         load_mnist(mnist_copy)
     assert str(error.value) == f"MNIST file {path}: label 10 is not a digit 0..9"
 
 
-def test_load_mnist_reads_the_real_files():
-    train_x, train_y, test_x, test_y = load_mnist(_shared_data() / "mnist")
+def test_load_mnist_reads_the_real_files(shared_data):
+    train_x, train_y, test_x, test_y = load_mnist(shared_data / "mnist")
     assert train_x.shape == (60000, 784) and test_x.shape == (10000, 784)
     assert (train_x.min(), train_x.max(), test_x.min(), test_x.max()) == (0.0, 1.0, 0.0, 1.0)
     assert torch.bincount(train_y).tolist() == TRAIN_COUNTS
@@ -231,8 +196,8 @@ def test_load_data_mnist_without_a_directory(monkeypatch):
     )
 
 
-def test_load_data_mnist_dynamic_binarization_of_the_real_files():
-    splits = load_data("mnist", path=_shared_data() / "mnist", binarize="dynamic", seed=0)
+def test_load_data_mnist_dynamic_binarization_of_the_real_files(shared_data):
+    splits = load_data("mnist", path=shared_data / "mnist", binarize="dynamic", seed=0)
     assert splits.binarize == "dynamic"
     assert torch.equal(torch.bincount(splits.test.y), torch.tensor(TEST_COUNTS))
     assert set(splits.test.x.unique().tolist()) == {0.0, 1.0}

@@ -39,11 +39,15 @@ _SAMPLE_PLATE = "_ppgen_samples"
 class LogLikelihood:
     """Importance-sampled log p(x) and its Monte-Carlo standard error (delta method).
 
-    estimate, stderr: [N] per example, or [] for the whole batch when the model has global latents.
+    estimate, stderr, effective_sample_size: [N] per example, or [] for the whole batch when the model
+    has global latents. The effective sample size (sum w)^2 / sum w^2 lies between 1 and K; when it is
+    a small fraction of K the weights are dominated by a few samples and the stderr understates the
+    error (a guide far from the posterior, or too few samples).
     """
 
     estimate: torch.Tensor
     stderr: torch.Tensor
+    effective_sample_size: torch.Tensor
     num_samples: int
 
     @property
@@ -87,11 +91,13 @@ def log_likelihood(
         lse_squared = _accumulate(lse_squared, rows, (2 * log_weights).logsumexp(0), torch.logaddexp, -math.inf, data)
     log_k = math.log(num_samples)
     estimate = lse - log_k
+    effective_sample_size = torch.exp(2 * lse - lse_squared)
     if num_samples == 1:
-        return LogLikelihood(estimate, torch.full_like(estimate, math.inf), num_samples)
+        return LogLikelihood(estimate, torch.full_like(estimate, math.inf), effective_sample_size, num_samples)
     # K sum(w^2) / sum(w)^2 - 1 is the relative variance of w; divide by K - 1 for the mean's.
     relative_variance = torch.expm1(log_k + lse_squared - 2 * lse).clamp(min=0)
-    return LogLikelihood(estimate, (relative_variance / (num_samples - 1)).sqrt(), num_samples)
+    stderr = (relative_variance / (num_samples - 1)).sqrt()
+    return LogLikelihood(estimate, stderr, effective_sample_size, num_samples)
 
 
 def _accumulate(total, rows, part, combine, identity, data):

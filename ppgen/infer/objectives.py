@@ -29,6 +29,16 @@ __all__ = ["Objective", "make_objective", "parameter_sites"]
 
 
 
+class _DetachedJitTrace_ELBO(JitTrace_ELBO):
+    """Pyro 1.9.2's JitTrace_ELBO.differentiable_loss returns loss + (surrogate - surrogate.detach()) with
+    a loss that is not detached inside the compiled function, so its gradient is twice the ELBO's
+    (harmless under Adam, wrong under SGD or gradient clipping). This detaches it."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss, surrogate_loss = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return loss.detach() + (surrogate_loss - surrogate_loss.detach())
+
+
 class _CachedJitTraceMeanField_ELBO(JitTraceMeanField_ELBO):
     """Pyro 1.9.2's JitTraceMeanField_ELBO stores its compiled loss as ``_differentiable_loss`` but checks
     ``_loss_and_surrogate_loss`` before building it, so it recompiles on every call (30 ms a step on a
@@ -42,7 +52,7 @@ class _CachedJitTraceMeanField_ELBO(JitTraceMeanField_ELBO):
 
 _ELBOS = {
     ("trace", False): Trace_ELBO,
-    ("trace", True): JitTrace_ELBO,
+    ("trace", True): _DetachedJitTrace_ELBO,
     ("meanfield", False): TraceMeanField_ELBO,
     ("meanfield", True): _CachedJitTraceMeanField_ELBO,
 }

@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,7 +176,10 @@ class _Training:
             unit="step",
             dynamic_ncols=True,
         )
-        with bar, pyro.validation_enabled(False), _sigint_flag() as interrupted:
+        with bar, pyro.validation_enabled(False), _sigint_flag() as interrupted, warnings.catch_warnings():
+            # Every loss is checked below, and a non-finite one stops training with an error naming its
+            # step, so Pyro's own per-step NaN warning would only repeat it.
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
             while not stop_reason:
                 stop_reason = self._stop_before_epoch()
                 if stop_reason:

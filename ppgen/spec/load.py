@@ -20,24 +20,35 @@ INFERENCE_TABLES = ("inference", "evaluation")
 
 def load_spec(path: str | Path, *, inference: str | Path | None = None, overrides: Iterable[str] = ()) -> RunSpec:
     """Read a model spec, let an inference spec replace its ``[inference]``/``[evaluation]`` tables,
-    apply ``key=value`` overrides, and validate.
+    apply ``key=value`` overrides, and validate. An error names the file or override at fault.
 
     Relative paths written in a spec file are relative to that file; relative paths given as
     overrides are relative to the current directory.
     """
     tree = _read_toml(path)
+    sources = {table: str(path) for table in tree}
     if inference is not None:
         extra = _read_toml(inference)
-        misplaced = sorted(set(extra) - set(INFERENCE_TABLES))
-        if misplaced:
-            raise SpecError(f"{inference}: [{misplaced[0]}] belongs in the model spec, not in an inference spec")
+        for table in extra:
+            if table in RunSpec.model_fields and table not in INFERENCE_TABLES:
+                raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
+            if table not in INFERENCE_TABLES:
+                raise SpecError(f"{inference}: [{table}] is not an inference spec table{_suggest(table, INFERENCE_TABLES)}")
+            sources[table] = str(inference)
         tree.update(extra)
     for text in overrides:
         key, value = parse_override(text)
         if key == "data.path":
+            if not isinstance(value, str):
+                raise SpecError(f"--set {text}: data.path must be a path, not {value!r}")
             value = str(Path(value).expanduser().absolute())
         _set_dotted(tree, key, value)
-    return validate_spec(tree, source=str(path))
+        sources[key] = f"--set {text}"
+    try:
+        return RunSpec.model_validate(tree)
+    except ValidationError as error:
+        key, message = _explain(error)
+        raise SpecError(f"{_source(key, message, sources, str(path))}: {message}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -50,6 +61,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise SpecError(f"override {key}: the value is nested too deeply") from None
     return key, value
 
 
@@ -58,13 +71,7 @@ def validate_spec(tree: dict, source: str = "spec") -> RunSpec:
     try:
         return RunSpec.model_validate(tree)
     except ValidationError as error:
-        errors = error.errors()
-        key = _dotted_key(errors[0]["loc"])[0]
-        alternatives = [e for e in errors if _dotted_key(e["loc"])[0] == key]
-        if len(alternatives) > 1:  # a value that fits none of a union's members
-            expected = " or ".join(_lower(e["msg"]).removeprefix("input should be ") for e in alternatives)
-            raise SpecError(f"{source}: {key}: expected {expected} (got {errors[0]['input']!r})") from None
-        raise SpecError(f"{source}: {_describe(errors[0])}") from None
+        raise SpecError(f"{source}: {_explain(error)[1]}") from None
 
 
 def dump_spec(spec: RunSpec) -> str:
@@ -75,9 +82,11 @@ def dump_spec(spec: RunSpec) -> str:
 def _read_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
     except OSError as error:
         raise SpecError(f"cannot read spec file {path}: {error.strerror}") from None
     try:
@@ -90,6 +99,22 @@ def _read_toml(path: str | Path) -> dict:
     return tree
 
 
+def _source(key: str, message: str, sources: dict[str, str], default: str) -> str:
+    """The file or override a faulty key came from, preferring the most specific match."""
+
+    def rank(name: str) -> tuple[int, int]:
+        if key == name or key.startswith((name + ".", name + "[")):  # the source set the key or its table
+            return 3, len(name)
+        if "." in name and name in message:  # a cross-field check names the key
+            return 2, len(name)
+        if "." in key and name.startswith(key + "."):  # the source reached through the key's value
+            return 1, len(name)
+        return 0, 0
+
+    best = max(sources, key=rank, default=None)
+    return sources[best] if best is not None and rank(best)[0] else default
+
+
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
     *tables, leaf = key.split(".")
     node = tree
@@ -100,12 +125,29 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _explain(error: ValidationError) -> tuple[str, str]:
+    """The dotted key of the first problem, and one line that names it and says what is wrong."""
+    errors = error.errors()
+    key = _dotted_key(errors[0]["loc"])[0]
+    if errors[0]["type"] in ("union_tag_not_found", "union_tag_invalid") and isinstance(errors[0]["input"], dict):
+        return f"{key}.kind", _describe(errors[0])
+    alternatives = [e for e in errors if _dotted_key(e["loc"])[0] == key]
+    if len(alternatives) > 1:  # a value that fits none of a union's members
+        expected = " or ".join(_lower(e["msg"]).removeprefix("input should be ") for e in alternatives)
+        return key, f"{key}: expected {expected} (got {errors[0]['input']!r})"
+    return key, _describe(errors[0])
+
+
 def _describe(error: dict) -> str:
     """One line for a pydantic error: the dotted key, what is wrong, and a suggestion when a name is close."""
     key, holder = _dotted_key(error["loc"])
     name = key.rsplit(".", 1)[-1]
     kind, value = error["type"], error.get("input")
     message = error["msg"].removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type") or (
+        kind.startswith("union_tag") and not isinstance(value, dict)
+    ):
+        return f"{key}: expected a table (got {value!r})"
     if kind == "extra_forbidden":
         return f"{key}: unknown key{_suggest(name, holder.model_fields if holder else ())}"
     if kind == "union_tag_not_found":
@@ -117,8 +159,6 @@ def _describe(error: dict) -> str:
         return f"{key}: {value!r} is not allowed; expected {error['ctx']['expected']}{_suggest(str(value), choices)}"
     if kind == "value_error":  # from a cross-field check, whose message names its keys
         return message
-    if kind in ("model_type", "dict_type"):
-        return f"{key}: expected a table (got {value!r})"
     if kind == "missing":
         return f"{key}: missing"
     return f"{key}: {_lower(message)} (got {value!r})"
@@ -130,8 +170,9 @@ def _dotted_key(loc: tuple) -> tuple[str, type[BaseModel] | None]:
     parts: list[str] = []
     table: type[BaseModel] | None = RunSpec
     holder = table
-    items = iter(loc)
-    for item in items:
+    items = list(loc)
+    while items:
+        item = items.pop(0)
         if isinstance(item, int):
             parts[-1] += f"[{item}]"
             continue
@@ -139,13 +180,12 @@ def _dotted_key(loc: tuple) -> tuple[str, type[BaseModel] | None]:
             continue
         parts.append(item)
         holder = table
-        field = table.model_fields.get(item) if table else None
+        field = table.model_fields.get(item)
         members = _table_types(field.annotation) if field else []
-        if field is not None and field.discriminator:
-            tag = next(items, None)
-            table = next((m for m in members if m.model_fields["kind"].default == tag), None)
-        else:
-            table = members[0] if len(members) == 1 else None
+        table = members[0] if len(members) == 1 else None
+        kinds = {m.model_fields["kind"].default: m for m in members if "kind" in m.model_fields}
+        if items and items[0] in kinds:  # the tag of a union of tables told apart by their kind
+            table = kinds[items.pop(0)]
     return ".".join(parts), holder
 
 

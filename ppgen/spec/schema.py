@@ -7,7 +7,7 @@ reference for the TOML keys (see ``models/*.toml`` and ``inference/*.toml``).
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
 __all__ = [
     "DataSpec",
@@ -19,6 +19,8 @@ __all__ = [
 ]
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+DEFAULT_TEST_FRACTION = 0.2
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # the range numpy and torch both accept
 Activation = Literal["relu", "tanh", "elu", "gelu", "silu", "softplus", "leaky_relu"]
 
 
@@ -36,16 +38,23 @@ class DataSpec(_Table):
     binarize: Literal["none", "threshold", "dynamic"] = "dynamic"
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     validation_fraction: Fraction = 0.1
-    test_fraction: Fraction = 0.2  # MNIST uses its official test set instead
+    test_fraction: Fraction | None = None  # default 0.2; MNIST uses its official test set instead
     num_examples: PositiveInt = 10000  # toy sets only
     noise: PositiveFloat | None = None  # toy sets only; None picks each set's default
-    seed: int = 0  # the split (and the one-off binarization of validation/test data)
+    seed: Seed = 0  # the split (and the one-off binarization of validation/test data)
 
-    @model_validator(mode="after")
-    def _check_mnist_split(self):
-        if self.name == "mnist" and "test_fraction" in self.model_fields_set:
-            raise ValueError("data.test_fraction does not apply to MNIST, which has its official 10,000-image test split")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_test_fraction(cls, table):
+        """Data sets without a test split of their own hold out 20% by default; MNIST has one."""
+        if isinstance(table, dict) and table.get("name") == "mnist":
+            if table.get("test_fraction") is not None:
+                raise ValueError(
+                    "data.test_fraction does not apply to MNIST, which has its official 10,000-image test split"
+                )
+        elif isinstance(table, dict) and table.get("test_fraction") is None:
+            table = {**table, "test_fraction": DEFAULT_TEST_FRACTION}
+        return table
 
 
 class VAESpec(_Table):
@@ -59,7 +68,14 @@ class VAESpec(_Table):
     likelihood_scale: Literal["learned"] | PositiveFloat = "learned"  # Gaussian likelihood only
 
 
-ModelSpec = Annotated[Union[VAESpec], Field(discriminator="kind")]
+def _model_kind(table) -> str | None:
+    """A [model] table's kind; "vae" when the table leaves it out."""
+    if isinstance(table, dict):
+        return table.get("kind", "vae")
+    return getattr(table, "kind", None)
+
+
+ModelSpec = Annotated[Union[Annotated[VAESpec, Tag("vae")]], Discriminator(_model_kind)]
 
 
 class SVISpec(_Table):
@@ -82,7 +98,7 @@ class SVISpec(_Table):
     keep_best: bool = True  # end with the parameters of the epoch with the best validation ELBO
     checkpoint_every: PositiveInt = 1000  # steps; a checkpoint is also written at the end
     log_every: PositiveInt = 50  # steps between progress updates and finite-loss checks
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")

@@ -1,0 +1,61 @@
+"""Shared fixtures: where the shared test data lives, and full-size synthetic MNIST files."""
+
+import gzip
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppgen.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """../shared/data beside the repository (or beside the repository this one was cloned from, as for a
+    CI clone in /tmp), or $PPGEN_SHARED_DATA; None when none exists."""
+    candidates = [os.environ.get("PPGEN_SHARED_DATA"), REPO.parent / "shared" / "data"]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / "shared" / "data")
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("shared data not found: set PPGEN_SHARED_DATA to the folder holding mnist/ and posteriordb/")
+    return root
+
+
+def write_idx(path: Path, magic: int, array: np.ndarray, payload_bytes: int | None = None) -> Path:
+    """Write an unsigned-byte IDX file, gzipped if the name ends in .gz, keeping payload_bytes of the payload."""
+    header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    data = header + array.astype(np.uint8).tobytes()[:payload_bytes]
+    path.write_bytes(gzip.compress(data, compresslevel=1) if path.suffix == ".gz" else data)
+    return path
+
+
+def synthetic_mnist_part(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose first two pixels encode the example's index (high byte, low byte), labels index % 10."""
+    index = np.arange(num_examples)
+    images = np.zeros((num_examples, 28, 28), dtype=np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = index // 256, index % 256
+    return images, (index % 10).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(tmp_path_factory) -> Path:
+    """A folder of full-size synthetic MNIST IDX files (mostly zeros, so gzip keeps them small)."""
+    directory = tmp_path_factory.mktemp("data") / "mnist"
+    directory.mkdir()
+    for prefix, num_examples in (("train", 60000), ("t10k", 10000)):
+        images, labels = synthetic_mnist_part(num_examples)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", IMAGE_MAGIC, images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", LABEL_MAGIC, labels)
+    return directory

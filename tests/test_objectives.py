@@ -1,0 +1,108 @@
+import math
+
+import pyro
+import pytest
+import torch
+
+from ppgen.infer.objectives import make_objective
+from ppgen.evaluate import log_likelihood
+from ppgen.models import VAE
+
+Z = 4.0
+
+
+@pytest.fixture
+def vae():
+    pyro.set_rng_seed(0)
+    return VAE(data_dim=20, latent_dim=3, hidden=[16])
+
+
+@pytest.fixture
+def x():
+    return torch.bernoulli(torch.full((8, 20), 0.3), generator=torch.Generator().manual_seed(0))
+
+
+def _objective(vae, num_data=8, **options):
+    return make_objective(vae.model, vae.guide, [vae], num_data=num_data, max_plate_nesting=1, **options)
+
+
+def _loss_and_gradients(objective, vae, x, seed):
+    vae.zero_grad(set_to_none=True)
+    pyro.set_rng_seed(seed)
+    loss = objective.loss_and_backward(x)
+    return loss, [p.grad.clone() for p in vae.parameters()]
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_compiled_elbos_match_their_uncompiled_twins(vae, x, elbo):
+    eager, eager_cleanup = _objective(vae, elbo=elbo)
+    compiled, compiled_cleanup = _objective(vae, elbo=elbo, jit=True)
+    try:
+        compiled.loss_and_backward(x)  # compile first: tracing draws random numbers of its own
+        for seed in (1, 2):
+            loss, gradients = _loss_and_gradients(eager, vae, x, seed)
+            compiled_loss, compiled_gradients = _loss_and_gradients(compiled, vae, x, seed)
+            torch.testing.assert_close(compiled_loss, loss)
+            for gradient, compiled_gradient in zip(gradients, compiled_gradients):
+                torch.testing.assert_close(compiled_gradient, gradient)
+    finally:
+        eager_cleanup()
+        compiled_cleanup()
+
+
+def test_the_compiled_mean_field_elbo_compiles_once(vae, x):
+    objective, cleanup = _objective(vae, elbo="meanfield", jit=True)
+    try:
+        objective.loss_and_backward(x)
+        compiled = objective.elbo._differentiable_loss
+        for _ in range(3):
+            objective.loss_and_backward(x)
+        assert objective.elbo._differentiable_loss is compiled and len(compiled.compiled) == 1
+    finally:
+        cleanup()
+
+
+@pytest.mark.parametrize("options", [{"jit": True}, {"elbo": "iwae", "num_particles": 3}])
+def test_parameters_registered_with_pyro_are_removed_by_the_cleanup(vae, x, options):
+    objective, cleanup = _objective(vae, **options)
+    objective.loss_and_backward(x)
+    registered = [name for name in pyro.get_param_store().keys() if name.startswith("_ppgen_fit")]
+    assert len(registered) == len(list(vae.parameters()))
+    cleanup()
+    assert not [name for name in pyro.get_param_store().keys() if name.startswith("_ppgen_fit")]
+
+
+def test_the_loss_is_rescaled_from_the_batch_to_the_data_set(vae, x):
+    batch, cleanup = _objective(vae, num_data=8)
+    whole, _ = _objective(vae, num_data=32)
+    pyro.set_rng_seed(3)
+    batch_loss = batch.loss_and_backward(x)
+    pyro.set_rng_seed(3)
+    torch.testing.assert_close(whole.loss_and_backward(x), 4 * batch_loss)
+    cleanup()
+
+
+def test_the_one_sample_importance_weighted_bound_is_the_elbo(vae, x):
+    trace, _ = _objective(vae)
+    iwae, cleanup = _objective(vae, elbo="iwae", num_particles=1)
+    try:
+        loss, gradients = _loss_and_gradients(trace, vae, x, seed=4)
+        iwae_loss, iwae_gradients = _loss_and_gradients(iwae, vae, x, seed=4)
+        torch.testing.assert_close(iwae_loss.double(), loss.double())
+        for gradient, iwae_gradient in zip(gradients, iwae_gradients):
+            torch.testing.assert_close(iwae_gradient, gradient)
+    finally:
+        cleanup()
+
+
+def test_the_importance_weighted_objective_is_the_per_example_bound_the_evaluator_estimates(vae, x):
+    """-RenyiELBO(alpha=0, K) / B and the mean of log_likelihood(K) both estimate E[L_K] per example."""
+    objective, cleanup = _objective(vae, elbo="iwae", num_particles=5)
+    pyro.set_rng_seed(5)
+    try:
+        training = torch.stack([-objective.loss_and_backward(x) / len(x) for _ in range(300)])
+    finally:
+        cleanup()
+    evaluation = torch.stack([log_likelihood(vae.model, vae.guide, x, num_samples=5).estimate.mean() for _ in range(300)])
+    stderr = math.hypot(training.std().item(), evaluation.std().item()) / math.sqrt(300)
+    assert abs(training.mean() - evaluation.mean()) < Z * stderr

@@ -1,0 +1,71 @@
+"""Every shipped spec validates, alone and with every inference spec, and every model spec runs."""
+
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ppgen.run import run
+from ppgen.spec.load import load_spec
+from ppgen.spec.schema import EvaluationSpec, SVISpec
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_SPECS = sorted((REPO / "models").glob("**/*.toml"))
+INFERENCE_SPECS = sorted((REPO / "inference").glob("*.toml"))
+RUN_FILES = ("spec.toml", "checkpoint.pt", "model.pt", "metrics.json", "elbo.png", "samples.png")
+# A tiny budget for any spec: the model is left as the spec has it; the time limit caps large data sets.
+BUDGET = (
+    "inference.epochs=1", "inference.time_limit=1", "inference.device=cpu",
+    "evaluation.num_samples=8", "evaluation.max_examples=20",
+)  # fmt: skip
+
+
+def spec_id(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_there_are_specs():
+    assert MODEL_SPECS and INFERENCE_SPECS
+
+
+@pytest.mark.parametrize("path", MODEL_SPECS, ids=spec_id)
+def test_model_spec_gives_the_values_it_writes(path):
+    """Every key the file sets reaches the spec unchanged (nothing dropped, renamed or coerced)."""
+    spec = load_spec(path).model_dump(mode="json")
+    for table, values in tomllib.loads(path.read_text()).items():
+        assert {key: spec[table][key] for key in values} == values
+
+
+@pytest.mark.parametrize("inference", INFERENCE_SPECS, ids=spec_id)
+@pytest.mark.parametrize("model", MODEL_SPECS, ids=spec_id)
+def test_model_spec_with_inference_spec(model, inference):
+    alone, combined = load_spec(model), load_spec(model, inference=inference)
+    tables = tomllib.loads(inference.read_text())
+    assert (combined.data, combined.model) == (alone.data, alone.model)
+    assert combined.inference == SVISpec.model_validate(tables.get("inference", {}))
+    assert combined.evaluation == EvaluationSpec.model_validate(tables.get("evaluation", {}))
+
+
+@pytest.fixture
+def mnist_data(request, monkeypatch):
+    """PPGEN_DATA set to the shared data folder when it exists, else to a folder of synthetic MNIST files."""
+    try:
+        root = request.getfixturevalue("shared_data")
+    except pytest.skip.Exception:
+        root = request.getfixturevalue("synthetic_mnist").parent
+    monkeypatch.setenv("PPGEN_DATA", str(root))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", MODEL_SPECS, ids=spec_id)
+def test_model_spec_runs(path, mnist_data, tmp_path):
+    spec = load_spec(path, overrides=BUDGET)
+    metrics = run(spec, tmp_path / "run", progress=False)
+    assert sorted(file.name for file in (tmp_path / "run").iterdir()) == sorted(RUN_FILES)
+    assert metrics["training"]["steps"] >= 1
+    splits = ("train", "validation", "test")
+    figures = [metrics[split][key] for split in splits for key in ("elbo", "elbo_bits_per_dim")]
+    figures += [metrics["test"][key] for key in ("nll", "nll_stderr", "nll_bits_per_dim")]
+    assert all(math.isfinite(value) for value in figures)
+    assert (metrics["test"]["nll_num_samples"], metrics["test"]["nll_num_examples"]) == (8, 20)
