@@ -16,7 +16,6 @@ import statistics
 import time
 
 import torch
-from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from ppgen.infer import fit
@@ -32,7 +31,7 @@ DATA_DIM, BATCH = 784, 128
 
 def hand_written_seconds(vae: VAE, x: torch.Tensor, steps: int, analytic_kl: bool, fused: bool) -> float:
     """A plain PyTorch loop over the same networks, written as one would without Pyro."""
-    encoder, decoder = vae.encoder.net, vae.decoder.net
+    encoder, decoder = torch.nn.Sequential(*vae.encoder.trunk, vae.encoder.head), vae.decoder.net
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused)
     batches_per_epoch = len(x) // BATCH
     _synchronize(x.device)
@@ -96,9 +95,16 @@ def main() -> None:
     x = torch.bernoulli(torch.full((BATCH * steps_per_epoch, DATA_DIM), 0.13, device=device))
     steps = max(1, args.steps // steps_per_epoch) * steps_per_epoch
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"SVI step time, batch {BATCH}, {steps} steps per timing, median of {args.repeats}; {name}; torch {torch.__version__}")
+    print(
+        f"SVI step time, batch {BATCH}, {steps} steps per timing, median of {args.repeats};"
+        f" {name}; torch {torch.__version__}"
+    )
     systems = ("hand", "hand fused", "ppgen", "ppgen jit")
-    print(f"{'network':<46} {'variant':<12}" + "".join(f"{s + ' ms':>14}" for s in systems) + f"{'ratio':>7}{'ratio fused':>12}{'jit/fused':>10}")
+    print(
+        f"{'network':<46} {'variant':<12}"
+        + "".join(f"{s + ' ms':>14}" for s in systems)
+        + f"{'ratio':>7}{'ratio fused':>12}{'jit/fused':>10}"
+    )
     for network, options in NETWORKS.items():
         for analytic_kl in (True, False):
             times = {system: [] for system in systems}
@@ -118,6 +124,7 @@ def main() -> None:
                 f"{network:<46} {variant:<12}{hand:>14.2f}{fused:>14.2f}{ours:>14.2f}{jit:>14.2f}"
                 f"{ours / hand:>7.2f}{ours / fused:>12.2f}{jit / fused:>10.2f}"
             )
+
 
 if __name__ == "__main__":
     main()

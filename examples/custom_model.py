@@ -61,9 +61,20 @@ def main() -> None:
     splits = load_data("digits", binarize="none")
     pyro.set_rng_seed(0)
     ppca = PPCA(splits.data_dim, latent_dim=8)
-    result = ppgen.fit(ppca.model, ppca.guide, splits.train.x, splits.validation.x, epochs=args.epochs,
-                       batch_size=64, lr=3e-3, progress=False)
-    print(f"trained {result.steps} steps in {result.wall_time:.1f} s; best validation ELBO {result.best_validation_elbo:.2f}")
+    result = ppgen.fit(
+        ppca.model,
+        ppca.guide,
+        splits.train.x,
+        splits.validation.x,
+        epochs=args.epochs,
+        batch_size=64,
+        lr=3e-3,
+        progress=False,
+    )
+    print(
+        f"trained {result.steps} steps in {result.wall_time:.1f} s;"
+        f" best validation ELBO {result.best_validation_elbo:.2f}"
+    )
 
     x = splits.test.x
     bound = ppgen.elbo(ppca.model, ppca.guide, x, num_particles=10).mean()

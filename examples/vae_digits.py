@@ -1,6 +1,6 @@
 """The default demo from Python: a VAE on scikit-learn's digits, the same path ``ppgen run`` takes.
 
-    python examples/vae_digits.py [--epochs 300] [--out digits-samples.png]
+python examples/vae_digits.py [--epochs 300] [--out digits-samples.png]
 """
 
 import argparse
@@ -22,13 +22,23 @@ def main() -> None:
     splits = load_data("digits", binarize="dynamic")  # training batches are binarized afresh each epoch
     pyro.set_rng_seed(0)
     vae = ppgen.VAE(splits.data_dim, latent_dim=8, hidden=[256, 256])
-    result = ppgen.fit(vae.model, vae.guide, splits.train.x, splits.validation.x, epochs=args.epochs,
-                       batch_size=64, patience=30, batch_transform=dynamic_binarize)
+    result = ppgen.fit(
+        vae.model,
+        vae.guide,
+        splits.train.x,
+        splits.validation.x,
+        epochs=args.epochs,
+        batch_size=64,
+        patience=30,
+        batch_transform=dynamic_binarize,
+    )
     test = splits.test.x
     estimate = ppgen.log_likelihood(vae.model, vae.guide, test, num_samples=args.num_samples)
     nll = -estimate.estimate.mean().item()
-    print(f"{result.epochs} epochs ({result.stop_reason}); test ELBO {ppgen.elbo(vae.model, vae.guide, test).mean():.2f},"
-          f" NLL {nll:.2f} nats ({ppgen.bits_per_dim(-nll, splits.data_dim):.3f} bits/dim)")
+    print(
+        f"{result.epochs} epochs ({result.stop_reason}); test ELBO {ppgen.elbo(vae.model, vae.guide, test).mean():.2f},"
+        f" NLL {nll:.2f} nats ({ppgen.bits_per_dim(-nll, splits.data_dim):.3f} bits/dim)"
+    )
     plot_examples([("samples", vae.sample(64))], splits.event_shape, args.out)
     print(f"wrote {args.out}")
 

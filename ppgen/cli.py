@@ -2,7 +2,8 @@
 
     ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume]
     ppgen evaluate RUN [--num-samples K] [--max-examples N]
-    ppgen sample RUN [-n 64] [--out samples.png]
+    ppgen sample RUN [-n 64] [--out samples.png] [--sampler ancestral|pc|langevin]
+    ppgen classify RUN [--num-samples K] [--max-examples N]
 
 A user mistake (bad spec key or value, missing or corrupt file, wrong data shape) prints one line
 and exits with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -60,8 +61,20 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
     from ppgen.run import sample_run
 
-    path = sample_run(args.run, args.num, args.out, seed=args.seed, device=args.device)
+    path = sample_run(args.run, args.num, args.out, seed=args.seed, device=args.device, sampler=args.sampler)
     print(f"wrote {path}")
+    return 0
+
+
+def _classify(args) -> int:
+    from ppgen.run import classify_run
+
+    metrics = classify_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
+    test = metrics["test"]
+    print(
+        f"test accuracy {test['accuracy']:.4f}"
+        f" ({test['accuracy_num_examples']} examples, K = {test['accuracy_num_samples']} per class)"
+    )
     return 0
 
 
@@ -69,7 +82,9 @@ def _report(metrics: dict) -> None:
     """A short human-readable summary; metrics.json holds everything."""
     for split in ("train", "validation", "test"):
         figures = metrics.get(split, {})
-        line = f"{split:>10}: ELBO {figures.get('elbo', float('nan')):.3f} nats ({figures.get('elbo_bits_per_dim', float('nan')):.4f} bits/dim)"
+        if "elbo" not in figures:
+            continue
+        line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({figures['elbo_bits_per_dim']:.4f} bits/dim)"
         if "nll" in figures:
             line += (
                 f"; NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
@@ -100,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train and evaluate a model spec, writing a run folder")
     run.add_argument("spec", help="model spec (TOML), e.g. models/vae.toml")
     run.add_argument("--inference", help="inference spec (TOML) replacing the model spec's [inference]/[evaluation]")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key, e.g. model.latent_dim=32")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key, e.g. model.latent_dim=32"
+    )
     run.add_argument("--out", help="run folder (default runs/<spec name>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,7 +136,17 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    sample.add_argument(
+        "--sampler", choices=("ancestral", "pc", "langevin"), help="diffusion models: overrides [sampling] sampler"
+    )
     sample.set_defaults(command=_sample)
+
+    classify = commands.add_parser("classify", help="classify the test set of a labelled (cvae) run by likelihood")
+    classify.add_argument("run", help="run folder")
+    classify.add_argument("--num-samples", type=_positive_int, default=100, help="importance samples K per class")
+    classify.add_argument("--max-examples", type=_positive_int, help="classify the first N test examples")
+    classify.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    classify.set_defaults(command=_classify)
     return parser
 
 

@@ -8,7 +8,7 @@ __all__ = ["resolve_device"]
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cpu" and "cuda" as named (CUDA must be present)."""
+    """ "auto" -> CUDA when available, else CPU; "cpu" and "cuda" as named (CUDA must be present)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

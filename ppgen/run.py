@@ -13,19 +13,28 @@ import pyro
 import torch
 
 import ppgen
-from ppgen.data import Splits, dynamic_binarize, load_data
+from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
-from ppgen.evaluate import bits_per_dim, elbo, log_likelihood
+from ppgen.evaluate import bits_per_dim, classify, elbo, log_likelihood
 from ppgen.files import atomic_open, write_text_atomic
 from ppgen.infer import FitResult, fit
 from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.models import build_model
 from ppgen.plots import plot_elbo_curve, plot_examples
 from ppgen.spec.load import dump_spec, load_spec
-from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec
+from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec, SamplingSpec
 
-__all__ = ["run", "evaluate_run", "sample_run", "load_run", "load_splits", "evaluate_model"]
+__all__ = [
+    "run",
+    "evaluate_run",
+    "sample_run",
+    "classify_run",
+    "load_run",
+    "load_splits",
+    "evaluate_model",
+    "classify_accuracy",
+]
 
 SPEC_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE = "spec.toml", "checkpoint.pt", "model.pt", "metrics.json"
 MODEL_FORMAT = 1
@@ -37,17 +46,17 @@ def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool 
     _prepare_folder(out, spec, resume)
     splits = load_splits(spec.data)
     pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters
-    model = build_model(spec.model, splits.data_dim)
+    model = _build(spec, splits)
     write_text_atomic(out / SPEC_FILE, dump_spec(spec))
     result = fit(
         model.model,
         model.guide,
-        splits.train.x,
-        splits.validation.x,
+        _data(model, splits, "train", fixed=False),
+        _data(model, splits, "validation"),
         settings=spec.inference,
         checkpoint=out / CHECKPOINT_FILE,
         resume=resume,
-        batch_transform=dynamic_binarize if splits.binarize == "dynamic" else None,
+        batch_transform=splits.batch_transform(),
         progress=progress,
     )
     with atomic_open(out / MODEL_FILE) as file:
@@ -56,7 +65,7 @@ def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool 
     metrics = {"training": _training_summary(result), **evaluate_model(model, splits, spec.evaluation)}
     metrics["versions"] = _versions()
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    _plot_samples(model, splits, out / "samples.png")
+    _plot_samples(model, splits, spec, out / "samples.png")
     return metrics
 
 
@@ -72,42 +81,70 @@ def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, to
         raise PpgenError(f"{folder} is not a run folder (no {SPEC_FILE})")
     spec = load_spec(folder / SPEC_FILE)
     if not (folder / MODEL_FILE).is_file():
-        raise PpgenError(f"{folder} has no fitted model ({MODEL_FILE}); finish it with: ppgen run {folder / SPEC_FILE} --out {folder} --resume")
+        raise PpgenError(
+            f"{folder} has no fitted model ({MODEL_FILE}); finish the run with:"
+            f" ppgen run {folder / SPEC_FILE} --out {folder} --resume"
+        )
     splits = load_splits(spec.data)
-    model = build_model(spec.model, splits.data_dim)
+    model = _build(spec, splits)
     model.load_state_dict(load_checkpoint(folder / MODEL_FILE)["state_dict"])
     return spec, model.to(resolve_device(device or spec.inference.device)), splits
 
 
 def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec) -> dict:
     """ELBO on every split and the importance-sampled log-likelihood on the test split, in nats per
-    example and bits per dimension (bits/dim are -log p / (D ln 2))."""
+    example and bits per dimension (-log p / (D ln 2)); for a diffusion model also the closed-form
+    whole-chain ELBO, for labelled models the accuracy of classification by likelihood, and for
+    dequantized data bits per dimension of the discrete pixels."""
     started = time.perf_counter()
     device = next(model.parameters()).device
     metrics = {}
-    for name, x in (("train", _fixed_train(splits)), ("validation", splits.validation.x), ("test", splits.test.x)):
-        x = x.to(device)
-        value = elbo(model.model, model.guide, x, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size)
-        mean = value.mean().item()
-        metrics[name] = {"elbo": mean, "elbo_bits_per_dim": bits_per_dim(mean, splits.data_dim), "num_examples": len(x)}
-    test = splits.test.x[: spec.max_examples].to(device)
-    estimate = log_likelihood(model.model, model.guide, test, num_samples=spec.num_samples, chunk_size=spec.chunk_size)
-    nll = -estimate.estimate.mean().item()
+    for name in ("train", "validation", "test"):
+        data = tuple(t.to(device) for t in _data(model, splits, name))
+        value = elbo(model.model, model.guide, *data, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size)
+        metrics[name] = {"num_examples": len(data[0]), **_in_units("elbo", value.mean().item(), splits)}
+    test = tuple(t[: spec.max_examples].to(device) for t in _data(model, splits, "test"))
+    # A model whose training program subsamples (a diffusion chain) offers a whole-chain pair for this.
+    pair = (model.chain_model, model.chain_guide) if hasattr(model, "chain_model") else (model.model, model.guide)
+    chunk_size = max(1, spec.chunk_size // getattr(model, "trajectory_length", 1))
+    estimate = log_likelihood(*pair, *test, num_samples=spec.num_samples, chunk_size=chunk_size)
+    log_p = estimate.estimate.mean().item()
     metrics["test"].update(
-        nll=nll,
-        nll_stderr=(estimate.stderr.square().sum().sqrt() / len(test)).item(),
-        nll_bits_per_dim=bits_per_dim(-nll, splits.data_dim),
+        nll=-log_p,
+        nll_stderr=(estimate.stderr.square().sum().sqrt() / len(test[0])).item(),
+        **{
+            key.replace("log_p_", "nll_"): value
+            for key, value in _in_units("log_p", log_p, splits).items()
+            if key != "log_p"
+        },
         nll_num_samples=spec.num_samples,
-        nll_num_examples=len(test),
+        nll_num_examples=len(test[0]),
         nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
     )
+    if hasattr(model, "chain_elbo"):
+        with torch.no_grad():
+            chain = model.chain_elbo(test[0]).mean().item()
+        metrics["test"].update(_in_units("chain_elbo", chain, splits))
+    if "y" in model.data_keys:
+        accuracy = classify_accuracy(model, test, spec.classify_samples, spec.chunk_size)
+        metrics["test"].update(
+            accuracy=accuracy, accuracy_num_samples=spec.classify_samples, accuracy_num_examples=len(test[0])
+        )
     metrics["evaluation_seconds"] = time.perf_counter() - started
     metrics["device"] = str(device)
     return metrics
 
 
-def evaluate_run(folder: str | Path, *, num_samples: int | None = None, max_examples: int | None = None,
-                 device: str | None = None) -> dict:
+def classify_accuracy(model, data: tuple[torch.Tensor, torch.Tensor], num_samples: int, chunk_size: int) -> float:
+    """Accuracy of predicting argmax_y log p(x | y) + log p(y), with importance-sampled log p(x | y)."""
+    x, y = data
+    predictions = classify(model.model, model.guide, x, model.class_log_prior, num_samples, chunk_size)
+    return (predictions == y).double().mean().item()
+
+
+def evaluate_run(
+    folder: str | Path, *, num_samples: int | None = None, max_examples: int | None = None, device: str | None = None
+) -> dict:
     """Re-evaluate a finished run (e.g. with more importance samples) and update its metrics.json."""
     folder = Path(folder)
     spec, model, splits = load_run(folder, device)
@@ -121,35 +158,104 @@ def evaluate_run(folder: str | Path, *, num_samples: int | None = None, max_exam
     return metrics
 
 
-def sample_run(folder: str | Path, num_samples: int, out: str | Path, *, seed: int = 0, device: str | None = None) -> Path:
-    """Draw num_samples examples from a finished run's model and save them as a PNG grid."""
-    _, model, splits = load_run(folder, device)
+def classify_run(
+    folder: str | Path, *, num_samples: int = 100, max_examples: int | None = None, device: str | None = None
+) -> dict:
+    """Classify a labelled run's test set by likelihood and record the accuracy in its metrics.json."""
+    folder = Path(folder)
+    spec, model, splits = load_run(folder, device)
+    if "y" not in model.data_keys:
+        raise PpgenError(f"{folder} holds a {spec.model.kind!r}, which has no labels to classify (use a 'cvae')")
+    pyro.set_rng_seed(spec.inference.seed)
+    device = next(model.parameters()).device
+    test = tuple(t[:max_examples].to(device) for t in _data(model, splits, "test"))
+    accuracy = classify_accuracy(model, test, num_samples, spec.evaluation.chunk_size)
+    metrics_path = folder / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics.setdefault("test", {}).update(
+        accuracy=accuracy, accuracy_num_samples=num_samples, accuracy_num_examples=len(test[0])
+    )
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def sample_run(
+    folder: str | Path,
+    num_samples: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+    sampler: str | None = None,
+) -> Path:
+    """Draw num_samples examples from a finished run's model and save them as a PNG grid; ``sampler``
+    (diffusion models) overrides the spec's ``[sampling]`` table."""
+    spec, model, splits = load_run(folder, device)
+    sampling = spec.sampling if sampler is None else spec.sampling.model_copy(update={"sampler": sampler})
+    if sampling.sampler != "ancestral" and spec.model.kind != "ddpm":
+        raise PpgenError(f"sampler {sampling.sampler!r} needs a diffusion model; {folder} holds a {spec.model.kind!r}")
     pyro.set_rng_seed(seed)
-    plot_examples([(f"{num_samples} samples", model.sample(num_samples))], splits.event_shape, out)
+    samples = _draw(model, spec, num_samples, sampling)
+    plot_examples([(f"{num_samples} samples ({sampling.sampler})", samples)], splits.event_shape, out)
     return Path(out)
 
 
-def _fixed_train(splits: Splits) -> torch.Tensor:
-    """Training data under dynamic binarization holds intensities: binarize it once, reproducibly."""
-    if splits.binarize != "dynamic":
-        return splits.train.x
-    return torch.bernoulli(splits.train.x, generator=torch.Generator().manual_seed(0))
+def _build(spec: RunSpec, splits: Splits) -> torch.nn.Module:
+    if spec.model.kind == "cvae" and splits.train.y is None:
+        raise PpgenError(f"model.kind = 'cvae' needs labelled data; data.name = {spec.data.name!r} has no labels")
+    return build_model(spec.model, splits.event_shape, spec.guide, splits.train.y)
 
 
-def _plot_samples(model, splits: Splits, path: Path) -> None:
+def _data(model, splits: Splits, name: str, fixed: bool = True) -> tuple[torch.Tensor, ...]:
+    """The tensors a model takes (its ``data_keys``) from one split; ``fixed`` training data are binarized
+    or dequantized once (evaluation), otherwise left for the trainer's per-batch transform."""
+    split = getattr(splits, name)
+    x = splits.fixed_train() if name == "train" and fixed else split.x
+    return tuple(x if key == "x" else getattr(split, key) for key in model.data_keys)
+
+
+def _in_units(name: str, log_prob: float, splits: Splits) -> dict:
+    """A per-example log-density in nats, in bits per dimension, and for dequantized data in bits per
+    dimension of the discrete pixels."""
+    figures = {name: log_prob, f"{name}_bits_per_dim": bits_per_dim(log_prob, splits.data_dim)}
+    if splits.dequantize:
+        figures[f"{name}_discrete_bits_per_dim"] = discrete_bits_per_dim(log_prob, splits.data_dim, splits.levels)
+    return figures
+
+
+def _draw(model, spec: RunSpec, num_samples: int, sampling: SamplingSpec) -> torch.Tensor:
+    if spec.model.kind == "ddpm":
+        settings = {
+            "ancestral": {},
+            "pc": {"corrector_steps": sampling.corrector_steps, "snr": sampling.snr},
+            "langevin": {
+                "langevin_steps": sampling.langevin_steps,
+                "step_size": sampling.step_size,
+                "noise_levels": sampling.noise_levels,
+            },
+        }[sampling.sampler]
+        return model.sample(num_samples, sampler=sampling.sampler, **settings)
+    if spec.model.kind == "cvae":  # every class in turn
+        return model.sample(torch.arange(num_samples, device=model.prior_loc.device) % model.num_classes)
+    return model.sample(num_samples)
+
+
+def _plot_samples(model, splits: Splits, spec: RunSpec, path: Path) -> None:
     if splits.event_shape == (2,):
-        panels = [("test data", splits.test.x), ("samples", model.sample(len(splits.test.x)))]
-        plot_examples(panels, splits.event_shape, path)
+        samples = _draw(model, spec, len(splits.test.x), spec.sampling)
+        plot_examples([("test data", splits.test.x), ("samples", samples)], splits.event_shape, path)
         return
-    samples = model.sample(64)
-    width = min(8, len(splits.test.x))
-    rows = min(4, len(splits.test.x) // width)
-    originals = splits.test.x[: rows * width].to(samples.device)
-    reconstructions = model.reconstruct(originals)
-    # Rows alternate: `width` test examples, then their reconstructions.
-    pairs = torch.stack([originals.reshape(rows, width, -1), reconstructions.reshape(rows, width, -1)], dim=1)
-    panels = [("samples", samples), ("test examples / reconstructions", pairs.reshape(2 * rows * width, -1))]
-    plot_examples(panels, splits.event_shape, path, columns=width)
+    samples = _draw(model, spec, 64, spec.sampling)
+    panels = [("samples", samples)]
+    if hasattr(model, "reconstruct"):
+        width = min(8, len(splits.test.x))
+        rows = min(4, len(splits.test.x) // width)
+        data = tuple(t[: rows * width].to(samples.device) for t in _data(model, splits, "test"))
+        reconstructions = model.reconstruct(*data)
+        # Rows alternate: `width` test examples, then their reconstructions.
+        pairs = torch.stack([data[0].reshape(rows, width, -1), reconstructions.reshape(rows, width, -1)], dim=1)
+        panels.append(("test examples / reconstructions", pairs.reshape(2 * rows * width, -1)))
+    plot_examples(panels, splits.event_shape, path, columns=8)
 
 
 def _prepare_folder(out: Path, spec: RunSpec, resume: bool) -> None:

@@ -27,7 +27,9 @@ class ProbabilisticPCA:
         M = self.W.T @ self.W + sigma**2 * torch.eye(latent_dim, dtype=torch.float64)
         self.M_inverse = torch.linalg.inv(M)
         self.posterior_covariance = sigma**2 * self.M_inverse
-        self.marginal = dist.MultivariateNormal(self.mu, self.W @ self.W.T + sigma**2 * torch.eye(data_dim, dtype=torch.float64))
+        self.marginal = dist.MultivariateNormal(
+            self.mu, self.W @ self.W.T + sigma**2 * torch.eye(data_dim, dtype=torch.float64)
+        )
 
     def sample(self, num_examples: int, seed: int = 1) -> torch.Tensor:
         torch.manual_seed(seed)

@@ -10,8 +10,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-
 from models_exact import ConjugateNormalMean, ProbabilisticPCA
+
 from ppgen.errors import PpgenError
 from ppgen.evaluate import elbo, log_likelihood
 from ppgen.models import VAE
@@ -33,7 +33,9 @@ def x(ppca):
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_exact_posterior_as_guide_gives_exact_log_likelihood_with_zero_variance(ppca, x, chunk_size, vectorize):
     pyro.set_rng_seed(0)
-    result = log_likelihood(ppca.model, ppca.exact_guide, x[:10], num_samples=20, chunk_size=chunk_size, vectorize=vectorize)
+    result = log_likelihood(
+        ppca.model, ppca.exact_guide, x[:10], num_samples=20, chunk_size=chunk_size, vectorize=vectorize
+    )
     assert result.per_example and result.estimate.shape == result.stderr.shape == (10,)
     # Every log-weight equals log p(x) exactly, so only float64 rounding remains.
     torch.testing.assert_close(result.estimate, ppca.log_evidence(x[:10]), rtol=0, atol=1e-10)
@@ -122,6 +124,19 @@ def test_a_vae_gives_per_example_bounds_in_its_dtype():
     assert (bound < result.estimate + Z * result.stderr).all()
 
 
+def test_a_model_that_cannot_broadcast_is_evaluated_one_sample_at_a_time(ppca, x):
+    def unbroadcastable_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
+            assert z.dim() == 2, "this model assumes z is [N, k]"
+            pyro.sample("x", dist.Normal(z @ ppca.W.T + ppca.mu, ppca.sigma).to_event(1), obs=x)
+
+    with pytest.raises(AssertionError, match="assumes z is"):
+        log_likelihood(unbroadcastable_model, ppca.exact_guide, x[:4], num_samples=3)
+    result = log_likelihood(unbroadcastable_model, ppca.exact_guide, x[:4], num_samples=3, vectorize=False)
+    torch.testing.assert_close(result.estimate, ppca.log_evidence(x[:4]), rtol=0, atol=1e-10)
+
+
 def test_one_sample_has_an_infinite_standard_error(ppca, x):
     result = log_likelihood(ppca.model, ppca.approximate_guide, x[:3], num_samples=1)
     assert torch.isinf(result.stderr).all()
@@ -142,7 +157,10 @@ def _empty_guide(x):
 
 @pytest.mark.parametrize(
     ("model", "message"),
-    [(_no_data_plate, r"no pyro\.plate\('data'"), (_subsampling_plate, "plate has size 2 but the batch has 5 examples")],
+    [
+        (_no_data_plate, r"no pyro\.plate\('data'"),
+        (_subsampling_plate, "plate has size 2 but the batch has 5 examples"),
+    ],
 )
 def test_models_that_break_the_data_plate_convention_are_reported(model, message):
     with pytest.raises(PpgenError, match=message):

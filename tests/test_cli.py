@@ -138,7 +138,7 @@ def test_evaluate_updates_the_metrics(run_folder):
     after = metrics_of(run_folder)
     assert (after["test"]["nll_num_samples"], after["test"]["nll_num_examples"]) == (16, 20)
     assert (after["training"], after["versions"]) == (before["training"], before["versions"])
-    assert f'  training: {json.dumps(before["training"])}' in result.out
+    assert f"  training: {json.dumps(before['training'])}" in result.out
 
 
 def test_sample_writes_a_png(run_folder, tmp_path):
@@ -158,27 +158,40 @@ def test_resume_with_more_epochs_continues_training(run_folder):
 
 # (argv, the error message); {run} is a finished run, {tmp} an empty folder that is the current directory.
 USER_ERRORS = {
-    "unknown key": (["run", VAE, *TINY, "--set", "model.latnt_dim=3", "--out", "{tmp}/out"],
-                    "--set model.latnt_dim=3: model.latnt_dim: unknown key (did you mean 'latent_dim'?)"),
-    "bad value": (["run", VAE, *TINY, "--set", "inference.lr=-1", "--out", "{tmp}/out"],
-                  "--set inference.lr=-1: inference.lr: input should be greater than 0 (got -1)"),
-    "missing spec file": (["run", "{tmp}/missing.toml", "--out", "{tmp}/out"],
-                          "spec file not found: {tmp}/missing.toml"),
-    "same --out twice": (["run", "{run}/spec.toml", "--out", "{run}", "--quiet"],
-                         "{run} already holds a run: pass --resume to continue it, or --out to write elsewhere"),
-    "--resume into an empty folder": (["run", VAE, *TINY, "--out", "{tmp}", "--resume"],
-                                      "cannot resume: {tmp} has no checkpoint.pt"),
+    "unknown key": (
+        ["run", VAE, *TINY, "--set", "model.latnt_dim=3", "--out", "{tmp}/out"],
+        "--set model.latnt_dim=3: model.latnt_dim: unknown key (did you mean 'latent_dim'?)",
+    ),
+    "bad value": (
+        ["run", VAE, *TINY, "--set", "inference.lr=-1", "--out", "{tmp}/out"],
+        "--set inference.lr=-1: inference.lr: input should be greater than 0 (got -1)",
+    ),
+    "missing spec file": (
+        ["run", "{tmp}/missing.toml", "--out", "{tmp}/out"],
+        "spec file not found: {tmp}/missing.toml",
+    ),
+    "same --out twice": (
+        ["run", "{run}/spec.toml", "--out", "{run}", "--quiet"],
+        "{run} already holds a run: pass --resume to continue it, or --out to write elsewhere",
+    ),
+    "--resume into an empty folder": (
+        ["run", VAE, *TINY, "--out", "{tmp}", "--resume"],
+        "cannot resume: {tmp} has no checkpoint.pt",
+    ),
     "--resume with a changed model": (
         ["run", "{run}/spec.toml", "--out", "{run}", "--resume", "--set", "model.latent_dim=3", "--quiet"],
         "cannot resume {run}: model.latent_dim was 2 and is now 3"
-        " (only [inference] and [evaluation] may change on resume)"),
+        " (only [inference] and [evaluation] may change on resume)",
+    ),
     "evaluate a folder that is not a run": (["evaluate", "{tmp}"], "{tmp} is not a run folder (no spec.toml)"),
     "MNIST without a data path": (
         ["run", MNIST, *TINY, "--out", "{tmp}/out"],
-        "MNIST needs the directory of its IDX files: set data.path, or PPGEN_DATA to a folder holding mnist/"),
+        "MNIST needs the directory of its IDX files: set data.path, or PPGEN_DATA to a folder holding mnist/",
+    ),
     "missing data file": (  # a relative data.path given with --set is relative to the current directory
         ["run", VAE, *TINY, "--set", "data.name=file", "--set", "data.path=missing.npz", "--out", "out"],
-        "data file {tmp}/missing.npz does not exist"),
+        "data file {tmp}/missing.npz does not exist",
+    ),
 }
 
 
@@ -198,12 +211,18 @@ def test_user_errors_print_one_line_and_exit_2(run_folder, tmp_path, monkeypatch
     [
         (["sample", "run", "-n", "0"], "ppgen sample: error: argument -n: expected a positive whole number, got '0'"),
         # Sampling seeds numpy's legacy generator, which takes [0, 2**32).
-        (["sample", "run", "--seed", "-1"],
-         "ppgen sample: error: argument --seed: expected a whole number from 0 to 2**32 - 1, got '-1'"),
-        (["evaluate", "run", "--num-samples", "-3"],
-         "ppgen evaluate: error: argument --num-samples: expected a positive whole number, got '-3'"),
-        (["evaluate", "run", "--max-examples", "2.5"],
-         "ppgen evaluate: error: argument --max-examples: expected a positive whole number, got '2.5'"),
+        (
+            ["sample", "run", "--seed", "-1"],
+            "ppgen sample: error: argument --seed: expected a whole number from 0 to 2**32 - 1, got '-1'",
+        ),
+        (
+            ["evaluate", "run", "--num-samples", "-3"],
+            "ppgen evaluate: error: argument --num-samples: expected a positive whole number, got '-3'",
+        ),
+        (
+            ["evaluate", "run", "--max-examples", "2.5"],
+            "ppgen evaluate: error: argument --max-examples: expected a positive whole number, got '2.5'",
+        ),
         (["run"], "ppgen run: error: the following arguments are required: spec"),
         # The list of choices that follows is worded differently across Python versions.
         (["train", "models/vae.toml"], "ppgen: error: argument COMMAND: invalid choice: 'train'"),
@@ -248,7 +267,8 @@ def test_mnist_run_folder_can_be_evaluated(mnist_run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", [[sys.executable, "-m", "ppgen"], [str(Path(sysconfig.get_path("scripts")) / "ppgen")]],
+    "command",
+    [[sys.executable, "-m", "ppgen"], [str(Path(sysconfig.get_path("scripts")) / "ppgen")]],
     ids=["python -m ppgen", "console script"],
 )
 def test_entry_points(command):

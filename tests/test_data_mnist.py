@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx
 
 from ppgen.data.load import load_data
 from ppgen.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx
 from ppgen.errors import DataError
-
-from conftest import synthetic_mnist_part, write_idx
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # Digit counts of the real files: the training counts from MNIST's provenance notes, the test counts from

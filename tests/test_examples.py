@@ -11,6 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_ARGUMENTS = {
     "custom_model.py": ["--epochs", "2", "--num-samples", "50"],
     "vae_digits.py": ["--epochs", "2", "--num-samples", "20", "--out", "samples.png"],
+    "cvae_digits.py": ["--epochs", "2", "--num-samples", "5", "--out", "cvae.png"],
+    "hvae_digits.py": ["--epochs", "2", "--num-samples", "10"],
+    "flow_guides.py": ["--epochs", "1", "--num-samples", "10"],
+    "flow_density.py": ["--epochs", "2", "--out", "flow.png"],
+    "ddpm_digits.py": ["--epochs", "1", "--steps", "10", "--out", "ddpm.png"],
 }
 
 
@@ -23,7 +28,10 @@ def test_every_example_has_tiny_arguments():
 def test_example_runs(name, tmp_path):
     completed = subprocess.run(
         [sys.executable, str(REPO / "examples" / name), *TINY_ARGUMENTS[name]],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
 
@@ -32,7 +40,10 @@ def test_custom_model_example_prints_the_bounds_in_order(tmp_path):
     """ELBO <= importance-sampled log p(x), and the estimate is close to the exact value."""
     completed = subprocess.run(
         [sys.executable, str(REPO / "examples" / "custom_model.py"), "--epochs", "20", "--num-samples", "500"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
     numbers = [float(m) for m in re.findall(r"^test .*?(-?\d+\.\d+)", completed.stdout, flags=re.M)]

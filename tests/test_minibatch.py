@@ -2,9 +2,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models_exact import ConjugateNormalMean
 from pyro import poutine
 
-from models_exact import ConjugateNormalMean
 from ppgen.infer.minibatch import ScaleDataPlate, epoch_order
 
 

@@ -3,7 +3,17 @@ import pytest
 import torch
 from torch import nn
 
-from ppgen.nets import ACTIVATIONS, LIKELIHOODS, MIN_SCALE, DiagonalNormal, GaussianLikelihood, likelihood_head, mlp
+from ppgen.nets import (
+    ACTIVATIONS,
+    LIKELIHOODS,
+    MIN_SCALE,
+    AmortizedNormal,
+    GaussianLikelihood,
+    SinusoidalEmbedding,
+    TimeMLP,
+    likelihood_head,
+    mlp,
+)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -15,14 +25,32 @@ def test_mlp_has_the_asked_widths_and_no_output_activation(activation):
     assert net(torch.randn(4, 6, 5)).shape == (4, 6, 2)
 
 
-def test_diagonal_normal_splits_the_output_into_location_and_positive_scale():
-    head = DiagonalNormal(nn.Identity())
+def test_amortized_normal_splits_the_head_into_location_and_positive_scale():
+    head = AmortizedNormal(in_dim=4, hidden=[], latent_dim=2)
+    with torch.no_grad():
+        head.head.weight.copy_(torch.eye(4))
+        head.head.bias.zero_()
     context = torch.tensor([[1.0, -2.0, -50.0, 0.0]])
     q = head(context)
     assert q.event_shape == (2,) and q.batch_shape == (1,)
     torch.testing.assert_close(q.mean, torch.tensor([[1.0, -2.0]]))
     expected_scale = torch.nn.functional.softplus(torch.tensor([[-50.0, 0.0]])) + MIN_SCALE
     torch.testing.assert_close(q.base_dist.scale, expected_scale)
+
+
+def test_an_amortized_flow_is_a_transformed_distribution_over_the_latents():
+    q = AmortizedNormal(in_dim=5, hidden=[7], latent_dim=3, flow="iaf", flow_layers=2, flow_hidden=[6])(
+        torch.randn(4, 5)
+    )
+    z = q.rsample()
+    assert z.shape == (4, 3) and q.log_prob(z).shape == (4,)
+
+
+def test_time_embeddings_and_the_time_mlp_broadcast_over_steps():
+    embedding = SinusoidalEmbedding(6)(torch.tensor([0, 5]))
+    assert embedding.shape == (2, 6) and torch.equal(embedding[0], torch.tensor([0.0, 0, 0, 1, 1, 1]))
+    net = TimeMLP(4, [8])
+    assert net(torch.randn(3, 2, 4), torch.tensor([[1], [2], [3]])).shape == (3, 2, 4)
 
 
 @pytest.mark.parametrize("name", sorted(LIKELIHOODS))

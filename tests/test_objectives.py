@@ -4,8 +4,8 @@ import pyro
 import pytest
 import torch
 
-from ppgen.infer.objectives import make_objective
 from ppgen.evaluate import log_likelihood
+from ppgen.infer.objectives import make_objective
 from ppgen.models import VAE
 
 Z = 4.0
@@ -103,6 +103,8 @@ def test_the_importance_weighted_objective_is_the_per_example_bound_the_evaluato
         training = torch.stack([-objective.loss_and_backward(x) / len(x) for _ in range(300)])
     finally:
         cleanup()
-    evaluation = torch.stack([log_likelihood(vae.model, vae.guide, x, num_samples=5).estimate.mean() for _ in range(300)])
+    evaluation = torch.stack(
+        [log_likelihood(vae.model, vae.guide, x, num_samples=5).estimate.mean() for _ in range(300)]
+    )
     stderr = math.hypot(training.std().item(), evaluation.std().item()) / math.sqrt(300)
     assert abs(training.mean() - evaluation.mean()) < Z * stderr

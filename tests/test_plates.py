@@ -2,8 +2,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-
 from models_exact import ConjugateNormalMean, ProbabilisticPCA
+
 from ppgen.errors import PpgenError
 from ppgen.plates import PlateStructure, inspect_plates
 

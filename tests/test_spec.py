@@ -22,9 +22,7 @@ BERNOULLI_NEEDS_BINARY = (
     "model.likelihood = 'bernoulli' needs binary data: set data.binarize to 'dynamic' or 'threshold',"
     " or use likelihood 'continuous_bernoulli' or 'gaussian'"
 )
-MNIST_TEST_FRACTION = (
-    "data.test_fraction does not apply to MNIST, which has its official 10,000-image test split"
-)
+MNIST_TEST_FRACTION = "data.test_fraction does not apply to MNIST, which has its official 10,000-image test split"
 JIT_IWAE = "inference.jit is not available with elbo = 'iwae' (Pyro has no compiled RenyiELBO)"
 NOT_AN_OVERRIDE = "override {!r} is not of the form key.path=value"
 
@@ -49,83 +47,191 @@ MISSING = "<no file>"  # the path is given but no file is written there
 # (model spec text, inference spec text or None for no --inference, overrides, the whole message);
 # {spec} and {inference} in a message stand for the two files' paths.
 MISTAKES = {
-    "unknown key": ('[model]\nkind = "vae"\nlatnt_dim = 3', None, [],
-                    "{spec}: model.latnt_dim: unknown key (did you mean 'latent_dim'?)"),
+    "unknown key": (
+        '[model]\nkind = "vae"\nlatnt_dim = 3',
+        None,
+        [],
+        "{spec}: model.latnt_dim: unknown key (did you mean 'latent_dim'?)",
+    ),
     "unknown table": ("[modle]\nkind = 'vae'", None, [], "{spec}: modle: unknown key (did you mean 'model'?)"),
     "unknown key, nothing close": ("[data]\nzzz = 1", None, [], "{spec}: data.zzz: unknown key"),
-    "wrong type": ('[model]\nkind = "vae"\nlatent_dim = "3"', None, [],
-                   "{spec}: model.latent_dim: input should be a valid integer (got '3')"),
-    "wrong type in a list": ('[model]\nkind = "vae"\nhidden = [16, "a"]', None, [],
-                             "{spec}: model.hidden[1]: input should be a valid integer (got 'a')"),
-    "string for a bool": ('[inference]\njit = "true"', None, [],
-                          "{spec}: inference.jit: input should be a valid boolean (got 'true')"),
-    "int for a bool": ("[inference]\nkeep_best = 1", None, [],
-                       "{spec}: inference.keep_best: input should be a valid boolean (got 1)"),
-    "out of range": ("[data]\nvalidation_fraction = 1.0", None, [],
-                     "{spec}: data.validation_fraction: input should be less than 1 (got 1.0)"),
-    "out of range in a list": ('[model]\nkind = "vae"\nhidden = [16, -2]', None, [],
-                               "{spec}: model.hidden[1]: input should be greater than 0 (got -2)"),
-    "fits no member of a union": ('[model]\nkind = "vae"\nlikelihood_scale = -1.0', None, [],
-                                  "{spec}: model.likelihood_scale: expected 'learned' or greater than 0 (got -1.0)"),
-    "model.kind unknown": ('[model]\nkind = "vea"', None, [],
-                           "{spec}: model.kind: 'vea' is not known; expected one of 'vae'"),
+    "wrong type": (
+        '[model]\nkind = "vae"\nlatent_dim = "3"',
+        None,
+        [],
+        "{spec}: model.latent_dim: input should be a valid integer (got '3')",
+    ),
+    "wrong type in a list": (
+        '[model]\nkind = "vae"\nhidden = [16, "a"]',
+        None,
+        [],
+        "{spec}: model.hidden[1]: input should be a valid integer (got 'a')",
+    ),
+    "string for a bool": (
+        '[inference]\njit = "true"',
+        None,
+        [],
+        "{spec}: inference.jit: input should be a valid boolean (got 'true')",
+    ),
+    "int for a bool": (
+        "[inference]\nkeep_best = 1",
+        None,
+        [],
+        "{spec}: inference.keep_best: input should be a valid boolean (got 1)",
+    ),
+    "out of range": (
+        "[data]\nvalidation_fraction = 1.0",
+        None,
+        [],
+        "{spec}: data.validation_fraction: input should be less than 1 (got 1.0)",
+    ),
+    "out of range in a list": (
+        '[model]\nkind = "vae"\nhidden = [16, -2]',
+        None,
+        [],
+        "{spec}: model.hidden[1]: input should be greater than 0 (got -2)",
+    ),
+    "fits no member of a union": (
+        '[model]\nkind = "vae"\nlikelihood_scale = -1.0',
+        None,
+        [],
+        "{spec}: model.likelihood_scale: expected 'learned' or greater than 0 (got -1.0)",
+    ),
+    "model.kind unknown": (
+        '[model]\nkind = "vea"',
+        None,
+        [],
+        "{spec}: model.kind: 'vea' is not known; expected one of 'vae', 'cvae', 'hvae', 'flow', 'ddpm'",
+    ),
     "literal not allowed, with suggestion": (
-        '[model]\nkind = "vae"\nactivation = "rleu"', None, [],
+        '[model]\nkind = "vae"\nactivation = "rleu"',
+        None,
+        [],
         "{spec}: model.activation: 'rleu' is not allowed; expected 'relu', 'tanh', 'elu', 'gelu', 'silu',"
-        " 'softplus' or 'leaky_relu' (did you mean 'relu'?)"),
-    "literal not allowed, nothing close": ('[inference]\nelbo = "xyz"', None, [],
-                                           "{spec}: inference.elbo: 'xyz' is not allowed; expected 'trace',"
-                                           " 'meanfield' or 'iwae'"),
-    "test_fraction with MNIST": ('[data]\nname = "mnist"\ntest_fraction = 0.1', None, [],
-                                 "{spec}: " + MNIST_TEST_FRACTION),
+        " 'softplus' or 'leaky_relu' (did you mean 'relu'?)",
+    ),
+    "literal not allowed, nothing close": (
+        '[inference]\nelbo = "xyz"',
+        None,
+        [],
+        "{spec}: inference.elbo: 'xyz' is not allowed; expected 'trace', 'meanfield' or 'iwae'",
+    ),
+    "test_fraction with MNIST": (
+        '[data]\nname = "mnist"\ntest_fraction = 0.1',
+        None,
+        [],
+        "{spec}: " + MNIST_TEST_FRACTION,
+    ),
     "bernoulli with binarize none": ('[data]\nbinarize = "none"', None, [], "{spec}: " + BERNOULLI_NEEDS_BINARY),
     "jit with iwae": ('[inference]\nelbo = "iwae"\njit = true', None, [], "{spec}: " + JIT_IWAE),
-    "table given as a value": ('[model]\nkind = "vae"\nlatent_dim = {x = 1}', None, [],
-                               "{spec}: model.latent_dim: input should be a valid integer (got {{'x': 1}})"),
+    "table given as a value": (
+        '[model]\nkind = "vae"\nlatent_dim = {x = 1}',
+        None,
+        [],
+        "{spec}: model.latent_dim: input should be a valid integer (got {{'x': 1}})",
+    ),
     "value given as a table": ("data = 3", None, [], "{spec}: data: expected a table (got 3)"),
     "missing spec file": (MISSING, None, [], "spec file not found: {spec}"),
-    "invalid TOML": ('[model\nkind = "vae"', None, [],
-                     "{spec}: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"),
-    "invalid TOML in the inference spec": ("", "[inference\n", [],
-                                           "{inference}: invalid TOML: Expected ']' at the end of a table"
-                                           " declaration (at line 1, column 11)"),
+    "invalid TOML": (
+        '[model\nkind = "vae"',
+        None,
+        [],
+        "{spec}: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)",
+    ),
+    "invalid TOML in the inference spec": (
+        "",
+        "[inference\n",
+        [],
+        "{inference}: invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 11)",
+    ),
     "missing inference spec": ("", MISSING, [], "spec file not found: {inference}"),
-    "[model] in an inference spec": ("", '[inference]\nlr = 0.1\n[model]\nkind = "vae"', [],
-                                     "{inference}: [model] belongs in the model spec, not in an inference spec"),
+    "[model] in an inference spec": (
+        "",
+        '[inference]\nlr = 0.1\n[model]\nkind = "vae"',
+        [],
+        "{inference}: [model] belongs in the model spec, not in an inference spec",
+    ),
     "override without =": ("", None, ["novalue"], NOT_AN_OVERRIDE.format("novalue")),
     "override without key": ("", None, ["=3"], NOT_AN_OVERRIDE.format("=3")),
     "override with an empty key part": ("", None, ["a..b=1"], NOT_AN_OVERRIDE.format("a..b=1")),
     "override key with a space": ("", None, ["model.latent dim=3"], NOT_AN_OVERRIDE.format("model.latent dim=3")),
-    "override through a value": ('[data]\nname = "digits"', None, ["data.name.x=1"],
-                                 "override data.name.x: data.name is a value, not a table"),
-    "override of an unknown key": ("", None, ["inference.epoch=3"],
-                                   "--set inference.epoch=3: inference.epoch: unknown key (did you mean 'epochs'?)"),
-    "override out of range": ("", None, ["inference.lr=-1"],
-                              "--set inference.lr=-1: inference.lr: input should be greater than 0 (got -1)"),
-    "override of model.kind": ('[model]\nkind = "vae"', None, ["model.kind=vea"],
-                               "--set model.kind=vea: model.kind: 'vea' is not known; expected one of 'vae'"),
-    "override makes a cross-field mistake": ("", None, ["inference.elbo=iwae", "inference.jit=true"],
-                                             "--set inference.jit=true: " + JIT_IWAE),
+    "override through a value": (
+        '[data]\nname = "digits"',
+        None,
+        ["data.name.x=1"],
+        "override data.name.x: data.name is a value, not a table",
+    ),
+    "override of an unknown key": (
+        "",
+        None,
+        ["inference.epoch=3"],
+        "--set inference.epoch=3: inference.epoch: unknown key (did you mean 'epochs'?)",
+    ),
+    "override out of range": (
+        "",
+        None,
+        ["inference.lr=-1"],
+        "--set inference.lr=-1: inference.lr: input should be greater than 0 (got -1)",
+    ),
+    "override of model.kind": (
+        '[model]\nkind = "vae"',
+        None,
+        ["model.kind=vea"],
+        "--set model.kind=vea: model.kind: 'vea' is not known; expected one of 'vae', 'cvae', 'hvae', 'flow', 'ddpm'",
+    ),
+    "override makes a cross-field mistake": (
+        "",
+        None,
+        ["inference.elbo=iwae", "inference.jit=true"],
+        "--set inference.jit=true: " + JIT_IWAE,
+    ),
     "override of a table with a value": ("", None, ["model=3"], "--set model=3: model: expected a table (got 3)"),
     "non-string data.path override": ("", None, ["data.path=3"], "--set data.path=3: data.path must be a path, not 3"),
-    "deeply nested override value": ("", None, ["model.hidden=" + "[" * 2000],
-                                     "override model.hidden: the value is nested too deeply"),
-    "override to MNIST keeps the file's test_fraction": ("[data]\ntest_fraction = 0.2", None, ["data.name=mnist"],
-                                                        "{spec}: " + MNIST_TEST_FRACTION),
+    "deeply nested override value": (
+        "",
+        None,
+        ["model.hidden=" + "[" * 2000],
+        "override model.hidden: the value is nested too deeply",
+    ),
+    "override to MNIST keeps the file's test_fraction": (
+        "[data]\ntest_fraction = 0.2",
+        None,
+        ["data.name=mnist"],
+        "{spec}: " + MNIST_TEST_FRACTION,
+    ),
     "non-UTF-8 spec file": (b"\x80\x81 not text", None, [], "{spec}: not a UTF-8 text file"),
-    "mistake inside the inference spec": ("", "[inference]\nlr = -1.0", [],
-                                          "{inference}: inference.lr: input should be greater than 0 (got -1.0)"),
+    "mistake inside the inference spec": (
+        "",
+        "[inference]\nlr = -1.0",
+        [],
+        "{inference}: inference.lr: input should be greater than 0 (got -1.0)",
+    ),
     "misspelled table in the inference spec": (
-        "", "[inferense]\nlr = 0.1", [],
-        "{inference}: [inferense] is not an inference spec table (did you mean 'inference'?)"),
+        "",
+        "[inferense]\nlr = 0.1",
+        [],
+        "{inference}: [inferense] is not an inference spec table (did you mean 'inference'?)",
+    ),
     "value given as the [model] table": ('model = "vae"', None, [], "{spec}: model: expected a table (got 'vae')"),
     # Seeds go to numpy's and torch's generators, which both take [0, 2**32).
-    "negative inference.seed": ("[inference]\nseed = -1", None, [],
-                                "{spec}: inference.seed: input should be greater than or equal to 0 (got -1)"),
-    "inference.seed of 2**32": (f"[inference]\nseed = {2**32}", None, [],
-                                f"{{spec}}: inference.seed: input should be less than {2**32} (got {2**32})"),
-    "negative data.seed": ("[data]\nseed = -1", None, [],
-                           "{spec}: data.seed: input should be greater than or equal to 0 (got -1)"),
+    "negative inference.seed": (
+        "[inference]\nseed = -1",
+        None,
+        [],
+        "{spec}: inference.seed: input should be greater than or equal to 0 (got -1)",
+    ),
+    "inference.seed of 2**32": (
+        f"[inference]\nseed = {2**32}",
+        None,
+        [],
+        f"{{spec}}: inference.seed: input should be less than {2**32} (got {2**32})",
+    ),
+    "negative data.seed": (
+        "[data]\nseed = -1",
+        None,
+        [],
+        "{spec}: data.seed: input should be greater than or equal to 0 (got -1)",
+    ),
 }
 
 
@@ -183,10 +289,13 @@ def test_overrides_win_over_the_file_and_later_overrides_win():
 
 
 def test_inference_spec_replaces_inference_and_evaluation_tables(tmp_path):
-    model = write(tmp_path / "model.toml", (
-        '[data]\nseed = 3\n[model]\nkind = "vae"\nlatent_dim = 5\n'
-        "[inference]\nepochs = 7\npatience = 4\nlr = 0.1\n[evaluation]\nnum_samples = 9\nmax_examples = 11\n"
-    ))
+    model = write(
+        tmp_path / "model.toml",
+        (
+            '[data]\nseed = 3\n[model]\nkind = "vae"\nlatent_dim = 5\n'
+            "[inference]\nepochs = 7\npatience = 4\nlr = 0.1\n[evaluation]\nnum_samples = 9\nmax_examples = 11\n"
+        ),
+    )
     inference = write(tmp_path / "inference.toml", "[inference]\nlr = 0.01\n[evaluation]\nelbo_particles = 2\n")
     spec = load_spec(model, inference=inference, overrides=["evaluation.num_samples=5"])
     assert spec.data == DataSpec(seed=3) and spec.model == VAESpec(latent_dim=5)

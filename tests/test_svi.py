@@ -6,9 +6,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models_exact import ConjugateNormalMean
 from torch.distributions import constraints
 
-from models_exact import ConjugateNormalMean
 from ppgen.data import dynamic_binarize
 from ppgen.errors import SpecError, TrainingError, TrainingInterrupted
 from ppgen.infer import fit
@@ -54,8 +54,17 @@ def _vae_fit(digits, checkpoint, hook, resume=False, **options):
     pyro.set_rng_seed(0)
     vae = VAE(data_dim=16, latent_dim=2, hidden=[12])
     settings = dict(epochs=4, batch_size=32, checkpoint_every=7, log_every=5, schedule="exponential", lr_decay=0.9)
-    result = fit(vae.model, vae.guide, train, validation, checkpoint=checkpoint, resume=resume,
-                 batch_transform=hook, progress=False, **{**settings, **options})
+    result = fit(
+        vae.model,
+        vae.guide,
+        train,
+        validation,
+        checkpoint=checkpoint,
+        resume=resume,
+        batch_transform=hook,
+        progress=False,
+        **{**settings, **options},
+    )
     return vae, result
 
 
@@ -104,8 +113,14 @@ def test_parameters_in_pyros_parameter_store_are_checkpointed_and_resumed(tmp_pa
     expected = {name: pyro.param(name).detach().clone() for name in ("loc", "scale")}
     pyro.clear_param_store()
     with pytest.raises(Crash):
-        fit(_conjugate_model, _store_guide, x, checkpoint=tmp_path / "b.pt",
-            batch_transform=StepHook(lambda t: t, 8, _raise_crash), **settings)
+        fit(
+            _conjugate_model,
+            _store_guide,
+            x,
+            checkpoint=tmp_path / "b.pt",
+            batch_transform=StepHook(lambda t: t, 8, _raise_crash),
+            **settings,
+        )
     pyro.clear_param_store()
     fit(_conjugate_model, _store_guide, x, checkpoint=tmp_path / "b.pt", resume=True, **settings)
     for name, value in expected.items():
@@ -120,8 +135,17 @@ def test_minibatch_svi_reaches_the_exact_posterior_of_a_conjugate_model():
     model = ConjugateNormalMean()
     x = model.sample(200).float()
     pyro.clear_param_store()
-    fit(_conjugate_model, _store_guide, x, batch_size=50, num_particles=8, lr=0.05, schedule="cosine",
-        epochs=300, progress=False)
+    fit(
+        _conjugate_model,
+        _store_guide,
+        x,
+        batch_size=50,
+        num_particles=8,
+        lr=0.05,
+        schedule="cosine",
+        epochs=300,
+        progress=False,
+    )
     loc, scale = model.posterior_loc_scale(x.double())
     fitted_loc, fitted_scale = pyro.param("loc").item(), pyro.param("scale").item()
     kl = math.log(scale / fitted_scale) + (fitted_scale**2 + (fitted_loc - loc.item()) ** 2) / (2 * scale**2) - 0.5
@@ -134,8 +158,18 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     pyro.clear_param_store()
     poison = StepHook(lambda t: t, 13, lambda t: t * math.nan)
     with pytest.raises(TrainingError) as error:
-        fit(_conjugate_model, _store_guide, x, epochs=5, batch_size=16, checkpoint=path, checkpoint_every=5,
-            log_every=4, batch_transform=poison, progress=False)
+        fit(
+            _conjugate_model,
+            _store_guide,
+            x,
+            epochs=5,
+            batch_size=16,
+            checkpoint=path,
+            checkpoint_every=5,
+            log_every=4,
+            batch_transform=poison,
+            progress=False,
+        )
     assert str(error.value).startswith("the loss is nan at step 13 (epoch 4); training stopped")
     assert str(path) in str(error.value)
     state = load_checkpoint(path)
@@ -165,7 +199,9 @@ def test_early_stopping_restores_the_best_validated_parameters():
     result = fit(_location_model, _no_guide, train, validation, epochs=50, patience=2, **options)
     assert result.stop_reason == "patience" and result.epochs == 3 and result.steps == 12
     assert result.best_validation_elbo == result.validation_elbo[0][1]
-    assert [value for _, value in result.validation_elbo] == sorted((v for _, v in result.validation_elbo), reverse=True)
+    assert [value for _, value in result.validation_elbo] == sorted(
+        (v for _, v in result.validation_elbo), reverse=True
+    )
     assert pyro.param("location").item() == after_one_epoch
 
 
@@ -177,8 +213,9 @@ def test_a_time_limit_stops_training_after_the_step_that_crosses_it():
 
 def test_a_fit_reports_its_history(capsys):
     pyro.clear_param_store()
-    result = fit(_location_model, _no_guide, torch.zeros(40), torch.zeros(8), epochs=3, batch_size=10,
-                 log_every=3, progress=True)
+    result = fit(
+        _location_model, _no_guide, torch.zeros(40), torch.zeros(8), epochs=3, batch_size=10, log_every=3, progress=True
+    )
     assert result.stop_reason == "epochs" and result.steps == 12 and result.epochs == 3
     assert [step for step, _ in result.train_elbo] == [3, 6, 9, 12]
     assert [step for step, _ in result.validation_elbo] == [4, 8, 12]
@@ -196,13 +233,36 @@ def _parameter_free(x):
     ("call", "error", "message"),
     [
         (lambda: fit(_location_model, _no_guide, torch.zeros(8), epocs=3), SpecError, "fit: unknown option 'epocs'"),
-        (lambda: fit(_location_model, _no_guide, torch.zeros(8), lr=-1.0), SpecError, "fit: lr: Input should be greater than 0"),
-        (lambda: fit(_location_model, _no_guide, (torch.zeros(8), torch.zeros(7))), TrainingError, "disagree in their first dimension"),
+        (
+            lambda: fit(_location_model, _no_guide, torch.zeros(8), lr=-1.0),
+            SpecError,
+            "fit: lr: Input should be greater than 0",
+        ),
+        (
+            lambda: fit(_location_model, _no_guide, (torch.zeros(8), torch.zeros(7))),
+            TrainingError,
+            "disagree in their first dimension",
+        ),
         (lambda: fit(_parameter_free, _no_guide, torch.zeros(8)), TrainingError, "no parameters to train"),
-        (lambda: fit(_conjugate_model, _store_guide, torch.zeros(8), elbo="iwae", batch_size=4), SpecError, "needs every latent inside the 'data' plate"),
-        (lambda: fit(_location_model, _no_guide, torch.zeros(8), resume=True), TrainingError, "cannot resume: no checkpoint"),
+        (
+            lambda: fit(_conjugate_model, _store_guide, torch.zeros(8), elbo="iwae", batch_size=4),
+            SpecError,
+            "needs every latent inside the 'data' plate",
+        ),
+        (
+            lambda: fit(_location_model, _no_guide, torch.zeros(8), resume=True),
+            TrainingError,
+            "cannot resume: no checkpoint",
+        ),
     ],
-    ids=["unknown option", "bad value", "ragged data", "no parameters", "iwae with global latents", "nothing to resume"],
+    ids=[
+        "unknown option",
+        "bad value",
+        "ragged data",
+        "no parameters",
+        "iwae with global latents",
+        "nothing to resume",
+    ],
 )
 def test_mistakes_are_reported_in_one_line(call, error, message):
     pyro.clear_param_store()
@@ -216,5 +276,13 @@ def test_resuming_with_another_model_is_refused(digits, tmp_path):
     train, _ = digits
     other = VAE(data_dim=16, latent_dim=3, hidden=[12])
     with pytest.raises(TrainingError, match="do not match this model and guide"):
-        fit(other.model, other.guide, train, checkpoint=tmp_path / "checkpoint.pt", resume=True,
-            batch_transform=dynamic_binarize, batch_size=32, progress=False)
+        fit(
+            other.model,
+            other.guide,
+            train,
+            checkpoint=tmp_path / "checkpoint.pt",
+            resume=True,
+            batch_transform=dynamic_binarize,
+            batch_size=32,
+            progress=False,
+        )

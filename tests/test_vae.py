@@ -42,7 +42,7 @@ def test_prior_predictive_samples_and_reconstructions():
 
 def test_a_spec_builds_the_model_it_describes():
     spec = VAESpec(kind="vae", latent_dim=4, hidden=[9], activation="relu", likelihood="gaussian", likelihood_scale=0.2)
-    vae = build_model(spec, data_dim=12)
+    vae = build_model(spec, event_shape=(12,))
     assert isinstance(vae, VAE) and vae.latent_dim == 4 and vae.data_dim == 12
-    assert isinstance(vae.encoder.net[1], torch.nn.ReLU)
+    assert isinstance(vae.encoder.trunk[1], torch.nn.ReLU)
     assert vae.decoder.scale() == pytest.approx(0.2)

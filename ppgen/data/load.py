@@ -8,6 +8,8 @@ from torch import Tensor
 
 from ppgen.data.arrays import load_array_file
 from ppgen.data.binarize import BINARIZE_MODES, check_unit_interval, threshold_binarize
+from ppgen.data.dequantize import DATASET_LEVELS
+from ppgen.data.dequantize import dequantize as dequantize_pixels
 from ppgen.data.digits import load_digits
 from ppgen.data.mnist import load_mnist
 from ppgen.data.splits import Split, Splits, holdout_indices, split_indices
@@ -77,6 +79,7 @@ def load_data(
     test_fraction: float = 0.2,
     num_examples: int = 10000,
     noise: float | None = None,
+    dequantize: bool = False,
     seed: int = 0,
 ) -> Splits:
     """Load a data set by name and split it into train, validation and test sets.
@@ -93,7 +96,9 @@ def load_data(
         test_fraction: share of the examples in the test split; MNIST uses its official 10,000 test images.
         num_examples: number of points drawn from a toy set.
         noise: noise of a toy set (None: its default).
-        seed: seed of the split, of a toy set's points and of the fixed binarization.
+        dequantize: keep discrete pixels for the trainer to dequantize afresh on each batch, and dequantize
+            validation and test once, by a generator seeded with `seed` (digits and MNIST only).
+        seed: seed of the split, of a toy set's points and of the fixed binarization or dequantization.
 
     Returns:
         Splits of [N, D] float32 CPU tensors (with [N] int64 labels for digits, MNIST and files with "y").
@@ -106,6 +111,11 @@ def load_data(
         raise DataError(f"unknown data set {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     if binarize not in BINARIZE_MODES:
         raise DataError(f"unknown binarize mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}")
+    if dequantize and (binarize != "none" or name not in DATASET_LEVELS):
+        raise DataError(
+            f"dequantization needs unbinarized data with known pixel levels ({', '.join(DATASET_LEVELS)}),"
+            f" not data set {name!r} with binarize = {binarize!r}"
+        )
     if name in TOY_SETS and binarize != "none":
         raise DataError(f"toy data set {name!r} is continuous 2-D data: binarize must be 'none', not {binarize!r}")
     (train, validation, test), event_shape = _load_splits(
@@ -125,4 +135,12 @@ def load_data(
         validation, test = (
             Split(torch.bernoulli(split.x, generator=generator), split.y) for split in (validation, test)
         )
-    return Splits(train, validation, test, event_shape=event_shape, binarize=binarize)
+    levels = DATASET_LEVELS.get(name)
+    if dequantize:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        validation, test = (
+            Split(dequantize_pixels(split.x, levels, generator), split.y) for split in (validation, test)
+        )
+    return Splits(
+        train, validation, test, event_shape=event_shape, binarize=binarize, levels=levels, dequantize=dequantize
+    )

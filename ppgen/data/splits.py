@@ -1,11 +1,15 @@
 """Train/validation/test splits of a data set, and the seeded index partitions that make them."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
+from ppgen.data.binarize import dynamic_binarize
+from ppgen.data.dequantize import dequantize
 from ppgen.errors import DataError
 
 __all__ = ["Split", "Splits", "split_indices", "holdout_indices"]
@@ -36,6 +40,9 @@ class Splits:
         train, validation, test: the three splits.
         event_shape: shape of one example before flattening, e.g. (8, 8) for digits.
         binarize: "none", "threshold" or "dynamic"; with "dynamic" the trainer binarizes each train batch.
+        levels: pixel values per dimension when the data are discrete (17 for digits, 256 for MNIST).
+        dequantize: whether validation and test hold dequantized pixels and each train batch is to be
+            dequantized afresh (see ``ppgen.data.dequantize``).
     """
 
     train: Split
@@ -43,6 +50,25 @@ class Splits:
     test: Split
     event_shape: tuple[int, ...]
     binarize: str
+    levels: int | None = None
+    dequantize: bool = False
+
+    def batch_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """What the trainer applies to every training batch: a fresh binarization or dequantization."""
+        if self.binarize == "dynamic":
+            return dynamic_binarize
+        if self.dequantize:
+            return partial(dequantize, levels=self.levels)
+        return None
+
+    def fixed_train(self) -> Tensor:
+        """The training examples as evaluation sees them: binarized or dequantized once, reproducibly."""
+        generator = torch.Generator().manual_seed(0)
+        if self.binarize == "dynamic":
+            return torch.bernoulli(self.train.x, generator=generator)
+        if self.dequantize:
+            return dequantize(self.train.x, self.levels, generator)
+        return self.train.x
 
     @property
     def data_dim(self) -> int:

@@ -135,12 +135,15 @@ def _log_weight_chunks(model, guide, data, num_samples, chunk_size, vectorize) -
 
 def _log_weights(model, guide, data, num_samples, structure, vectorize) -> torch.Tensor:
     """log p(x, z) - log q(z | x) for num_samples draws z ~ q: [S, N], or [S] with global latents."""
-    if not vectorize:
-        return torch.cat([_log_weights(model, guide, data, 1, structure, True) for _ in range(num_samples)])
-    sample_dim = -(structure.max_plate_nesting + 1)
-    with pyro.plate(_SAMPLE_PLATE, num_samples, dim=sample_dim):
-        guide_trace = poutine.trace(guide).get_trace(*data)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
+    if not vectorize or num_samples == 1:  # one sample needs no sample plate, so any model can take it
+        return torch.cat([_log_weights_of_one_pass(model, guide, data, structure) for _ in range(num_samples)])
+    with pyro.plate(_SAMPLE_PLATE, num_samples, dim=-(structure.max_plate_nesting + 1)):
+        return _log_weights_of_one_pass(model, guide, data, structure)
+
+
+def _log_weights_of_one_pass(model, guide, data, structure) -> torch.Tensor:
+    guide_trace = poutine.trace(guide).get_trace(*data)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
     total = 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace = prune_subsample_sites(trace)

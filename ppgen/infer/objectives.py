@@ -28,7 +28,6 @@ from ppgen.infer.minibatch import ScaleDataPlate
 __all__ = ["Objective", "make_objective", "parameter_sites"]
 
 
-
 class _DetachedJitTrace_ELBO(JitTrace_ELBO):
     """Pyro 1.9.2's JitTrace_ELBO.differentiable_loss returns loss + (surrogate - surrogate.detach()) with
     a loss that is not detached inside the compiled function, so its gradient is twice the ELBO's

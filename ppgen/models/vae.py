@@ -7,13 +7,15 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from ppgen.nets import DiagonalNormal, likelihood_head, mlp
+from ppgen.flows import center
+from ppgen.nets import AmortizedNormal, likelihood_head, mlp
 
 __all__ = ["VAE"]
 
 
 class VAE(PyroModule):
-    """p(z) = N(0, I), p(x | z) from an MLP decoder, and an amortized diagonal Gaussian guide q(z | x).
+    """p(z) = N(0, I), p(x | z) from an MLP decoder, and an amortized guide q(z | x): a diagonal Gaussian,
+    optionally pushed through normalizing flows conditioned on the encoder's features.
 
     Args:
         data_dim: D, the size of a flattened example.
@@ -22,7 +24,11 @@ class VAE(PyroModule):
         activation: a name in ``ppgen.nets.ACTIVATIONS``.
         likelihood: "bernoulli", "gaussian" or "continuous_bernoulli".
         likelihood_scale: "learned" or a fixed number, for the Gaussian likelihood.
+        guide_family: "diagonal" or a flow in ``ppgen.flows.GUIDE_FLOWS``.
+        guide_flows, guide_hidden: flow layers, and the hidden widths of their networks.
     """
+
+    data_keys = ("x",)
 
     def __init__(
         self,
@@ -32,10 +38,14 @@ class VAE(PyroModule):
         activation: str = "tanh",
         likelihood: str = "bernoulli",
         likelihood_scale: float | str = "learned",
+        guide_family: str = "diagonal",
+        guide_flows: int = 2,
+        guide_hidden: Sequence[int] = (64,),
     ):
         super().__init__()
         self.data_dim, self.latent_dim = data_dim, latent_dim
-        self.encoder = DiagonalNormal(mlp(data_dim, hidden, 2 * latent_dim, activation))
+        flow = None if guide_family == "diagonal" else guide_family
+        self.encoder = AmortizedNormal(data_dim, hidden, latent_dim, activation, flow, guide_flows, guide_hidden)
         decoder_net = mlp(latent_dim, list(reversed(hidden)), data_dim, activation)
         self.decoder = likelihood_head(likelihood, decoder_net, likelihood_scale)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
@@ -64,5 +74,5 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, D] decoder means at the encoder means of x [N, D]."""
-        return self.decoder(self.encoder(x).mean).mean
+        """[N, D] decoder means at the centre of q(z | x) for x [N, D]."""
+        return self.decoder(center(self.encoder(x))).mean

@@ -15,7 +15,7 @@ from ppgen.spec.schema import RunSpec
 
 __all__ = ["load_spec", "parse_override", "validate_spec", "dump_spec"]
 
-INFERENCE_TABLES = ("inference", "evaluation")
+INFERENCE_TABLES = ("inference", "evaluation", "sampling")
 
 
 def load_spec(path: str | Path, *, inference: str | Path | None = None, overrides: Iterable[str] = ()) -> RunSpec:
@@ -33,7 +33,9 @@ def load_spec(path: str | Path, *, inference: str | Path | None = None, override
             if table in RunSpec.model_fields and table not in INFERENCE_TABLES:
                 raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
             if table not in INFERENCE_TABLES:
-                raise SpecError(f"{inference}: [{table}] is not an inference spec table{_suggest(table, INFERENCE_TABLES)}")
+                raise SpecError(
+                    f"{inference}: [{table}] is not an inference spec table{_suggest(table, INFERENCE_TABLES)}"
+                )
             sources[table] = str(inference)
         tree.update(extra)
     for text in overrides:

@@ -5,16 +5,22 @@ reference for the TOML keys (see ``models/*.toml`` and ``inference/*.toml``).
 """
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
 __all__ = [
     "DataSpec",
     "VAESpec",
+    "CVAESpec",
+    "HVAESpec",
+    "FlowSpec",
+    "DDPMSpec",
     "ModelSpec",
+    "GuideSpec",
     "SVISpec",
     "EvaluationSpec",
+    "SamplingSpec",
     "RunSpec",
 ]
 
@@ -41,6 +47,7 @@ class DataSpec(_Table):
     test_fraction: Fraction | None = None  # default 0.2; MNIST uses its official test set instead
     num_examples: PositiveInt = 10000  # toy sets only
     noise: PositiveFloat | None = None  # toy sets only; None picks each set's default
+    dequantize: bool = False  # digits and MNIST: uniform noise within each pixel level, for continuous densities
     seed: Seed = 0  # the split (and the one-off binarization of validation/test data)
 
     @model_validator(mode="before")
@@ -57,15 +64,70 @@ class DataSpec(_Table):
         return table
 
 
+Likelihood = Literal["bernoulli", "gaussian", "continuous_bernoulli"]
+
+
 class VAESpec(_Table):
     """The ``[model]`` table of a variational autoencoder (Kingma & Welling 2013, arXiv:1312.6114)."""
 
     kind: Literal["vae"] = "vae"
     latent_dim: PositiveInt = 16
+    hidden: list[PositiveInt] = [200, 200]  # encoder widths; the decoder mirrors them
+    activation: Activation = "tanh"
+    likelihood: Likelihood = "bernoulli"
+    likelihood_scale: Literal["learned"] | PositiveFloat = "learned"  # Gaussian likelihood only
+
+
+class CVAESpec(_Table):
+    """The ``[model]`` table of a conditional VAE p(x | y, z) p(z), q(z | x, y) (Sohn et al. 2015);
+    the number of classes is read from the training labels."""
+
+    kind: Literal["cvae"] = "cvae"
+    latent_dim: PositiveInt = 16
     hidden: list[PositiveInt] = [200, 200]
     activation: Activation = "tanh"
-    likelihood: Literal["bernoulli", "gaussian", "continuous_bernoulli"] = "bernoulli"
-    likelihood_scale: Literal["learned"] | PositiveFloat = "learned"  # Gaussian likelihood only
+    likelihood: Likelihood = "bernoulli"
+    likelihood_scale: Literal["learned"] | PositiveFloat = "learned"
+
+
+class HVAESpec(_Table):
+    """The ``[model]`` table of a hierarchical VAE p(z_L) prod_l p(z_l | z_l+1) p(x | z_1)."""
+
+    kind: Literal["hvae"] = "hvae"
+    latent_dims: Annotated[list[PositiveInt], Field(min_length=2)] = [100, 50]  # z_1 (next to x) ... z_L
+    hidden: list[PositiveInt] = [200, 200]  # between x and z_1
+    latent_hidden: list[PositiveInt] = [100, 100]  # between z_l and z_l+1
+    activation: Activation = "tanh"
+    likelihood: Likelihood = "bernoulli"
+    likelihood_scale: Literal["learned"] | PositiveFloat = "learned"
+
+
+class FlowSpec(_Table):
+    """The ``[model]`` table of a normalizing-flow density x = f(z), z ~ N(0, I), fitted by maximum likelihood."""
+
+    kind: Literal["flow"] = "flow"
+    family: Literal["realnvp", "maf", "nice"] = "realnvp"
+    layers: PositiveInt = 4
+    hidden: list[PositiveInt] = [64, 64]
+
+
+class DDPMSpec(_Table):
+    """The ``[model]`` table of a denoising diffusion model (Ho et al. 2020) as a latent chain."""
+
+    kind: Literal["ddpm"] = "ddpm"
+    num_steps: Annotated[int, Field(ge=2)] = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: PositiveFloat = 1e-4  # for T = 1000; scaled by 1000 / T
+    beta_end: PositiveFloat = 0.02
+    variance: Literal["posterior", "beta"] = "posterior"
+    network: Literal["mlp", "unet"] = "mlp"
+    hidden: list[PositiveInt] = [512, 512]  # mlp
+    channels: PositiveInt = 32  # unet
+    time_dim: Annotated[int, Field(ge=2)] = 64
+    activation: Activation = "silu"
+    decoder: Literal["discretized_gaussian", "bernoulli"] = "discretized_gaussian"
+    levels: Annotated[int, Field(ge=2)] = 256  # pixel values of the discretized decoder: 17 for digits
+    time_subsample: PositiveInt = 1  # steps drawn per example in each training step
 
 
 def _model_kind(table) -> str | None:
@@ -75,7 +137,24 @@ def _model_kind(table) -> str | None:
     return getattr(table, "kind", None)
 
 
-ModelSpec = Annotated[Union[Annotated[VAESpec, Tag("vae")]], Discriminator(_model_kind)]
+ModelSpec = Annotated[
+    Annotated[VAESpec, Tag("vae")]
+    | Annotated[CVAESpec, Tag("cvae")]
+    | Annotated[HVAESpec, Tag("hvae")]
+    | Annotated[FlowSpec, Tag("flow")]
+    | Annotated[DDPMSpec, Tag("ddpm")],
+    Discriminator(_model_kind),
+]
+LATENT_VARIABLE_MODELS = ("vae", "cvae", "hvae")
+
+
+class GuideSpec(_Table):
+    """The ``[guide]`` table: the family of the amortized posterior q(z | x) of latent-variable models."""
+
+    family: Literal["diagonal", "iaf", "affine_coupling", "planar", "radial", "spline"] = "diagonal"
+    flows: PositiveInt = 2  # flow layers on top of the diagonal Gaussian
+    hidden: list[PositiveInt] = [64]  # widths of each flow layer's network
+    structure: Literal["top_down", "bottom_up"] = "top_down"  # hierarchical VAE: ladder or bottom-up guide
 
 
 class SVISpec(_Table):
@@ -108,6 +187,17 @@ class SVISpec(_Table):
         return self
 
 
+class SamplingSpec(_Table):
+    """The ``[sampling]`` table: how ``ppgen sample`` draws from a diffusion model."""
+
+    sampler: Literal["ancestral", "pc", "langevin"] = "ancestral"
+    corrector_steps: PositiveInt = 1  # pc: Langevin steps after each ancestral step
+    snr: PositiveFloat = 0.16  # pc: signal-to-noise ratio that sets the corrector's step size
+    langevin_steps: PositiveInt = 5  # langevin: steps per noise level
+    step_size: PositiveFloat = 2e-5  # langevin: step size at the smallest noise level
+    noise_levels: PositiveInt = 100  # langevin: noise levels visited from T down to 1
+
+
 class EvaluationSpec(_Table):
     """The ``[evaluation]`` table: held-out bounds computed after training."""
 
@@ -115,19 +205,49 @@ class EvaluationSpec(_Table):
     elbo_particles: PositiveInt = 1
     max_examples: PositiveInt | None = None  # evaluate the importance-sampled NLL on the first n test examples
     chunk_size: PositiveInt = 8192  # (example, sample) pairs evaluated in one vectorized call
+    classify_samples: PositiveInt = 100  # labelled models: K per class for classification by likelihood
 
 
 class RunSpec(_Table):
-    """A whole run: ``[data]``, ``[model]``, ``[inference]`` and ``[evaluation]``."""
+    """A whole run: ``[data]``, ``[model]``, ``[guide]``, ``[inference]``, ``[evaluation]`` and ``[sampling]``."""
 
     data: DataSpec = DataSpec()
     model: ModelSpec = VAESpec()
+    guide: GuideSpec = GuideSpec()
     inference: SVISpec = SVISpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    sampling: SamplingSpec = SamplingSpec()
+
+    @model_validator(mode="after")
+    def _check_guide_applies(self):
+        if self.model.kind not in LATENT_VARIABLE_MODELS and self.guide != GuideSpec():
+            raise ValueError(
+                f"[guide] does not apply to model.kind = {self.model.kind!r}, which has no latent variables"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_sampler_applies(self):
+        if self.model.kind != "ddpm" and self.sampling.sampler != "ancestral":
+            raise ValueError(
+                f"sampling.sampler = {self.sampling.sampler!r} needs a diffusion model (model.kind = 'ddpm')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_diffusion_decoder_matches_data(self):
+        if self.model.kind == "ddpm":
+            binary = self.data.binarize != "none"
+            if binary != (self.model.decoder == "bernoulli"):
+                raise ValueError(
+                    f"model.decoder = {self.model.decoder!r} does not fit data.binarize = {self.data.binarize!r}:"
+                    " use decoder 'bernoulli' for binarized data and 'discretized_gaussian' otherwise"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_likelihood_matches_data(self):
-        if self.model.likelihood == "bernoulli" and self.data.binarize == "none":
+        if getattr(self.model, "likelihood", None) == "bernoulli" and self.data.binarize == "none":
             raise ValueError(
                 "model.likelihood = 'bernoulli' needs binary data: set data.binarize to 'dynamic' or "
                 "'threshold', or use likelihood 'continuous_bernoulli' or 'gaussian'"

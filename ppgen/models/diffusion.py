@@ -1,0 +1,389 @@
+"""Denoising diffusion (Ho et al. 2020, arXiv:2006.11239) as a hierarchical latent chain: the model is the
+reverse chain, the guide the fixed forward noising process.
+
+Pixels x in [0, 1] become y_0 = 2 x - 1. With a schedule beta_1..beta_T, alpha_t = 1 - beta_t and
+abar_t = prod_{s <= t} alpha_s:
+
+    model:  y_T ~ N(0, I);  y_t-1 | y_t ~ N(mu(y_t, t), sigma_t^2 I) for t = T..2;  x | y_1 ~ decoder
+    guide:  q(y_t | y_0) = N(sqrt(abar_t) y_0, (1 - abar_t) I)
+            q(y_t-1 | y_t, y_0) = N(c0_t y_0 + c1_t y_t, betatilde_t I)                 (Ho et al. eq. 7)
+    mu(y_t, t) = (y_t - beta_t / sqrt(1 - abar_t) eps(y_t, t)) / sqrt(alpha_t)          (eps-parameterised)
+
+Training program (the derivation). Factor the guide top-down, q(y_1:T | y_0) = q(y_T | y_0)
+prod_{t >= 2} q(y_t-1 | y_t, y_0). Then
+
+    ELBO = E_q[log p(x | y_1)] - KL(q(y_T | y_0) || N(0, I))
+           - sum_{t = 2..T} E_{q(y_t | y_0)} KL(q(y_t-1 | y_t, y_0) || p(y_t-1 | y_t)),
+
+and term t depends on q only through the pair (y_t-1, y_t), whose law is q(y_t | y_0) q(y_t-1 | y_t, y_0).
+Drawing S of the T - 1 steps uniformly, one pair for each independently, and scaling their terms by
+(T - 1) / S therefore gives an unbiased estimate of the ELBO and of its gradient. As Pyro programs, inside
+``pyro.plate("time", T - 1, subsample_size=S)`` (which applies that scale), the guide samples "y_t" from
+q(y_t | y_0) and "y_prev" from q(y_t-1 | y_t, y_0); the model samples "y_t" from the same q(y_t | y_0), so
+that site's log-ratio is exactly zero, and "y_prev" from p(y_t-1 | y_t). The t = 1 and t = T terms are the
+sites "y_1" (cancelling likewise; x is then observed through the decoder) and "y_T" (the N(0, I) prior).
+With ``TraceMeanField_ELBO`` every KL above is computed in closed form: Ho et al.'s L_vlb with sampled t.
+
+``chain_model``/``chain_guide`` write the same chain with one site "trajectory" holding y_1..y_T drawn
+jointly by the forward process: the pair whose importance weights give log p(x) by importance sampling
+with the forward process as proposal. ``chain_elbo`` sums all T terms in closed form (one y_t per t).
+"""
+
+import math
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.nn import PyroModule
+from torch.distributions import constraints, kl_divergence
+from torch.special import log_ndtr
+
+from ppgen.errors import PpgenError
+from ppgen.infer.langevin import langevin_step
+from ppgen.nets import SmallUNet, TimeMLP
+
+__all__ = ["DDPM", "DiscretizedNormal", "noise_schedule"]
+
+_SCALAR = torch.Size()
+
+
+def noise_schedule(
+    num_steps: int, schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
+    """beta_1..beta_T [T] in float64. "linear" spaces beta from beta_start to beta_end, both given for
+    T = 1000 and scaled by 1000 / T (Nichol & Dhariwal 2021, arXiv:2102.09672) so that abar_T stays near 0
+    for short chains; "cosine" is their cosine schedule of abar_t."""
+    if schedule == "linear":
+        scale = 1000.0 / num_steps
+        betas = torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64)
+    elif schedule == "cosine":
+        s = 0.008
+        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; expected 'linear' or 'cosine'")
+    return betas.clamp(max=0.999)
+
+
+class DiscretizedNormal(TorchDistribution):
+    """A Normal(loc, scale) on [0, 1] discretized to ``levels`` values k / (levels - 1): each value gets the
+    mass of its bin, the two end bins extended to -inf and +inf (Ho et al. 2020, eq. 13)."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.unit_interval
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, levels: int, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        self.levels = levels
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return DiscretizedNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape), self.levels)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc.clamp(0.0, 1.0)
+
+    def sample(self, sample_shape=_SCALAR) -> torch.Tensor:
+        with torch.no_grad():
+            draw = torch.normal(
+                self.loc.expand(sample_shape + self.loc.shape), self.scale.expand(sample_shape + self.loc.shape)
+            )
+            return (draw.clamp(0.0, 1.0) * (self.levels - 1)).round() / (self.levels - 1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        half_bin = 0.5 / (self.levels - 1)
+        upper = torch.where(value >= 1 - half_bin, math.inf, (value + half_bin - self.loc) / self.scale)
+        lower = torch.where(value <= half_bin, -math.inf, (value - half_bin - self.loc) / self.scale)
+        # log(Phi(upper) - Phi(lower)), evaluated on the side of the mean where it does not cancel.
+        flip = lower > 0
+        a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
+        log_b, log_a = log_ndtr(b), log_ndtr(a)
+        return log_b + torch.log1p(-torch.exp(log_a - log_b).clamp(max=1 - 1e-12))
+
+
+class _ReverseChain(TorchDistribution):
+    """p(y_1:T) of the reverse chain: event shape [T, D], trajectory[..., t - 1, :] = y_t."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, ddpm: "DDPM", batch_shape: torch.Size):
+        self.ddpm = ddpm
+        super().__init__(batch_shape, torch.Size([ddpm.num_steps, ddpm.data_dim]))
+
+    def expand(self, batch_shape, _instance=None):
+        return _ReverseChain(self.ddpm, torch.Size(batch_shape))
+
+    def log_prob(self, trajectory: torch.Tensor) -> torch.Tensor:
+        ddpm, steps = self.ddpm, torch.arange(2, self.ddpm.num_steps + 1, device=trajectory.device)
+        y_t, y_prev = trajectory[..., 1:, :], trajectory[..., :-1, :]
+        loc, scale = ddpm.reverse_mean(y_t, steps), ddpm.reverse_scale(steps)[:, None]
+        log_p = dist.Normal(loc, scale).log_prob(y_prev).sum((-1, -2))
+        return log_p + dist.Normal(0.0, 1.0).log_prob(trajectory[..., -1, :]).sum(-1)
+
+    def sample(self, sample_shape=_SCALAR) -> torch.Tensor:
+        with torch.no_grad():
+            return self.ddpm.ancestral_trajectory(sample_shape + self.batch_shape)
+
+
+class _ForwardChain(TorchDistribution):
+    """q(y_1:T | y_0) of the forward process, drawn step by step: event shape [T, D]."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, ddpm: "DDPM", y0: torch.Tensor):
+        self.ddpm, self.y0 = ddpm, y0
+        super().__init__(y0.shape[:-1], torch.Size([ddpm.num_steps, ddpm.data_dim]))
+
+    def expand(self, batch_shape, _instance=None):
+        return _ForwardChain(self.ddpm, self.y0.expand(*batch_shape, self.ddpm.data_dim))
+
+    def rsample(self, sample_shape=_SCALAR) -> torch.Tensor:
+        y = self.y0.expand(sample_shape + self.y0.shape)
+        noise = torch.randn(sample_shape + self.batch_shape + self.event_shape, dtype=y.dtype, device=y.device)
+        steps = []
+        for t in range(1, self.ddpm.num_steps + 1):
+            y = self.ddpm.alphas[t].sqrt() * y + self.ddpm.betas[t].sqrt() * noise[..., t - 1, :]
+            steps.append(y)
+        return torch.stack(steps, dim=-2)
+
+    def log_prob(self, trajectory: torch.Tensor) -> torch.Tensor:
+        y0 = self.y0.expand(trajectory.shape[:-2] + self.y0.shape[-1:])
+        previous = torch.cat([y0.unsqueeze(-2), trajectory[..., :-1, :]], dim=-2)
+        alphas, betas = self.ddpm.alphas[1:, None], self.ddpm.betas[1:, None]
+        return dist.Normal(alphas.sqrt() * previous, betas.sqrt()).log_prob(trajectory).sum((-1, -2))
+
+
+class DDPM(PyroModule):
+    """Args:
+    data_dim: D. event_shape: the shape of one example (the U-Net needs (H, W)).
+    num_steps: T. schedule, beta_start, beta_end: see ``noise_schedule``.
+    variance: "posterior" (sigma_t^2 = betatilde_t) or "beta" (sigma_t^2 = beta_t) for the reverse steps.
+    network: "mlp" (``ppgen.nets.TimeMLP`` with widths ``hidden``) or "unet" (``SmallUNet`` with ``channels``).
+    time_dim: size of the time embedding.
+    decoder: "discretized_gaussian" (pixels on ``levels`` values in [0, 1]) or "bernoulli" (binary pixels).
+    time_subsample: S, the steps drawn per example in each training step.
+    """
+
+    data_keys = ("x",)
+
+    def __init__(
+        self,
+        data_dim: int,
+        event_shape: Sequence[int] = (),
+        num_steps: int = 1000,
+        schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        variance: str = "posterior",
+        network: str = "mlp",
+        hidden: Sequence[int] = (512, 512),
+        channels: int = 32,
+        time_dim: int = 64,
+        activation: str = "silu",
+        decoder: str = "discretized_gaussian",
+        levels: int = 256,
+        time_subsample: int = 1,
+    ):
+        super().__init__()
+        if num_steps < 2:
+            raise ValueError("a diffusion chain needs at least 2 steps")
+        self.data_dim, self.num_steps, self.levels = data_dim, num_steps, levels
+        self.decoder_kind, self.time_subsample = decoder, time_subsample
+        self.trajectory_length = num_steps  # (example, sample) pairs cost T network calls in the chain pair
+        betas = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), noise_schedule(num_steps, schedule, beta_start, beta_end)]
+        )
+        alphas = 1 - betas
+        alpha_bars = torch.cumprod(alphas, 0)
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+        posterior_variance = betas * (1 - previous) / (1 - alpha_bars).clamp(min=1e-20)
+        reverse_variance = posterior_variance if variance == "posterior" else betas
+        buffers = {
+            "betas": betas,
+            "alphas": alphas,
+            "alpha_bars": alpha_bars,
+            "posterior_variance": posterior_variance,
+            "posterior_c0": previous.sqrt() * betas / (1 - alpha_bars).clamp(min=1e-20),
+            "posterior_c1": alphas.sqrt() * (1 - previous) / (1 - alpha_bars).clamp(min=1e-20),
+            "reverse_variance": reverse_variance,
+        }
+        for name, value in buffers.items():  # index t = 0..T; entry 0 is the data
+            self.register_buffer(name, value.float())
+        if network == "unet":
+            self.net = SmallUNet(tuple(event_shape), channels, time_dim)
+        else:
+            self.net = TimeMLP(data_dim, hidden, time_dim, activation)
+
+    # -- the chain's distributions --------------------------------------------------------------------
+    def forward_marginal(self, y0: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
+        """q(y_t | y_0) with event shape [D]; t broadcasts against y0's batch dimensions."""
+        ab = self.alpha_bars[t].unsqueeze(-1)
+        return dist.Normal(ab.sqrt() * y0, (1 - ab).sqrt()).to_event(1)
+
+    def forward_posterior(self, y0: torch.Tensor, y_t: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
+        """q(y_t-1 | y_t, y_0) for t >= 2, event shape [D]."""
+        c0, c1 = self.posterior_c0[t].unsqueeze(-1), self.posterior_c1[t].unsqueeze(-1)
+        scale = self.posterior_variance[t].sqrt().unsqueeze(-1).expand(y_t.shape)
+        return dist.Normal(c0 * y0 + c1 * y_t, scale).to_event(1)
+
+    def noise_prediction(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps(y_t, t), the network's estimate of the noise in y_t."""
+        return self.net(y_t, t)
+
+    def score(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """grad log q(y_t) ~ -eps(y_t, t) / sqrt(1 - abar_t)."""
+        return -self.noise_prediction(y_t, t) / (1 - self.alpha_bars[t]).sqrt().unsqueeze(-1)
+
+    def reverse_mean(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """mu(y_t, t) = (y_t - beta_t / sqrt(1 - abar_t) eps(y_t, t)) / sqrt(alpha_t)."""
+        beta, ab, alpha = (buffer[t].unsqueeze(-1) for buffer in (self.betas, self.alpha_bars, self.alphas))
+        return (y_t - beta / (1 - ab).sqrt() * self.noise_prediction(y_t, t)) / alpha.sqrt()
+
+    def reverse_scale(self, t: torch.Tensor) -> torch.Tensor:
+        return self.reverse_variance[t].sqrt()
+
+    def reverse_step(self, y_t: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
+        """p(y_t-1 | y_t) for t >= 2, event shape [D]."""
+        loc = self.reverse_mean(y_t, t)
+        return dist.Normal(loc, self.reverse_scale(t).unsqueeze(-1).expand(loc.shape)).to_event(1)
+
+    def decoder(self, y_1: torch.Tensor) -> dist.Distribution:
+        """p(x | y_1), event shape [D], over pixels in [0, 1]."""
+        one = torch.ones(y_1.shape[:-1], dtype=torch.long, device=y_1.device)
+        if self.decoder_kind == "bernoulli":  # step 0 of the network is reserved for the decoder's logits
+            return dist.Bernoulli(logits=self.net(y_1, one - 1)).to_event(1)
+        loc = (self.reverse_mean(y_1, one) + 1) / 2  # mu(y_1, 1), mapped from [-1, 1] to [0, 1]
+        scale = (self.betas[1].sqrt() / 2).expand(loc.shape)
+        return DiscretizedNormal(loc, scale, self.levels).to_event(1)
+
+    # -- the training pair ------------------------------------------------------------------------------
+    def model(self, x: torch.Tensor | None = None) -> None:
+        """The ELBO's terms with S sampled steps; see the module docstring. x [N, D] in [0, 1]."""
+        y0 = self._y0(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("y_T", dist.Normal(torch.zeros_like(y0), 1.0).to_event(1))
+            with self._time_plate() as index:
+                t = (index + 2).unsqueeze(-1)  # [S, 1]: steps 2..T
+                y_t = pyro.sample("y_t", self.forward_marginal(y0, t))
+                pyro.sample("y_prev", self.reverse_step(y_t, t))
+            y_1 = pyro.sample("y_1", self.forward_marginal(y0, torch.ones((), dtype=torch.long, device=y0.device)))
+            pyro.sample("x", self.decoder(y_1), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None) -> None:
+        y0 = self._y0(x)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("y_T", self.forward_marginal(y0, torch.tensor(self.num_steps, device=y0.device)))
+            with self._time_plate() as index:
+                t = (index + 2).unsqueeze(-1)
+                y_t = pyro.sample("y_t", self.forward_marginal(y0, t))
+                pyro.sample("y_prev", self.forward_posterior(y0, y_t, t))
+            pyro.sample("y_1", self.forward_marginal(y0, torch.ones((), dtype=torch.long, device=y0.device)))
+
+    def _time_plate(self) -> pyro.plate:
+        size = self.num_steps - 1
+        subsample = None if self.time_subsample >= size else self.time_subsample
+        return pyro.plate("time", size, subsample_size=subsample, dim=-2, device=self.betas.device)
+
+    def _y0(self, x: torch.Tensor | None) -> torch.Tensor:
+        if x is None:
+            raise PpgenError("the diffusion model's program conditions on data x; draw new examples with sample(n)")
+        return 2 * x - 1
+
+    # -- the whole-chain pair and the closed-form ELBO --------------------------------------------------
+    def chain_model(self, x: torch.Tensor) -> None:
+        """p(y_1:T) p(x | y_1) with one site for the whole trajectory."""
+        with pyro.plate("data", x.shape[0]):
+            trajectory = pyro.sample("trajectory", _ReverseChain(self, torch.Size([x.shape[0]])))
+            pyro.sample("x", self.decoder(trajectory[..., 0, :]), obs=x)
+
+    def chain_guide(self, x: torch.Tensor) -> None:
+        """The forward process q(y_1:T | y_0) as the proposal."""
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("trajectory", _ForwardChain(self, self._y0(x)))
+
+    @torch.no_grad()
+    def chain_elbo(self, x: torch.Tensor, steps_per_call: int = 50) -> torch.Tensor:
+        """The ELBO [N] with all T terms: each KL in closed form at one draw of y_t ~ q(y_t | y_0)."""
+        y0 = self._y0(x)
+        top = self.forward_marginal(y0, torch.tensor(self.num_steps, device=y0.device))
+        total = -kl_divergence(top, dist.Normal(torch.zeros_like(y0), 1.0).to_event(1))
+        for first in range(2, self.num_steps + 1, steps_per_call):
+            t = torch.arange(first, min(first + steps_per_call, self.num_steps + 1), device=y0.device).unsqueeze(-1)
+            y_t = self.forward_marginal(y0, t).sample()
+            total = total - kl_divergence(self.forward_posterior(y0, y_t, t), self.reverse_step(y_t, t)).sum(0)
+        y_1 = self.forward_marginal(y0, torch.ones((), dtype=torch.long, device=y0.device)).sample()
+        return total + self.decoder(y_1).log_prob(x)
+
+    # -- sampling ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def ancestral_trajectory(self, batch_shape: torch.Size) -> torch.Tensor:
+        """[*batch_shape, T, D] draws of y_1..y_T from the reverse chain."""
+        y = torch.randn(*batch_shape, self.data_dim, device=self.betas.device)
+        steps = [y]
+        for t in range(self.num_steps, 1, -1):
+            y = self.reverse_step(y, torch.tensor(t, device=y.device)).sample()
+            steps.append(y)
+        return torch.stack(steps[::-1], dim=-2)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, mean: bool = True, sampler: str = "ancestral", **settings) -> torch.Tensor:
+        """[num_samples, D] examples in [0, 1] by ancestral sampling of the reverse chain ("ancestral"), with
+        Langevin corrector steps after every step ("pc"), or by annealed Langevin dynamics ("langevin").
+
+        settings: ``corrector_steps`` and ``snr`` for "pc"; ``langevin_steps``, ``step_size`` and
+        ``noise_levels`` for "langevin" (see ``sample_predictor_corrector`` and ``sample_langevin``).
+        """
+        if sampler == "ancestral":
+            y_1 = self.ancestral_trajectory(torch.Size([num_samples]))[..., 0, :]
+        elif sampler == "pc":
+            y_1 = self.sample_predictor_corrector(num_samples, **settings)
+        elif sampler == "langevin":
+            y_1 = self.sample_langevin(num_samples, **settings)
+        else:
+            raise PpgenError(f"unknown sampler {sampler!r}; expected 'ancestral', 'pc' or 'langevin'")
+        likelihood = self.decoder(y_1)
+        return likelihood.mean if mean else likelihood.sample()
+
+    @torch.no_grad()
+    def sample_predictor_corrector(self, num_samples: int, corrector_steps: int = 1, snr: float = 0.16) -> torch.Tensor:
+        """y_1 [n, D]: each ancestral step (predictor) followed by Langevin steps on q(y_t) (corrector) whose
+        step size sets the signal-to-noise ratio ||eps sqrt(2 step) z|| / ||step score|| to ``snr``
+        (Song et al. 2021, arXiv:2011.13456, Algorithm 5)."""
+        y = torch.randn(num_samples, self.data_dim, device=self.betas.device)
+        for t in range(self.num_steps, 0, -1):
+            step = torch.tensor(t, device=y.device)
+            for _ in range(corrector_steps):
+                score = self.score(y, step)
+                noise = torch.randn_like(y)
+                ratio = snr * noise.norm(dim=-1, keepdim=True) / score.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                step_size = 2 * self.alphas[t] * ratio.square()
+                y = langevin_step(y, score, step_size, noise)
+            if t > 1:
+                y = self.reverse_step(y, step).sample()
+        return y
+
+    @torch.no_grad()
+    def sample_langevin(
+        self, num_samples: int, langevin_steps: int = 5, step_size: float = 2e-5, noise_levels: int = 100
+    ) -> torch.Tensor:
+        """y_1 [n, D] by annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1) on the
+        marginals q(y_t) of ``noise_levels`` steps from T down to 1, with steps step_size (1 - abar_t) /
+        (1 - abar_1) so that the size of the step follows the noise level."""
+        y = torch.randn(num_samples, self.data_dim, device=self.betas.device)
+        levels = (
+            torch.linspace(self.num_steps, 1, min(noise_levels, self.num_steps)).round().long().unique_consecutive()
+        )
+        for t in levels.tolist():
+            step = torch.tensor(t, device=y.device)
+            size = step_size * (1 - self.alpha_bars[t]) / (1 - self.alpha_bars[1])
+            for _ in range(langevin_steps):
+                y = langevin_step(y, self.score(y, step), size, torch.randn_like(y))
+        return y
