@@ -10,7 +10,6 @@ per example (lower is better); for digits also bits per dimension of the discret
 """
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -91,7 +90,7 @@ def main() -> None:
             print(f"{'  (bits/dim)':<16}" + "".join(f"{value:>12.3f}" for value in bits))
     print(
         f"(KDE and GMM fit on the same training split; digits dequantized once with seed 0; torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads; log(2) = {math.log(2):.3f})"
+        f" {torch.get_num_threads()} threads)"
     )
 
 
