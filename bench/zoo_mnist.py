@@ -108,8 +108,6 @@ def main() -> None:
                 f"{'':<32} classification by likelihood: test accuracy {test['accuracy']:.4f}"
                 f" ({test['accuracy_num_examples']} images, K = {test['accuracy_num_samples']} per class)"
             )
-        if "chain_elbo" in test:
-            print(f"{'':<32} whole-chain ELBO (closed form): {test['chain_elbo']:.2f} nats")
     print(
         f"NLL: K = {args.num_samples} on the first {args.examples} test images (diffusion: K = {args.diffusion_samples}"
         " trajectories on 100 images; flow: exact)"

@@ -28,10 +28,10 @@ def main() -> None:
         splits.data_dim,
         splits.event_shape,
         num_steps=args.steps,
-        schedule="cosine",
+        schedule="linear",
         hidden=[256, 256],
         levels=17,
-        time_subsample=4,
+        time_subsample=8,
     )
     ppgen.fit(
         ddpm.model, ddpm.guide, splits.train.x, splits.validation.x, elbo="meanfield", epochs=args.epochs, batch_size=64

@@ -41,6 +41,7 @@ def main() -> None:
             epochs=args.epochs,
             batch_size=64,
             patience=30,
+            kl_warmup=20 if name.startswith("HVAE") else 0,
             batch_transform=splits.batch_transform(),
             progress=False,
         )

@@ -84,7 +84,8 @@ def _report(metrics: dict) -> None:
         figures = metrics.get(split, {})
         if "elbo" not in figures:
             continue
-        line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({figures['elbo_bits_per_dim']:.4f} bits/dim)"
+        bits = figures.get("elbo_discrete_bits_per_dim", figures["elbo_bits_per_dim"])
+        line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({bits:.4f} bits/dim)"
         if "nll" in figures:
             line += (
                 f"; NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"

@@ -16,12 +16,18 @@ Z = 4.0
 
 def _ddpm(**options):
     pyro.set_rng_seed(0)
-    settings = dict(data_dim=3, num_steps=4, hidden=[8], time_dim=4, levels=5, schedule="linear")
+    # beta from 2e-4 to 2e-3 at T = 1000, scaled by 1000 / T, keeps every beta below 1 for T >= 4.
+    settings = dict(data_dim=3, num_steps=4, hidden=[8], time_dim=4, levels=5, beta_start=2e-4, beta_end=2e-3)
     return DDPM(**{**settings, **options})
 
 
 def _pixels(n=6, levels=5):
     return torch.randint(0, levels, (n, 3), generator=torch.Generator().manual_seed(1)).float() / (levels - 1)
+
+
+def test_a_linear_schedule_too_short_for_its_betas_is_refused():
+    with pytest.raises(ValueError, match="must stay below 1: use more steps than 20"):
+        noise_schedule(20, "linear")
 
 
 def test_schedules():
@@ -154,7 +160,9 @@ def test_samplers_return_pixels(sampler, decoder):
 
 def test_the_unet_handles_images_and_the_sample_plate():
     pyro.set_rng_seed(0)
-    ddpm = DDPM(64, (8, 8), num_steps=5, network="unet", channels=8, time_dim=8, levels=17, time_subsample=2)
+    ddpm = DDPM(
+        64, (8, 8), num_steps=5, network="unet", channels=8, time_dim=8, levels=17, time_subsample=2, beta_end=2e-3
+    )
     x = torch.randint(0, 17, (3, 64)).float() / 16
     assert log_likelihood(ddpm.chain_model, ddpm.chain_guide, x, num_samples=3).estimate.shape == (3,)
     assert elbo(ddpm.model, ddpm.guide, x, num_particles=2).shape == (3,)

@@ -15,7 +15,7 @@ TINY_ARGUMENTS = {
     "hvae_digits.py": ["--epochs", "2", "--num-samples", "10"],
     "flow_guides.py": ["--epochs", "1", "--num-samples", "10"],
     "flow_density.py": ["--epochs", "2", "--out", "flow.png"],
-    "ddpm_digits.py": ["--epochs", "1", "--steps", "10", "--out", "ddpm.png"],
+    "ddpm_digits.py": ["--epochs", "1", "--steps", "30", "--out", "ddpm.png"],
 }
 
 

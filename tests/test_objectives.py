@@ -108,3 +108,14 @@ def test_the_importance_weighted_objective_is_the_per_example_bound_the_evaluato
     )
     stderr = math.hypot(training.std().item(), evaluation.std().item()) / math.sqrt(300)
     assert abs(training.mean() - evaluation.mean()) < Z * stderr
+
+
+def test_kl_weight_scales_latent_sites_and_leaves_the_likelihood_alone(vae, x):
+    from pyro import poutine
+
+    objective, _ = _objective(vae, kl_warmup=True)
+    objective.set_kl_weight(0.25)
+    guide_trace = poutine.trace(objective.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(objective.model, trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["z"]["scale"] == model_trace.nodes["z"]["scale"] == pytest.approx(0.25)
+    assert model_trace.nodes["x"]["scale"] == pytest.approx(1.0)

@@ -124,6 +124,32 @@ MISTAKES = {
     ),
     "bernoulli with binarize none": ('[data]\nbinarize = "none"', None, [], "{spec}: " + BERNOULLI_NEEDS_BINARY),
     "jit with iwae": ('[inference]\nelbo = "iwae"\njit = true', None, [], "{spec}: " + JIT_IWAE),
+    "kl warm-up with jit": (
+        "[inference]\nkl_warmup = 5\njit = true",
+        None,
+        [],
+        "{spec}: inference.kl_warmup needs elbo 'trace' or 'meanfield' without jit (a compiled loss fixes the weight;"
+        " the importance-weighted bound has no separate KL part)",
+    ),
+    "guide for a flow density": (
+        '[model]\nkind = "flow"\n[data]\nname = "moons"\nbinarize = "none"\n[guide]\nfamily = "iaf"',
+        None,
+        [],
+        "{spec}: [guide] does not apply to model.kind = 'flow', which has no latent variables",
+    ),
+    "sampler for a vae": (
+        '[sampling]\nsampler = "pc"',
+        None,
+        [],
+        "{spec}: sampling.sampler = 'pc' needs a diffusion model (model.kind = 'ddpm')",
+    ),
+    "diffusion decoder that does not fit the data": (
+        '[model]\nkind = "ddpm"\ndecoder = "bernoulli"\n[data]\nbinarize = "none"',
+        None,
+        [],
+        "{spec}: model.decoder = 'bernoulli' does not fit data.binarize = 'none': use decoder 'bernoulli' for"
+        " binarized data and 'discretized_gaussian' otherwise",
+    ),
     "table given as a value": (
         '[model]\nkind = "vae"\nlatent_dim = {x = 1}',
         None,

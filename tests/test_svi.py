@@ -68,10 +68,10 @@ def _vae_fit(digits, checkpoint, hook, resume=False, **options):
     return vae, result
 
 
-OBJECTIVES = [{}, {"elbo": "meanfield", "jit": True}, {"elbo": "iwae", "num_particles": 3}]
+OBJECTIVES = [{"kl_warmup": 2}, {"elbo": "meanfield", "jit": True}, {"elbo": "iwae", "num_particles": 3}]
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES, ids=["trace", "meanfield-jit", "iwae"])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=["trace-warmup", "meanfield-jit", "iwae"])
 @pytest.mark.parametrize("interruption", ["crash", "ctrl-c"])
 def test_an_interrupted_run_resumed_from_its_checkpoint_ends_in_the_same_parameters(
     digits, tmp_path, objective, interruption

@@ -22,10 +22,11 @@ from pyro.infer import (
     Trace_ELBO,
     TraceMeanField_ELBO,
 )
+from pyro.poutine.messenger import Messenger
 
 from ppgen.infer.minibatch import ScaleDataPlate
 
-__all__ = ["Objective", "make_objective", "parameter_sites"]
+__all__ = ["KLWeight", "Objective", "make_objective", "parameter_sites"]
 
 
 class _DetachedJitTrace_ELBO(JitTrace_ELBO):
@@ -58,6 +59,21 @@ _ELBOS = {
 _fit_ids = itertools.count()
 
 
+class KLWeight(Messenger):
+    """Multiply the log-density of every latent (unobserved) sample site, in model and guide, by ``weight``:
+    the ELBO's KL part is weighted and its likelihood part is not. Raising the weight from 0 to 1 early in
+    training is KL warm-up, which keeps hierarchical models from collapsing their posteriors onto their
+    priors (Sønderby et al. 2016, arXiv:1602.02282)."""
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.weight
+
+
 @dataclass(frozen=True)
 class Objective:
     """A Pyro ELBO bound to a model/guide pair, ready for ``loss_and_backward(*batch)``.
@@ -71,6 +87,11 @@ class Objective:
     model: Callable
     guide: Callable
     rescaled: bool
+    kl_weight: KLWeight | None = None
+
+    def set_kl_weight(self, weight: float) -> None:
+        """Weight of the KL part of the ELBO (objectives made with ``kl_warmup=True``)."""
+        self.kl_weight.weight = weight
 
     def loss_and_backward(self, *batch: torch.Tensor) -> torch.Tensor:
         """-ELBO of the batch (a detached scalar tensor), with gradients accumulated into the parameters."""
@@ -81,8 +102,19 @@ class Objective:
         return loss.detach()
 
     def loss(self, *batch: torch.Tensor) -> float:
-        """-ELBO of the batch without gradients (used once to create lazily built parameters)."""
+        """-ELBO of the batch without gradients."""
         return self.elbo.loss(self.model, self.guide, *batch)
+
+    def loss_per_example(self, data: tuple[torch.Tensor, ...], batch_size: int) -> float:
+        """-ELBO (or -bound) per example of a whole data set, in batches; the objective must have been made
+        with num_data = len(data[0])."""
+        num_examples = len(data[0])
+        losses = [
+            self.loss(*(t[start : start + batch_size] for t in data)) for start in range(0, num_examples, batch_size)
+        ]
+        # Rescaled batch losses each estimate the whole set's; unscaled ones are the batches' own.
+        total = sum(losses) / len(losses) if self.rescaled else sum(losses)
+        return total / num_examples
 
 
 def make_objective(
@@ -95,11 +127,14 @@ def make_objective(
     jit: bool = False,
     num_data: int,
     max_plate_nesting: int,
+    gradients: bool = True,
+    kl_warmup: bool = False,
 ) -> tuple[Objective, Callable[[], None]]:
     """Bind a Pyro ELBO to (model, guide), rescaled from batches to num_data examples.
 
     max_plate_nesting is the model's own (see ``ppgen.plates.inspect_plates``); vectorized particles
-    get the plate to its left.
+    get the plate to its left. ``gradients=False`` makes an objective for ``loss`` alone (validation).
+    ``kl_warmup=True`` lets ``set_kl_weight`` weight the KL part (see ``KLWeight``).
 
     Returns the objective and a function that undoes any global registration it made. Compiled ELBOs
     and RenyiELBO find parameters through ``pyro.param`` sites, so for them the modules' parameters are
@@ -118,10 +153,13 @@ def make_objective(
     rescaled = elbo != "iwae"
     if rescaled:
         model, guide = ScaleDataPlate(num_data)(model), ScaleDataPlate(num_data)(guide)
+    kl_weight = KLWeight() if kl_warmup else None
+    if kl_weight is not None:
+        model, guide = kl_weight(model), kl_weight(guide)
     cleanup = _no_cleanup
-    if jit or elbo == "iwae":
+    if gradients and (jit or elbo == "iwae"):
         model, guide, cleanup = _with_param_sites(model, guide, list(modules))
-    return Objective(pyro_elbo, model, guide, rescaled), cleanup
+    return Objective(pyro_elbo, model, guide, rescaled, kl_weight), cleanup
 
 
 def _no_cleanup() -> None:

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 
 from ppgen.device import resolve_device
 from ppgen.errors import SpecError, TrainingError, TrainingInterrupted
-from ppgen.evaluate.bounds import elbo as evaluate_elbo
 from ppgen.infer.checkpoint import load_checkpoint, save_checkpoint
 from ppgen.infer.minibatch import epoch_order
 from ppgen.infer.objectives import make_objective, parameter_sites
@@ -45,7 +44,8 @@ class FitResult:
     steps: int
     epochs: int  # completed epochs
     train_elbo: list[tuple[int, float]] = field(default_factory=list)  # (step, mean over the last log interval)
-    validation_elbo: list[tuple[int, float]] = field(default_factory=list)  # (step at the end of an epoch, value)
+    # (step at the end of an epoch, the training objective per example on the validation data, in eval mode)
+    validation_elbo: list[tuple[int, float]] = field(default_factory=list)
     best_validation_elbo: float | None = None
     stop_reason: str = ""  # "epochs", "patience" or "time_limit"
     wall_time: float = 0.0  # seconds spent in this call
@@ -70,8 +70,9 @@ def fit(
     Args:
         model, guide: Pyro callables taking the batch tensors positionally.
         train: x [N, ...] or a tuple of tensors sharing the first dimension N.
-        validation: the same for held-out data; its ELBO is computed after every epoch and drives
-            early stopping (``patience``) and ``keep_best``.
+        validation: the same for held-out data. After every epoch the training objective's estimator (the
+            ELBO with ``validation_particles``, or the IWAE bound) is computed on it with the modules in
+            ``eval()`` mode; it drives early stopping (``patience``) and ``keep_best``.
         settings: an ``SVISpec``; keyword ``options`` (e.g. ``epochs=10, lr=1e-3``) override its fields.
         checkpoint: file for the training state, written every ``checkpoint_every`` steps, at the end,
             and on Ctrl-C; ``resume=True`` continues from it.
@@ -99,19 +100,29 @@ def fit(
             "inference.elbo = 'iwae' with minibatches needs every latent inside the 'data' plate; this model"
             " has global latents (use batch_size >= the number of examples, or elbo = 'trace')"
         )
+    options = dict(elbo=settings.elbo, max_plate_nesting=plates.max_plate_nesting)
     objective, cleanup = make_objective(
         model,
         guide,
         modules,
-        elbo=settings.elbo,
+        **options,
         num_particles=settings.num_particles,
         jit=settings.jit,
         num_data=len(train[0]),
-        max_plate_nesting=plates.max_plate_nesting,
+        kl_warmup=settings.kl_warmup > 0,
     )
+    validation_objective, validation_cleanup = None, lambda: None
+    if validation is not None:  # the same estimator on held-out data (the IWAE bound keeps its K)
+        particles = settings.num_particles if settings.elbo == "iwae" else settings.validation_particles
+        validation_objective, validation_cleanup = make_objective(
+            model, guide, modules, **options, num_particles=particles, num_data=len(validation[0]), gradients=False
+        )
+    modes = [module.training for module in modules]
     try:
-        data = (train, validation, first_batch, batch_transform)
-        run = _Training(settings, device, objective, modules, model, guide, *data)
+        for module in modules:
+            module.train()
+        objectives = (objective, validation_objective)
+        run = _Training(settings, device, objectives, modules, train, validation, first_batch, batch_transform)
         if resume:
             if checkpoint is None or not Path(checkpoint).exists():
                 raise TrainingError(f"cannot resume: no checkpoint at {checkpoint}")
@@ -121,6 +132,9 @@ def fit(
         return run.train(checkpoint, progress)
     finally:
         cleanup()
+        validation_cleanup()
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 def owner_modules(*callables: Callable) -> list[torch.nn.Module]:
@@ -136,24 +150,24 @@ def owner_modules(*callables: Callable) -> list[torch.nn.Module]:
 class _Training:
     """The mutable state of one fit, and the loop over it."""
 
-    def __init__(self, settings, device, objective, modules, model, guide, train, validation, first_batch, transform):
-        self.settings, self.device, self.objective = settings, device, objective
-        self.model, self.guide = model, guide
+    def __init__(self, settings, device, objectives, modules, train, validation, first_batch, transform):
+        self.settings, self.device = settings, device
+        self.objective, self.validation_objective = objectives
         self.train_data, self.validation_data, self.batch_transform = train, validation, transform
         self.num_data = len(train[0])
         self.batch_size = len(first_batch[0])
         self.batches_per_epoch = self.num_data // self.batch_size  # the last partial batch is dropped
-        self.per_example = self.num_data if objective.rescaled else self.batch_size
+        self.per_example = self.num_data if self.objective.rescaled else self.batch_size
         self.modules = modules
 
-        sites = parameter_sites(objective, first_batch)  # also creates lazily built parameters
+        sites = parameter_sites(self.objective, first_batch)  # also creates lazily built parameters
         module_tensors = {id(p) for module in modules for p in module.parameters()}
         self.store_params = {name: p for name, p in sites.items() if id(p) not in module_tensors}
         parameters = [p for module in modules for p in module.parameters()] + list(self.store_params.values())
         if not parameters:
             raise TrainingError("the model and guide have no parameters to train")
         if settings.jit:  # compile now, so that compilation's random draws precede seeding and resuming
-            objective.loss_and_backward(*first_batch)
+            self.objective.loss_and_backward(*first_batch)
         self.optimizer = _optimizer(settings, parameters)
         self.scheduler = _scheduler(settings, self.optimizer, settings.epochs * self.batches_per_epoch)
 
@@ -225,6 +239,9 @@ class _Training:
     def _train_step(self, batch: tuple[torch.Tensor, ...]) -> None:
         if self.batch_transform is not None:
             batch = (self.batch_transform(batch[0]), *batch[1:])
+        if self.settings.kl_warmup:  # a pure function of the step, so resuming reproduces it
+            warmup_steps = self.settings.kl_warmup * self.batches_per_epoch
+            self.objective.set_kl_weight(min(1.0, (self.step + 1) / warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.objective.loss_and_backward(*batch)
         self.optimizer.step()
@@ -268,12 +285,18 @@ class _Training:
             self.scheduler.step()
         if self.validation_data is None:
             return
-        value = _mean_elbo(self.model, self.guide, self.validation_data, self.settings.validation_particles)
+        modes = [module.training for module in self.modules]
+        for module in self.modules:
+            module.eval()  # e.g. a diffusion model scores every step, not a sample of them
+        with torch.no_grad():
+            value = -self.validation_objective.loss_per_example(self.validation_data, self.batch_size)
+        for module, mode in zip(self.modules, modes):
+            module.train(mode)
         self.validation_elbo.append((self.step, value))
         if self.best is None or value > self.best["elbo"]:
             self.best = {"elbo": value, "step": self.step, "parameters": self._parameters(copy=True)}
             self.epochs_since_best = 0
-        else:
+        elif self.epoch > self.settings.kl_warmup:  # patience starts once the objective is the ELBO
             self.epochs_since_best += 1
         bar.set_postfix(self._postfix(), refresh=True)
 
@@ -351,12 +374,6 @@ class _Training:
         with torch.no_grad():
             for name, value in state["store"].items():
                 self.store_params[name].copy_(value)
-
-
-def _mean_elbo(model, guide, data, num_particles) -> float:
-    """Per-example ELBO of held-out data (the batch ELBO divided by N for models with global latents)."""
-    value = evaluate_elbo(model, guide, *data, num_particles=num_particles)
-    return (value.mean() if value.dim() else value / len(data[0])).item()
 
 
 def _settings(settings: SVISpec | None, options: dict) -> SVISpec:

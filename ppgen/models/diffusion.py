@@ -57,6 +57,11 @@ def noise_schedule(
     for short chains; "cosine" is their cosine schedule of abar_t."""
     if schedule == "linear":
         scale = 1000.0 / num_steps
+        if beta_end * scale >= 1:
+            raise ValueError(
+                f"the linear schedule scales beta_end = {beta_end} by 1000 / T to {beta_end * scale:g}, which must stay"
+                f" below 1: use more steps than {num_steps}"
+            )
         betas = torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64)
     elif schedule == "cosine":
         s = 0.008
@@ -165,11 +170,13 @@ class DDPM(PyroModule):
     """Args:
     data_dim: D. event_shape: the shape of one example (the U-Net needs (H, W)).
     num_steps: T. schedule, beta_start, beta_end: see ``noise_schedule``.
-    variance: "posterior" (sigma_t^2 = betatilde_t) or "beta" (sigma_t^2 = beta_t) for the reverse steps.
+    variance: "beta" (sigma_t^2 = beta_t) or "posterior" (sigma_t^2 = betatilde_t) for the reverse steps; Ho et
+        al. found them alike for samples, and "beta" forgives an imprecise mean, so its ELBO trains better.
     network: "mlp" (``ppgen.nets.TimeMLP`` with widths ``hidden``) or "unet" (``SmallUNet`` with ``channels``).
     time_dim: size of the time embedding.
     decoder: "discretized_gaussian" (pixels on ``levels`` values in [0, 1]) or "bernoulli" (binary pixels).
-    time_subsample: S, the steps drawn per example in each training step.
+    time_subsample: S, the steps drawn per example in each training step; in ``eval()`` mode the training
+        program scores every step.
     """
 
     data_keys = ("x",)
@@ -182,7 +189,7 @@ class DDPM(PyroModule):
         schedule: str = "linear",
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
-        variance: str = "posterior",
+        variance: str = "beta",
         network: str = "mlp",
         hidden: Sequence[int] = (512, 512),
         channels: int = 32,
@@ -288,8 +295,9 @@ class DDPM(PyroModule):
             pyro.sample("y_1", self.forward_marginal(y0, torch.ones((), dtype=torch.long, device=y0.device)))
 
     def _time_plate(self) -> pyro.plate:
+        """Steps 2..T: S of them drawn in training mode, every one in eval mode."""
         size = self.num_steps - 1
-        subsample = None if self.time_subsample >= size else self.time_subsample
+        subsample = self.time_subsample if self.training and self.time_subsample < size else None
         return pyro.plate("time", size, subsample_size=subsample, dim=-2, device=self.betas.device)
 
     def _y0(self, x: torch.Tensor | None) -> torch.Tensor:

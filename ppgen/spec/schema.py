@@ -115,11 +115,11 @@ class DDPMSpec(_Table):
     """The ``[model]`` table of a denoising diffusion model (Ho et al. 2020) as a latent chain."""
 
     kind: Literal["ddpm"] = "ddpm"
-    num_steps: Annotated[int, Field(ge=2)] = 1000
+    num_steps: Annotated[int, Field(ge=2)] = 1000  # T; the linear schedule needs T > 1000 beta_end
     schedule: Literal["linear", "cosine"] = "linear"
     beta_start: PositiveFloat = 1e-4  # for T = 1000; scaled by 1000 / T
     beta_end: PositiveFloat = 0.02
-    variance: Literal["posterior", "beta"] = "posterior"
+    variance: Literal["beta", "posterior"] = "beta"  # reverse-step variance: beta_t, or the posterior's
     network: Literal["mlp", "unet"] = "mlp"
     hidden: list[PositiveInt] = [512, 512]  # mlp
     channels: PositiveInt = 32  # unet
@@ -171,6 +171,7 @@ class SVISpec(_Table):
     lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # per-epoch factor, schedule = "exponential"
     batch_size: PositiveInt = 128
     epochs: PositiveInt = 100
+    kl_warmup: Annotated[int, Field(ge=0)] = 0  # epochs over which the KL part's weight rises from 0 to 1
     time_limit: PositiveFloat | None = None  # seconds of training before stopping
     patience: PositiveInt | None = None  # epochs without a better validation ELBO before stopping
     validation_particles: PositiveInt = 1
@@ -184,6 +185,11 @@ class SVISpec(_Table):
     def _check_jit(self):
         if self.jit and self.elbo == "iwae":
             raise ValueError("inference.jit is not available with elbo = 'iwae' (Pyro has no compiled RenyiELBO)")
+        if self.kl_warmup and (self.jit or self.elbo == "iwae"):
+            raise ValueError(
+                "inference.kl_warmup needs elbo 'trace' or 'meanfield' without jit (a compiled loss fixes the"
+                " weight; the importance-weighted bound has no separate KL part)"
+            )
         return self
 
 
@@ -223,6 +229,16 @@ class RunSpec(_Table):
         if self.model.kind not in LATENT_VARIABLE_MODELS and self.guide != GuideSpec():
             raise ValueError(
                 f"[guide] does not apply to model.kind = {self.model.kind!r}, which has no latent variables"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_linear_schedule(self):
+        model = self.model
+        if model.kind == "ddpm" and model.schedule == "linear" and model.beta_end * 1000 / model.num_steps >= 1:
+            raise ValueError(
+                f"model.num_steps = {model.num_steps} is too few for the linear schedule with beta_end ="
+                f" {model.beta_end}: it scales beta_end by 1000 / T, which must stay below 1"
             )
         return self
 
