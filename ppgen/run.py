@@ -267,13 +267,13 @@ def _prepare_folder(out: Path, spec: RunSpec, resume: bool) -> None:
     if not (out / CHECKPOINT_FILE).is_file():
         raise PpgenError(f"cannot resume: {out} has no {CHECKPOINT_FILE}")
     saved = load_spec(out / SPEC_FILE)
-    for table in ("data", "model"):
+    for table in ("data", "model", "guide"):
         before, now = getattr(saved, table).model_dump(), getattr(spec, table).model_dump()
         changed = [key for key in now if before.get(key) != now[key]]
         if changed:
             raise PpgenError(
                 f"cannot resume {out}: {table}.{changed[0]} was {before.get(changed[0])!r} and is now"
-                f" {now[changed[0]]!r} (only [inference] and [evaluation] may change on resume)"
+                f" {now[changed[0]]!r} (only [inference], [evaluation] and [sampling] may change on resume)"
             )
 
 

@@ -181,7 +181,7 @@ USER_ERRORS = {
     "--resume with a changed model": (
         ["run", "{run}/spec.toml", "--out", "{run}", "--resume", "--set", "model.latent_dim=3", "--quiet"],
         "cannot resume {run}: model.latent_dim was 2 and is now 3"
-        " (only [inference] and [evaluation] may change on resume)",
+        " (only [inference], [evaluation] and [sampling] may change on resume)",
     ),
     "evaluate a folder that is not a run": (["evaluate", "{tmp}"], "{tmp} is not a run folder (no spec.toml)"),
     "MNIST without a data path": (

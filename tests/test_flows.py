@@ -2,6 +2,7 @@
 family, and flow guides whose importance-sampled log-likelihood matches an exact answer."""
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -10,11 +11,13 @@ import torch
 from models_exact import ProbabilisticPCA
 from torch.autograd.functional import jacobian
 
+from ppgen.errors import SpecError
 from ppgen.evaluate import log_likelihood
 from ppgen.flows import DENSITY_FLOWS, GUIDE_FLOWS, ConditionalFlow, DensityFlow
 from ppgen.infer import fit
-from ppgen.models import FlowDensity
+from ppgen.models import FlowDensity, build_model
 from ppgen.nets import AmortizedNormal
+from ppgen.spec.schema import FlowSpec, GuideSpec, HVAESpec, VAESpec
 
 Z = 4.0
 
@@ -129,3 +132,17 @@ def test_a_flow_guide_gives_an_importance_sampled_likelihood_within_four_standar
     result = log_likelihood(ppca.model, guide.guide, x, num_samples=2000)
     z_scores = (result.estimate - ppca.log_evidence(x)) / result.stderr
     assert z_scores.abs().max() < Z and z_scores.mean().abs() < Z / math.sqrt(len(x))
+
+
+@pytest.mark.parametrize(
+    "model, guide, key",
+    [
+        (FlowSpec(family="maf", hidden=[32]), None, "model.hidden"),
+        (VAESpec(latent_dim=8), GuideSpec(family="iaf", hidden=[4]), "guide.hidden"),
+        (HVAESpec(latent_dims=[16, 4]), GuideSpec(family="spline", hidden=[8]), "guide.hidden"),
+    ],
+)
+def test_an_autoregressive_flow_narrower_than_its_input_is_a_spec_error(model, guide, key):
+    """Pyro's masked networks cannot connect an input wider than a hidden layer: say so with the key."""
+    with pytest.raises(SpecError, match=rf"{re.escape(key)}.*hidden width >= .*\((64|8|16)\)"):
+        build_model(model, (64,), guide)
