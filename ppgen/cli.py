@@ -4,6 +4,11 @@
     ppgen evaluate RUN [--num-samples K] [--max-examples N]
     ppgen sample RUN [-n 64] [--out samples.png] [--sampler ancestral|pc|langevin]
     ppgen classify RUN [--num-samples K] [--max-examples N]
+    ppgen compare RUN RUN [RUN ...]
+    ppgen sbc SPEC [--inference SPEC] [--replicates N] [--workers W] [--out DIR]
+
+``ppgen run`` on a declarative Bayesian model (a spec with ``[variables]``) runs the Bayesian workflow
+(inference, diagnostics, posterior predictive checks, LOO) instead of training a generative model.
 
 A user mistake (bad spec key or value, missing or corrupt file, wrong data shape) prints one line
 and exits with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -41,11 +46,51 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from ppgen.run import run
     from ppgen.spec.load import load_spec
+    from ppgen.workflow import is_bayes_spec_file
 
+    if is_bayes_spec_file(args.spec):
+        return _run_workflow(args)
     spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
     metrics = run(spec, out, resume=args.resume, progress=None if not args.quiet else False)
     _report(metrics)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _run_workflow(args) -> int:
+    from ppgen.workflow import run_workflow
+
+    if args.resume:
+        raise PpgenError("--resume applies to training runs; a Bayesian run starts afresh")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
+    metrics = run_workflow(args.spec, out, inference=args.inference, overrides=args.set, progress=not args.quiet)
+    print((out / "summary.txt").read_text(), end="")
+    print(f"{metrics['method']}: {metrics['seconds']:.1f} s; run folder: {out}")
+    return 0
+
+
+def _compare(args) -> int:
+    from ppgen.workflow import compare_runs
+
+    print(compare_runs(args.runs).to_string())
+    return 0
+
+
+def _sbc(args) -> int:
+    from ppgen.calibration import run_calibration
+
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.spec).stem}-sbc"
+    report = run_calibration(
+        args.spec,
+        out,
+        inference=args.inference,
+        overrides=args.set,
+        replicates=args.replicates,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    print(report)
     print(f"run folder: {out}")
     return 0
 
@@ -148,6 +193,22 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--max-examples", type=_positive_int, help="classify the first N test examples")
     classify.add_argument("--device", choices=("auto", "cpu", "cuda"))
     classify.set_defaults(command=_classify)
+
+    compare = commands.add_parser(
+        "compare", help="rank finished Bayesian runs by expected log predictive density (LOO)"
+    )
+    compare.add_argument("runs", nargs="+", help="run folders holding posterior.nc")
+    compare.set_defaults(command=_compare)
+
+    sbc = commands.add_parser("sbc", help="simulation-based calibration of an inference method on a declarative model")
+    sbc.add_argument("spec", help="declarative model spec (TOML)")
+    sbc.add_argument("--inference", help="inference spec (TOML) replacing the model spec's [inference]")
+    sbc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
+    sbc.add_argument("--replicates", type=_positive_int, default=100, help="simulated data sets (default 100)")
+    sbc.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    sbc.add_argument("--seed", type=_seed, default=0)
+    sbc.add_argument("--out", help="folder for the rank histogram and metrics (default runs/<spec name>-sbc)")
+    sbc.set_defaults(command=_sbc)
     return parser
 
 

@@ -5,7 +5,7 @@ import tomllib
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 from ppgen.errors import SpecError
 from ppgen.spec.schema import RunSpec
 
-__all__ = ["load_spec", "parse_override", "validate_spec", "dump_spec"]
+__all__ = ["load_spec", "read_tree", "validate_tree", "parse_override", "validate_spec", "dump_spec"]
+
+T = TypeVar("T", bound=BaseModel)
 
 INFERENCE_TABLES = ("inference", "evaluation", "sampling")
 
@@ -25,16 +27,29 @@ def load_spec(path: str | Path, *, inference: str | Path | None = None, override
     Relative paths written in a spec file are relative to that file; relative paths given as
     overrides are relative to the current directory.
     """
+    tree, sources = read_tree(path, inference=inference, overrides=overrides)
+    return validate_tree(RunSpec, tree, sources, str(path))
+
+
+def read_tree(
+    path: str | Path,
+    *,
+    inference: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    inference_tables: tuple[str, ...] = INFERENCE_TABLES,
+) -> tuple[dict, dict[str, str]]:
+    """The TOML tables of a model spec with an inference spec's tables and the overrides applied, and the
+    file or override each table or key came from (for error messages)."""
     tree = _read_toml(path)
     sources = {table: str(path) for table in tree}
     if inference is not None:
         extra = _read_toml(inference)
         for table in extra:
-            if table in RunSpec.model_fields and table not in INFERENCE_TABLES:
-                raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
-            if table not in INFERENCE_TABLES:
+            if table not in inference_tables:
+                if table in tree or table in RunSpec.model_fields:
+                    raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
                 raise SpecError(
-                    f"{inference}: [{table}] is not an inference spec table{_suggest(table, INFERENCE_TABLES)}"
+                    f"{inference}: [{table}] is not an inference spec table{_suggest(table, inference_tables)}"
                 )
             sources[table] = str(inference)
         tree.update(extra)
@@ -46,11 +61,17 @@ def load_spec(path: str | Path, *, inference: str | Path | None = None, override
             value = str(Path(value).expanduser().absolute())
         _set_dotted(tree, key, value)
         sources[key] = f"--set {text}"
+    return tree, sources
+
+
+def validate_tree(root: type[T], tree: dict, sources: dict[str, str], default: str) -> T:
+    """Validate tables into the spec type ``root``; the first problem becomes one SpecError line naming the
+    file or override it came from and the dotted key."""
     try:
-        return RunSpec.model_validate(tree)
+        return root.model_validate(tree)
     except ValidationError as error:
-        key, message = _explain(error)
-        raise SpecError(f"{_source(key, message, sources, str(path))}: {message}") from None
+        key, message = _explain(error, root)
+        raise SpecError(f"{_source(key, message, sources, default)}: {message}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -73,7 +94,7 @@ def validate_spec(tree: dict, source: str = "spec") -> RunSpec:
     try:
         return RunSpec.model_validate(tree)
     except ValidationError as error:
-        raise SpecError(f"{source}: {_explain(error)[1]}") from None
+        raise SpecError(f"{source}: {_explain(error, RunSpec)[1]}") from None
 
 
 def dump_spec(spec: RunSpec) -> str:
@@ -127,22 +148,22 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _explain(error: ValidationError) -> tuple[str, str]:
+def _explain(error: ValidationError, root: type[BaseModel]) -> tuple[str, str]:
     """The dotted key of the first problem, and one line that names it and says what is wrong."""
     errors = error.errors()
-    key = _dotted_key(errors[0]["loc"])[0]
+    key, holder = _dotted_key(errors[0]["loc"], root)
     if errors[0]["type"] in ("union_tag_not_found", "union_tag_invalid") and isinstance(errors[0]["input"], dict):
-        return f"{key}.kind", _describe(errors[0])
-    alternatives = [e for e in errors if _dotted_key(e["loc"])[0] == key]
+        return f"{key}.{_tag_field(holder, key)}", _describe(errors[0], root)
+    alternatives = [e for e in errors if _dotted_key(e["loc"], root)[0] == key]
     if len(alternatives) > 1:  # a value that fits none of a union's members
         expected = " or ".join(_lower(e["msg"]).removeprefix("input should be ") for e in alternatives)
         return key, f"{key}: expected {expected} (got {errors[0]['input']!r})"
-    return key, _describe(errors[0])
+    return key, _describe(errors[0], root)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, root: type[BaseModel]) -> str:
     """One line for a pydantic error: the dotted key, what is wrong, and a suggestion when a name is close."""
-    key, holder = _dotted_key(error["loc"])
+    key, holder = _dotted_key(error["loc"], root)
     name = key.rsplit(".", 1)[-1]
     kind, value = error["type"], error.get("input")
     message = error["msg"].removeprefix("Value error, ")
@@ -152,10 +173,12 @@ def _describe(error: dict) -> str:
         return f"{key}: expected a table (got {value!r})"
     if kind == "extra_forbidden":
         return f"{key}: unknown key{_suggest(name, holder.model_fields if holder else ())}"
-    if kind == "union_tag_not_found":
-        return f"{key}.kind: missing; expected one of {_kinds(holder, name)}"
-    if kind == "union_tag_invalid":
-        return f"{key}.kind: {value.get('kind')!r} is not known; expected one of {_kinds(holder, name)}"
+    if kind in ("union_tag_not_found", "union_tag_invalid"):
+        tag = _tag_field(holder, key)
+        known = ", ".join(repr(t) for t in _tags(holder, name))
+        if kind == "union_tag_not_found":
+            return f"{key}.{tag}: missing; expected one of {known}"
+        return f"{key}.{tag}: {value.get(tag)!r} is not known; expected one of {known}"
     if kind == "literal_error":
         choices = [c.strip(" '") for c in error["ctx"]["expected"].replace(" or ", ", ").split(",")]
         return f"{key}: {value!r} is not allowed; expected {error['ctx']['expected']}{_suggest(str(value), choices)}"
@@ -166,11 +189,11 @@ def _describe(error: dict) -> str:
     return f"{key}: {_lower(message)} (got {value!r})"
 
 
-def _dotted_key(loc: tuple) -> tuple[str, type[BaseModel] | None]:
+def _dotted_key(loc: tuple, root: type[BaseModel]) -> tuple[str, type[BaseModel] | None]:
     """('model', 'vae', 'hidden', 0) -> ("model.hidden[0]", VAESpec): the key without union tags,
     and the table that holds its last part."""
     parts: list[str] = []
-    table: type[BaseModel] | None = RunSpec
+    table: type[BaseModel] | None = root
     holder = table
     items = list(loc)
     while items:
@@ -185,7 +208,7 @@ def _dotted_key(loc: tuple) -> tuple[str, type[BaseModel] | None]:
         field = table.model_fields.get(item)
         members = _table_types(field.annotation) if field else []
         table = members[0] if len(members) == 1 else None
-        kinds = {m.model_fields["kind"].default: m for m in members if "kind" in m.model_fields}
+        kinds = {tag: m for m in members for tag in _member_tags(m)}
         if items and items[0] in kinds:  # the tag of a union of tables told apart by their kind
             table = kinds[items.pop(0)]
     return ".".join(parts), holder
@@ -202,10 +225,27 @@ def _lower(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _kinds(holder: type[BaseModel] | None, name: str) -> str:
+TAG_FIELDS = ("kind", "method")  # the keys that tell the tables of a union apart
+
+
+def _member_tags(member: type[BaseModel]) -> tuple[str, ...]:
+    """The values of a union member's tag field: ("hmc", "nuts") for a table with method: Literal["nuts", "hmc"]."""
+    for field in TAG_FIELDS:
+        if field in member.model_fields:
+            return typing.get_args(member.model_fields[field].annotation)
+    return ()
+
+
+def _tags(holder: type[BaseModel] | None, name: str) -> list[str]:
     field = holder.model_fields.get(name) if holder else None
     members = _table_types(field.annotation) if field else []
-    return ", ".join(repr(m.model_fields["kind"].default) for m in members)
+    return list(dict.fromkeys(tag for member in members for tag in _member_tags(member)))
+
+
+def _tag_field(holder: type[BaseModel] | None, key: str) -> str:
+    field = holder.model_fields.get(key.rsplit(".", 1)[-1]) if holder else None
+    members = _table_types(field.annotation) if field else []
+    return next((f for m in members for f in TAG_FIELDS if f in m.model_fields), "kind")
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:

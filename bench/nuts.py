@@ -1,0 +1,138 @@
+"""NUTS effective samples per second on two models, in one run: ppgen's compiled declarative model (NumPyro
+backend), the same model hand-written in NumPyro, and the hand-written model under Pyro's NUTS.
+
+Models: eight schools, non-centred (models/eight_schools.toml) and a logistic regression with N = 5000,
+D = 20 (simulated here with a fixed seed; spec written next to it in a temporary folder). ESS is the
+smallest bulk ESS over all scalar parameters (numpyro.diagnostics), divided by the wall time of warmup
+and sampling (compilation included, for both NumPyro columns). Target: ppgen / hand-written >= 0.8.
+
+    python bench/nuts.py [--samples 1000] [--warmup 1000] [--chains 2] [--pyro-samples 300]
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as ndist
+import pyro
+import pyro.distributions as pdist
+import torch
+from numpyro.diagnostics import effective_sample_size
+
+from ppgen.infer.mcmc import numpyro_mcmc, pyro_mcmc
+from ppgen.models.bayes import load_bayes_model
+from ppgen.spec.workflow import MCMCSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def eight_schools_numpyro(J, y, sigma):
+    mu = numpyro.sample("mu", ndist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", ndist.HalfCauchy(5.0))
+    with numpyro.plate("school", J):
+        theta_raw = numpyro.sample("theta_raw", ndist.Normal(0.0, 1.0))
+        numpyro.sample("y", ndist.Normal(mu + tau * theta_raw, sigma), obs=y)
+
+
+def eight_schools_pyro(J, y, sigma):
+    mu = pyro.sample("mu", pdist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", pdist.HalfCauchy(5.0))
+    with pyro.plate("school", J):
+        theta_raw = pyro.sample("theta_raw", pdist.Normal(0.0, 1.0))
+        pyro.sample("y", pdist.Normal(mu + tau * theta_raw, sigma), obs=y)
+
+
+def logistic_numpyro(X, y):
+    alpha = numpyro.sample("alpha", ndist.Normal(0.0, 2.5))
+    beta = numpyro.sample("beta", ndist.Normal(0.0, 2.5).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("obs", X.shape[0]):
+        numpyro.sample("y", ndist.Bernoulli(logits=alpha + X @ beta), obs=y)
+
+
+def logistic_pyro(X, y):
+    alpha = pyro.sample("alpha", pdist.Normal(0.0, 2.5))
+    beta = pyro.sample("beta", pdist.Normal(0.0, 2.5).expand([X.shape[1]]).to_event(1))
+    with pyro.plate("obs", X.shape[0]):
+        pyro.sample("y", pdist.Bernoulli(logits=alpha + X @ beta), obs=y)
+
+
+LOGISTIC_SPEC = """\
+[model]
+name = "logistic_regression_bench"
+data_file = "data.npz"
+
+[plates]
+obs = "N"
+
+[variables]
+alpha = "Normal(0, 2.5)"
+beta = { dist = "Normal(0, 2.5)", shape = ["D"] }
+y = { dist = "Bernoulli(logits=alpha + X @ beta)", plate = "obs", observed = "y" }
+"""
+
+
+def simulate_logistic(folder: Path, n: int = 5000, d: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d))
+    beta = rng.normal(scale=0.5, size=d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.3 + X @ beta)))).astype(np.int64)
+    np.savez(folder / "data.npz", X=X, y=y, N=n, D=d)
+    (folder / "logistic.toml").write_text(LOGISTIC_SPEC)
+    return folder / "logistic.toml"
+
+
+def min_ess_per_second(posterior: dict[str, np.ndarray], seconds: float) -> tuple[float, float]:
+    """(smallest bulk ESS over every scalar parameter, that ESS per second); draws are [chain, draw, ...]."""
+    smallest = min(
+        float(np.min(effective_sample_size(np.asarray(value, dtype=np.float64).reshape(*value.shape[:2], -1))))
+        for value in posterior.values()
+    )
+    return smallest, smallest / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--pyro-samples", type=int, default=300, help="Pyro's NUTS is slow: fewer draws (and warmup)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    spec = MCMCSpec(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, seed=1)
+    pyro_spec = spec.model_copy(update=dict(num_warmup=args.pyro_samples, num_samples=args.pyro_samples))
+    print(
+        f"NUTS, {args.chains} chains x {args.warmup} warmup + {args.samples} draws (Pyro: {args.pyro_samples} + "
+        f"{args.pyro_samples}), jax {jax.__version__}, numpyro {numpyro.__version__}, pyro {pyro.__version__}, "
+        f"{jax.devices()[0].platform}"
+    )
+    print(f"{'model':<22} {'sampler':<22} {'min ESS':>8} {'seconds':>8} {'ESS/s':>8} {'vs hand':>8}")
+    with tempfile.TemporaryDirectory() as folder:
+        cases = {
+            "eight schools (nc)": (REPO / "models" / "eight_schools.toml", eight_schools_numpyro, eight_schools_pyro),
+            "logistic N=5000 D=20": (simulate_logistic(Path(folder)), logistic_numpyro, logistic_pyro),
+        }
+        for name, (spec_path, hand_numpyro, hand_pyro) in cases.items():
+            model = load_bayes_model(spec_path)
+            jax_data, torch_data = model.jax_data(), model.torch_data()
+            hand_args = {k: jax_data[k] for k in hand_numpyro.__code__.co_varnames[: hand_numpyro.__code__.co_argcount]}
+            torch_args = {k: torch_data[k] for k in hand_pyro.__code__.co_varnames[: hand_pyro.__code__.co_argcount]}
+            runs = {
+                "hand-written NumPyro": (numpyro_mcmc, hand_numpyro, hand_args, spec),
+                "ppgen (NumPyro)": (numpyro_mcmc, model.numpyro_model, {"data": jax_data}, spec),
+                "Pyro NUTS (hand)": (pyro_mcmc, hand_pyro, torch_args, pyro_spec),
+            }
+            rates = {}
+            for sampler, (sample, fn, kwargs, settings) in runs.items():
+                draws = sample(fn, kwargs, settings)
+                latent = {k: v for k, v in draws.posterior.items() if k in model.latent_names}
+                ess, rates[sampler] = min_ess_per_second(latent, draws.seconds)
+                ratio = rates[sampler] / rates["hand-written NumPyro"]
+                figures = f"{ess:>8.0f} {draws.seconds:>8.1f} {rates[sampler]:>8.1f} {ratio:>8.2f}"
+                print(f"{name:<22} {sampler:<22} {figures}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Posterior checks: a summary with convergence warnings, posterior predictive checks, LOO/WAIC and model comparison.
+
+Every check returns its numbers and a list of warnings, one line each, naming the variable at fault; a run writes
+the lines to ``summary.txt`` (``format_summary``). Results are read through ``ppgen.evaluate.inference_data``, so
+the checks work on ArviZ 0.x and 1.x alike.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ppgen.errors import DataError, SpecError
+from ppgen.evaluate import inference_data
+
+__all__ = [
+    "RHAT_THRESHOLD",
+    "ESS_PER_CHAIN",
+    "PPC_STATISTICS",
+    "PPC_EXTREME",
+    "WAIC_VARIANCE_LIMIT",
+    "summarize",
+    "format_summary",
+    "ppc",
+    "loo",
+    "waic",
+    "compare",
+]
+
+# Vehtari et al. (2021), "Rank-normalization, folding, and localization", arXiv:1903.08008, section 4:
+# trust the draws when R-hat < 1.01 and bulk and tail ESS exceed 100 per chain.
+RHAT_THRESHOLD = 1.01
+ESS_PER_CHAIN = 100
+# Posterior predictive p-values outside [0.05, 0.95] flag a statistic the model does not reproduce (BDA3, ch. 6).
+PPC_EXTREME = 0.05
+# Vehtari, Gelman & Gabry (2017), arXiv:1507.04544, section 2.2: WAIC is unreliable past this posterior variance.
+WAIC_VARIANCE_LIMIT = 0.4
+
+
+def _quantile(q: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda values: np.quantile(values, q, axis=-1)
+
+
+# Test statistics T(y), each reducing the last axis (the data points) of an array [..., n].
+PPC_STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda values: np.mean(values, axis=-1),
+    "sd": lambda values: np.std(values, axis=-1),
+    "var": lambda values: np.var(values, axis=-1),
+    "min": lambda values: np.min(values, axis=-1),
+    "max": lambda values: np.max(values, axis=-1),
+    "range": lambda values: np.ptp(values, axis=-1),
+    "median": lambda values: np.median(values, axis=-1),
+    "q05": _quantile(0.05),
+    "q25": _quantile(0.25),
+    "q75": _quantile(0.75),
+    "q95": _quantile(0.95),
+    "iqr": lambda values: np.quantile(values, 0.75, axis=-1) - np.quantile(values, 0.25, axis=-1),
+    "skew": lambda values: stats.skew(values, axis=-1),
+    "kurtosis": lambda values: stats.kurtosis(values, axis=-1),
+    "fraction_zeros": lambda values: np.mean(values == 0, axis=-1),
+}
+
+
+# --------------------------------------------------------------------------------------------------------- summary
+
+
+def summarize(results: Any, var_names: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Posterior summary (mean, sd, 94% HDI, MCSE, bulk and tail ESS, R-hat) and convergence warnings.
+
+    Warns, one line per variable and problem, when R-hat > 1.01 or bulk or tail ESS < 100 per chain
+    (Vehtari et al. 2021, arXiv:1903.08008), and once when the sampler reported divergent transitions.
+
+    Returns:
+        (table with ``inference_data.SUMMARY_COLUMNS``, indexed by ``name`` or ``name[index]``; warnings)
+    """
+    table = inference_data.summary(results, var_names=var_names)
+    posterior = inference_data.get_group(results, "posterior")
+    num_chains = posterior.sizes["chain"]
+    min_ess = ESS_PER_CHAIN * num_chains
+    lines = []
+    variables = table.index.str.split("[", n=1).str[0]
+    for name in dict.fromkeys(variables):
+        rows = table[variables == name]
+        lines += _rhat_warnings(name, rows)
+        for kind in ("bulk", "tail"):
+            lines += _ess_warnings(name, rows, kind, min_ess, num_chains)
+    lines += _divergence_warnings(results)
+    return table, lines
+
+
+def _elements(rows: pd.DataFrame, mask: pd.Series) -> str:
+    labels = list(rows.index[mask])
+    if len(rows) == 1:
+        return ""
+    shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+    return f" in {len(labels)} of {len(rows)} elements ({shown})"
+
+
+def _rhat_warnings(name: str, rows: pd.DataFrame) -> list[str]:
+    r_hat = rows["r_hat"]
+    lines = []
+    undefined = ~np.isfinite(r_hat)
+    if undefined.any():
+        lines.append(f"{name}: R-hat is undefined{_elements(rows, undefined)}: constant or non-finite draws")
+    high = r_hat > RHAT_THRESHOLD
+    if high.any():
+        lines.append(
+            f"{name}: R-hat {r_hat[high].max():.3f} > {RHAT_THRESHOLD}{_elements(rows, high)}: "
+            "the chains disagree; run longer or reparameterize"
+        )
+    return lines
+
+
+def _ess_warnings(name: str, rows: pd.DataFrame, kind: str, min_ess: int, num_chains: int) -> list[str]:
+    ess = rows[f"ess_{kind}"]
+    low = ess < min_ess
+    if not low.any():
+        return []
+    return [
+        f"{name}: {kind} ESS {ess[low].min():.0f} < {min_ess} (100 per chain x {num_chains}){_elements(rows, low)}: "
+        f"too few effective draws for reliable {'means' if kind == 'bulk' else 'intervals'}; run longer"
+    ]
+
+
+def _divergence_warnings(results: Any) -> list[str]:
+    if "sample_stats" not in inference_data.groups(results):
+        return []
+    sample_stats = inference_data.get_group(results, "sample_stats")
+    if "diverging" not in sample_stats:
+        return []
+    diverging = np.asarray(sample_stats["diverging"].values, dtype=bool)
+    count = int(diverging.sum())
+    if count == 0:
+        return []
+    return [
+        f"sampler: {count} divergent transitions ({count / diverging.size:.2%} of {diverging.size} draws): "
+        "the posterior may be biased; reparameterize or raise target_accept"
+    ]
+
+
+def format_summary(table: pd.DataFrame, warnings: Sequence[str]) -> str:
+    """The text of ``summary.txt``: the summary table, then the warnings (or a line saying there are none)."""
+    text = table.to_string(float_format=lambda value: f"{value:.4g}")
+    if warnings:
+        return text + "\n\nWarnings:\n" + "".join(f"- {line}\n" for line in warnings)
+    return text + "\n\nNo warnings.\n"
+
+
+# ------------------------------------------------------------------------------------ posterior predictive checks
+
+
+def ppc(
+    results: Any,
+    statistics: Sequence[str] = ("mean", "sd", "min", "max"),
+    var_names: Sequence[str] | None = None,
+) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
+    """Posterior predictive checks with Bayesian p-values p = P(T(y_rep) >= T(y) | y) (Gelman et al., BDA3, 6.3).
+
+    Args:
+        results: with ``observed_data`` y [...] and ``posterior_predictive`` y_rep [chain, draw, ...].
+        statistics: names from ``PPC_STATISTICS``, each computed over all data points of a variable.
+        var_names: observed variables to check (default: every one that has replicates).
+    Returns:
+        ({variable: {statistic: {"observed", "replicated_mean", "p_value"}}}, warnings for p outside
+        [0.05, 0.95])
+    """
+    for name in statistics:
+        if name not in PPC_STATISTICS:
+            raise SpecError(f"statistics: unknown test statistic {name!r} (known: {', '.join(PPC_STATISTICS)})")
+    observed = inference_data.get_group(results, "observed_data")
+    replicated = inference_data.get_group(results, "posterior_predictive")
+    if var_names is None:
+        var_names = [name for name in observed.data_vars if name in replicated.data_vars]
+        if not var_names:
+            raise DataError("posterior_predictive: no variable shares a name with observed_data")
+    checks, lines = {}, []
+    for name in var_names:
+        if name not in observed.data_vars:
+            raise SpecError(f"var_names: {name!r} is not an observed variable ({', '.join(observed.data_vars)})")
+        if name not in replicated.data_vars:
+            raise DataError(f"posterior_predictive: no replicates of observed variable {name!r}")
+        y = np.asarray(observed[name].values, dtype=float).ravel()
+        y_rep = replicated[name].transpose("chain", "draw", ...).values.astype(float)
+        y_rep = y_rep.reshape(-1, math.prod(y_rep.shape[2:]))
+        if y_rep.shape[1] != y.size:
+            raise DataError(f"posterior_predictive[{name!r}] has {y_rep.shape[1]} values per draw, y has {y.size}")
+        checks[name] = {}
+        for statistic in statistics:
+            check = _p_value(PPC_STATISTICS[statistic], y, y_rep)
+            checks[name][statistic] = check
+            if not PPC_EXTREME <= check["p_value"] <= 1 - PPC_EXTREME:
+                lines.append(
+                    f"{name}: posterior predictive p-value of {statistic} is {check['p_value']:.3f} "
+                    f"(observed {check['observed']:.4g}, replicated mean {check['replicated_mean']:.4g}): "
+                    "the model does not reproduce this statistic"
+                )
+    return checks, lines
+
+
+def _p_value(statistic: Callable[[np.ndarray], np.ndarray], y: np.ndarray, y_rep: np.ndarray) -> dict[str, float]:
+    observed = float(statistic(y))
+    replicated = statistic(y_rep)
+    return {
+        "observed": observed,
+        "replicated_mean": float(np.mean(replicated)),
+        "p_value": float(np.mean(replicated >= observed)),
+    }
+
+
+# ------------------------------------------------------------------------------------- predictive accuracy (ELPD)
+
+
+def loo(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """PSIS-LOO estimate of the expected log predictive density (Vehtari, Gelman & Gabry 2017, arXiv:1507.04544).
+
+    Returns:
+        ({"elpd_loo", "se", "p_loo", "num_data", "num_samples", "good_k", "max_k", "pareto_k": {"good", "bad",
+        "very_bad"} counts}, warnings). k above good_k = min(1 - 1/log10(S), 0.7) makes a point's estimate
+        unreliable (Vehtari et al. 2024, arXiv:1507.02646); k > 1 makes it unusable.
+    """
+    estimate = inference_data.loo(results, var_name=var_name)
+    pareto_k = estimate.pareto_k
+    good_k = estimate.good_k
+    counts = {
+        "good": int(np.sum(pareto_k <= good_k)),
+        "bad": int(np.sum((pareto_k > good_k) & (pareto_k <= 1))),
+        "very_bad": int(np.sum(pareto_k > 1)),
+    }
+    summary = {
+        "elpd_loo": estimate.elpd,
+        "se": estimate.se,
+        "p_loo": estimate.p,
+        "num_data": estimate.num_data,
+        "num_samples": estimate.num_samples,
+        "good_k": good_k,
+        "max_k": float(np.max(pareto_k)),
+        "pareto_k": counts,
+    }
+    lines = []
+    unreliable = counts["bad"] + counts["very_bad"]
+    if unreliable:
+        lines.append(
+            f"loo: {unreliable} of {estimate.num_data} data points have Pareto k > {good_k:.2f} "
+            f"({counts['very_bad']} > 1, max {summary['max_k']:.2f}): their LOO estimates are unreliable; "
+            "check for influential observations or use a more robust model"
+        )
+    return summary, lines
+
+
+def waic(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """WAIC estimate of the expected log predictive density (arXiv:1507.04544; prefer ``loo``).
+
+    Returns:
+        ({"elpd_waic", "se", "p_waic", "num_data", "num_samples"}, warnings)
+    """
+    estimate = inference_data.waic(results, var_name=var_name)
+    summary = {
+        "elpd_waic": estimate.elpd,
+        "se": estimate.se,
+        "p_waic": estimate.p,
+        "num_data": estimate.num_data,
+        "num_samples": estimate.num_samples,
+    }
+    lines = []
+    if estimate.warning:
+        lines.append(
+            f"waic: the posterior variance of some pointwise log-likelihoods exceeds {WAIC_VARIANCE_LIMIT}: "
+            "WAIC may be unreliable; use LOO"
+        )
+    return summary, lines
+
+
+def compare(named_results: Mapping[str, Any], var_name: str | None = None) -> pd.DataFrame:
+    """Models ranked by PSIS-LOO elpd (ArviZ ``compare``; Yao et al. 2018, arXiv:1704.02030 for the weights).
+
+    Args:
+        named_results: model name -> results with a ``log_likelihood`` group, all over the same data.
+    Returns:
+        table indexed by model name, best first, with rank, elpd, p, elpd_diff (>= 0, from the best), weight,
+        se, dse (se of the difference) and warning (unreliable Pareto k).
+    """
+    return inference_data.compare(named_results, var_name=var_name)

@@ -1,0 +1,132 @@
+"""Typed specs of a Bayesian workflow run on a declarative model: how to infer (NUTS, HMC, Langevin, SGLD
+or SVI with an autoguide) and what to check afterwards.
+
+The model itself (``[model]``, ``[data]``, ``[plates]``, ``[variables]``) is validated by
+``ppgen.spec.bayes``; this module holds the ``[inference]``, ``[guide]`` and ``[evaluation]`` tables.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+
+from ppgen.spec.schema import Seed, _Table
+
+__all__ = [
+    "MCMCSpec",
+    "LangevinSpec",
+    "SGLDSpec",
+    "AutoguideSpec",
+    "VariationalSpec",
+    "PosteriorInferenceSpec",
+    "ChecksSpec",
+    "WorkflowSpec",
+]
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+InitStrategy = Literal["median", "uniform", "sample"]
+
+
+class MCMCSpec(_Table):
+    """``[inference]`` for Hamiltonian Monte Carlo: NUTS (Hoffman & Gelman 2014, 1111.4246) or static HMC."""
+
+    method: Literal["nuts", "hmc"] = "nuts"
+    backend: Literal["numpyro", "pyro"] = "numpyro"  # pyro runs any Pyro model, on the CPU or CUDA
+    num_chains: PositiveInt = 4
+    num_warmup: PositiveInt = 1000
+    num_samples: PositiveInt = 1000  # per chain
+    target_accept: Probability = 0.8
+    dense_mass: bool = False
+    max_tree_depth: PositiveInt = 10  # nuts
+    num_steps: PositiveInt = 16  # hmc: leapfrog steps per trajectory
+    init_strategy: InitStrategy = "uniform"  # unconstrained values in (-2, 2), different for each chain
+    chain_method: Literal["sequential", "vectorized", "parallel"] = "sequential"  # numpyro
+    seed: Seed = 0
+
+
+class LangevinSpec(_Table):
+    """``[inference]`` for Langevin kernels: Metropolis-adjusted (MALA) or unadjusted (ULA) Langevin."""
+
+    method: Literal["mala", "ula"] = "mala"
+    num_chains: PositiveInt = 4
+    num_warmup: PositiveInt = 1000
+    num_samples: PositiveInt = 1000  # per chain
+    step_size: PositiveFloat = 0.1  # initial (mala, adapted in warmup) or fixed (ula) step size
+    target_accept: Probability = 0.574  # mala: the optimal rate of Roberts & Rosenthal 1998
+    adapt_step_size: bool = True
+    init_strategy: InitStrategy = "uniform"
+    seed: Seed = 0
+
+
+class SGLDSpec(_Table):
+    """``[inference]`` for stochastic-gradient Langevin dynamics (Welling & Teh 2011) on minibatches."""
+
+    method: Literal["sgld"] = "sgld"
+    num_chains: PositiveInt = 1
+    num_warmup: PositiveInt = 1000  # burn-in steps, discarded
+    num_samples: PositiveInt = 1000  # kept steps per chain
+    batch_size: PositiveInt = 100  # examples of the data plate per step (all of them when it has fewer)
+    plate: str | None = None  # the plate to minibatch; None: the plate of the observed variables, if they share one
+    step_size: PositiveFloat = 1e-4  # a in eps_t = a (b + t)^-gamma
+    step_offset: PositiveFloat = 1.0  # b
+    step_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.55  # gamma; Welling & Teh take (0.5, 1]
+    thin: PositiveInt = 1
+    init_strategy: InitStrategy = "median"
+    seed: Seed = 0
+
+
+class AutoguideSpec(_Table):
+    """``[guide]`` of a declarative model: the autoguide family SVI fits (see ppgen.infer.autoguides)."""
+
+    family: Literal["diagonal", "multivariate_normal", "low_rank", "iaf", "affine_coupling", "spline"] = "diagonal"
+    rank: PositiveInt | None = None  # low_rank; None lets Pyro pick about sqrt(dimension)
+    flows: PositiveInt = 2  # flow families
+    hidden: list[PositiveInt] = [32]
+
+
+class VariationalSpec(_Table):
+    """``[inference]`` for SVI with an autoguide, then posterior draws from the guide (ADVI when diagonal)."""
+
+    method: Literal["svi"] = "svi"
+    num_steps: PositiveInt = 5000
+    lr: PositiveFloat = 0.01
+    lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # the learning rate falls geometrically to lr * lr_decay
+    num_particles: PositiveInt = 1
+    num_samples: PositiveInt = 4000  # draws from the fitted guide
+    seed: Seed = 0
+
+
+def _method(table) -> str:
+    return table.get("method", "nuts") if isinstance(table, dict) else table.method
+
+
+PosteriorInferenceSpec = Annotated[
+    Annotated[MCMCSpec, Tag("nuts")]
+    | Annotated[MCMCSpec, Tag("hmc")]
+    | Annotated[LangevinSpec, Tag("mala")]
+    | Annotated[LangevinSpec, Tag("ula")]
+    | Annotated[SGLDSpec, Tag("sgld")]
+    | Annotated[VariationalSpec, Tag("svi")],
+    Discriminator(_method),
+]
+
+
+class ChecksSpec(_Table):
+    """``[evaluation]`` of a Bayesian run: the checks made after inference."""
+
+    statistics: list[str] = ["mean", "sd", "min", "max"]  # posterior predictive test statistics
+    loo: bool = True
+    plots: bool = True
+
+
+class WorkflowSpec(_Table):
+    """The inference side of a Bayesian run: ``[inference]``, ``[guide]`` and ``[evaluation]``."""
+
+    inference: PosteriorInferenceSpec = MCMCSpec()
+    guide: AutoguideSpec = AutoguideSpec()
+    evaluation: ChecksSpec = ChecksSpec()
+
+    @model_validator(mode="after")
+    def _check_guide_applies(self):
+        if self.inference.method != "svi" and self.guide != AutoguideSpec():
+            raise ValueError(f"[guide] applies to inference.method = 'svi', not {self.inference.method!r}")
+        return self

@@ -1,0 +1,248 @@
+"""Posterior checks against exact answers: convergence warnings, posterior predictive p-values, LOO/WAIC, plots.
+
+Like tests/test_inference_data.py, this file needs no torch, so `.ci/arviz1` also runs it against ArviZ 1.x.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ppgen.errors import DataError, SpecError
+from ppgen.evaluate import check_plots, checks
+from ppgen.evaluate.inference_data import SUMMARY_COLUMNS, build_inference_data
+
+CHAINS, DRAWS = 4, 1000
+S = CHAINS * DRAWS
+
+
+def iid_normal(seed: int, shape: tuple[int, ...] = ()) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(CHAINS, DRAWS, *shape))
+
+
+# --------------------------------------------------------------------------------------------------------- summary
+
+
+def test_well_mixed_iid_draws_give_no_warning():
+    results = build_inference_data(
+        {"mu": iid_normal(0), "theta": iid_normal(1, (3,))},
+        sample_stats={"diverging": np.zeros((CHAINS, DRAWS), dtype=bool)},
+    )
+    table, warnings = checks.summarize(results)
+    assert tuple(table.columns) == SUMMARY_COLUMNS
+    assert list(table.index) == ["mu", "theta[0]", "theta[1]", "theta[2]"]
+    assert warnings == []
+    # ESS of iid draws is close to S (its estimate has sd ~ 0.04 S here: 0.2 S is 5 sd).
+    assert np.all(np.abs(table["ess_bulk"] / S - 1) < 0.2)
+    assert checks.format_summary(table, warnings).endswith("No warnings.\n")
+
+
+def test_chains_with_shifted_means_warn_about_r_hat():
+    # Chain means 0, 0, 0, 1 with unit sd: R-hat ~ sqrt(1 + var(chain means)) ~ 1.09, far above 1.01.
+    shifted = iid_normal(2) + np.array([0.0, 0.0, 0.0, 1.0])[:, None]
+    results = build_inference_data({"mu": shifted, "tau": iid_normal(3)})
+    table, warnings = checks.summarize(results)
+    assert table.loc["mu", "r_hat"] > 1.05
+    r_hat_lines = [line for line in warnings if "R-hat" in line]
+    assert len(r_hat_lines) == 1 and r_hat_lines[0].startswith("mu: R-hat")
+    assert not any(line.startswith("tau") for line in warnings)
+
+
+def test_autocorrelated_draws_warn_about_ess():
+    # AR(1) with rho = 0.99 has ESS = S (1 - rho) / (1 + rho) = 20 << 100 per chain x 4 = 400.
+    rho, noise = 0.99, iid_normal(4, (2,))
+    draws = np.zeros_like(noise)
+    for t in range(1, DRAWS):
+        draws[:, t] = rho * draws[:, t - 1] + math.sqrt(1 - rho**2) * noise[:, t]
+    _, warnings = checks.summarize(build_inference_data({"z": draws}))
+    assert any(line.startswith("z: bulk ESS") and "in 2 of 2 elements (z[0], z[1])" in line for line in warnings)
+    assert any(line.startswith("z: tail ESS") and "< 400" in line for line in warnings)
+
+
+def test_divergences_are_counted():
+    diverging = np.zeros((CHAINS, DRAWS), dtype=bool)
+    diverging[1, [5, 50, 500]] = True
+    results = build_inference_data({"mu": iid_normal(5)}, sample_stats={"diverging": diverging})
+    table, warnings = checks.summarize(results)
+    assert warnings == [
+        "sampler: 3 divergent transitions (0.07% of 4000 draws): the posterior may be biased; "
+        "reparameterize or raise target_accept"
+    ]
+    text = checks.format_summary(table, warnings)
+    assert "mu" in text and "\nWarnings:\n- sampler: 3 divergent transitions" in text
+
+
+def test_summary_of_chosen_variables():
+    results = build_inference_data({"mu": iid_normal(0), "tau": iid_normal(1)})
+    table, _ = checks.summarize(results, var_names=["tau"])
+    assert list(table.index) == ["tau"]
+    with pytest.raises(SpecError, match="unknown variable 'sigma'"):
+        checks.summarize(results, var_names=["sigma"])
+
+
+# ------------------------------------------------------------------------------------ posterior predictive checks
+
+
+def test_p_value_is_the_fraction_of_replicates_at_or_above_the_observed_statistic():
+    replicated = np.array([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]])  # [chain 1, draw 4, 2 points]
+    results = build_inference_data(
+        {"mu": np.zeros((1, 4))}, observed_data={"y": np.array([0.0, 2.0])}, posterior_predictive={"y": replicated}
+    )
+    result, _ = checks.ppc(results, statistics=("mean", "fraction_zeros"))
+    assert result["y"]["mean"] == {"observed": 1.0, "replicated_mean": 1.5, "p_value": 0.75}
+    assert result["y"]["fraction_zeros"] == {"observed": 0.5, "replicated_mean": 0.25, "p_value": 0.25}
+
+
+def quantile_sample(n: int) -> np.ndarray:
+    """The n quantiles (i - 1/2) / n of N(0, 1): a data set whose statistics are typical of N(0, 1) samples."""
+    return stats.norm.ppf((np.arange(1, n + 1) - 0.5) / n)
+
+
+def test_replicates_from_the_true_model_give_the_exact_p_values():
+    n, draws = 100, 500
+    y = quantile_sample(n)
+    y_rep = np.random.default_rng(6).normal(size=(CHAINS, draws, n))
+    results = build_inference_data(
+        {"mu": np.zeros((CHAINS, draws))}, observed_data={"y": y}, posterior_predictive={"y": y_rep}
+    )
+    result, warnings = checks.ppc(results)
+    # Exact p-values for y_rep ~ N(0, 1)^n: P(mean >= 0) = 1/2; n sd^2 ~ chi2(n - 1); P(min >= a) = (1 - Phi(a))^n;
+    # P(max >= b) = 1 - Phi(b)^n. Each estimate is a mean of 2000 indicators: |error| < 4 sqrt(p (1 - p) / 2000).
+    exact = {
+        "mean": 0.5,
+        "sd": stats.chi2.sf(n * np.std(y) ** 2, n - 1),
+        "min": stats.norm.sf(y.min()) ** n,
+        "max": 1 - stats.norm.cdf(y.max()) ** n,
+    }
+    for name, p in exact.items():
+        assert abs(result["y"][name]["p_value"] - p) < 4 * math.sqrt(p * (1 - p) / y_rep[..., 0].size), name
+    assert warnings == []
+
+
+def test_a_model_with_too_small_a_spread_fails_the_sd_check():
+    n, draws = 100, 500
+    y_rep = 0.5 * np.random.default_rng(7).normal(size=(CHAINS, draws, n))
+    results = build_inference_data(
+        {"mu": np.zeros((CHAINS, draws))}, observed_data={"y": quantile_sample(n)}, posterior_predictive={"y": y_rep}
+    )
+    result, warnings = checks.ppc(results, statistics=("mean", "sd"))
+    # sd of 100 draws of N(0, 0.5^2) exceeding the observed 0.99 is a chi2(99) tail beyond 392: p ~ 1e-38.
+    assert result["y"]["sd"]["p_value"] == 0.0
+    assert len(warnings) == 1 and warnings[0].startswith("y: posterior predictive p-value of sd is 0.000")
+
+
+def test_ppc_mistakes_are_reported():
+    results = build_inference_data({"mu": np.zeros((1, 4))}, observed_data={"y": np.zeros(2)})
+    with pytest.raises(SpecError, match="unknown test statistic 'mode'"):
+        checks.ppc(results, statistics=("mode",))
+    with pytest.raises(DataError, match="no 'posterior_predictive' group"):
+        checks.ppc(results)
+
+
+# ------------------------------------------------------------------------------------------------------- LOO, WAIC
+
+
+class ConjugateNormal:
+    """y_i ~ N(mu, sigma^2) with mu ~ N(m0, s0^2) and sigma known: every predictive density is Normal.
+
+    Posterior given n points: precision 1/s0^2 + n/sigma^2, mean (m0/s0^2 + sum y / sigma^2) / precision; the
+    predictive density of a new point is N(mean, sigma^2 + 1/precision) (BDA3, section 2.5).
+    """
+
+    def __init__(self, y: np.ndarray, sigma: float = 1.0, m0: float = 0.0, s0: float = 3.0):
+        self.y, self.sigma, self.m0, self.s0 = y, sigma, m0, s0
+
+    def posterior(self, total: np.ndarray | float, count: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        precision = 1 / self.s0**2 + count / self.sigma**2
+        return (self.m0 / self.s0**2 + total / self.sigma**2) / precision, 1 / precision
+
+    def results(self, seed: int, shift: float = 0.0):
+        """Exact posterior draws of mu (shifted by ``shift`` to make a wrong model) and their log-likelihoods."""
+        mean, variance = self.posterior(self.y.sum(), self.y.size)
+        mu = np.random.default_rng(seed).normal(mean, math.sqrt(variance), size=(CHAINS, DRAWS)) + shift
+        log_likelihood = stats.norm.logpdf(self.y, mu[..., None], self.sigma)
+        return build_inference_data({"mu": mu}, log_likelihood={"y": log_likelihood}), log_likelihood.reshape(S, -1)
+
+    def exact_elpd_loo(self) -> float:
+        """sum_i log p(y_i | y_-i), each a Normal predictive density given the other n - 1 points."""
+        mean, variance = self.posterior(self.y.sum() - self.y, self.y.size - 1)
+        return float(stats.norm.logpdf(self.y, mean, np.sqrt(self.sigma**2 + variance)).sum())
+
+    def exact_elpd_waic(self) -> float:
+        """sum_i log p(y_i | y) - Var_post log p(y_i | mu) (arXiv:1507.04544, eq. 12), in closed form:
+        with d = y_i - mu ~ N(a, v) a posteriori, Var(d^2 / (2 sigma^2)) = (2 v^2 + 4 a^2 v) / (4 sigma^4)."""
+        mean, variance = self.posterior(self.y.sum(), self.y.size)
+        lppd = stats.norm.logpdf(self.y, mean, math.sqrt(self.sigma**2 + variance))
+        offset = self.y - mean
+        return float((lppd - (2 * variance**2 + 4 * offset**2 * variance) / (4 * self.sigma**4)).sum())
+
+
+@pytest.fixture(scope="module")
+def conjugate() -> ConjugateNormal:
+    return ConjugateNormal(np.random.default_rng(8).normal(1.0, 1.0, size=20))
+
+
+def test_psis_loo_matches_the_exact_leave_one_out_density(conjugate):
+    results, log_likelihood = conjugate.results(seed=9)
+    summary, warnings = checks.loo(results)
+    # Monte Carlo error of the importance-sampling estimate sum_i -log mean_s r_is with r_is = 1 / p(y_i | mu_s),
+    # by the delta method over iid draws: psi_s = -sum_i (r_is / mean_s r_is - 1), MCSE = sd(psi) / sqrt(S).
+    # (PSIS only smooths the largest ratios; with every k < 0.5 its difference from plain IS is far below this.)
+    ratios = np.exp(-(log_likelihood - log_likelihood.max(axis=0)))
+    mcse = np.std(-(ratios / ratios.mean(axis=0) - 1).sum(axis=1)) / math.sqrt(S)
+    assert mcse < 0.05 * summary["se"]  # the check is much sharper than the spread over data points
+    assert abs(summary["elpd_loo"] - conjugate.exact_elpd_loo()) < 4 * mcse
+    assert summary["pareto_k"] == {"good": 20, "bad": 0, "very_bad": 0} and summary["max_k"] < 0.5
+    assert summary["num_data"] == 20 and summary["num_samples"] == S
+    assert warnings == []
+
+
+def test_waic_matches_its_closed_form(conjugate):
+    results, log_likelihood = conjugate.results(seed=10)
+    summary, warnings = checks.waic(results)
+    # Delta-method MCSE over iid draws of sum_i [log mean_s p_is - var_s l_is], with l_is = log p(y_i | mu_s):
+    # psi_s = sum_i [p_is / mean_s p_is - 1 - ((l_is - mean l_i)^2 - var l_i)].
+    centred = log_likelihood - log_likelihood.mean(axis=0)
+    density = np.exp(log_likelihood - log_likelihood.max(axis=0))
+    psi = (density / density.mean(axis=0) - 1 - (centred**2 - (centred**2).mean(axis=0))).sum(axis=1)
+    assert abs(summary["elpd_waic"] - conjugate.exact_elpd_waic()) < 4 * np.std(psi) / math.sqrt(S)
+    assert warnings == []
+
+
+def test_high_pareto_k_warns():
+    # One point at 8 under N(mu, 0.5^2) with mu ~ N(0, 1): the ratios exp((8 - mu)^2 / 0.5) have no finite variance.
+    mu = iid_normal(11)
+    log_likelihood = stats.norm.logpdf(np.array([8.0, 0.0, 0.5]), mu[..., None], 0.5)
+    summary, warnings = checks.loo(build_inference_data({"mu": mu}, log_likelihood={"y": log_likelihood}))
+    assert summary["pareto_k"]["good"] < 3 and summary["max_k"] > 0.7
+    assert len(warnings) == 1 and warnings[0].startswith("loo: ") and "Pareto k > 0.70" in warnings[0]
+
+
+def test_compare_ranks_the_correct_model_first(conjugate):
+    correct, _ = conjugate.results(seed=12)
+    wrong, _ = conjugate.results(seed=13, shift=-2.0)  # mu two sigma off: every point is badly predicted
+    table = checks.compare({"wrong": wrong, "correct": correct})
+    assert list(table.index) == ["correct", "wrong"]
+    assert table.loc["wrong", "elpd_diff"] > 4 * table.loc["wrong", "dse"]
+    assert table.loc["correct", "weight"] > table.loc["wrong", "weight"]
+
+
+# ----------------------------------------------------------------------------------------------------------- plots
+
+
+def test_plot_checks_writes_every_plot(tmp_path):
+    rng = np.random.default_rng(14)
+    draws = (CHAINS, 100)
+    results = build_inference_data(
+        {"mu": rng.normal(size=draws), "z": rng.normal(size=(*draws, 50))},  # z is cut to its first 4 elements
+        sample_stats={"diverging": rng.random(draws) < 0.02},
+        observed_data={"y": rng.normal(size=10)},
+        posterior_predictive={"y": rng.normal(size=(*draws, 10))},
+        log_likelihood={"y": stats.norm.logpdf(rng.normal(size=(*draws, 10)))},
+    )
+    written = check_plots.plot_checks(results, tmp_path)
+    assert [path.name for path in written] == ["trace.png", "rank.png", "ppc.png", "pareto_k.png"]
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
+    with pytest.raises(SpecError, match="unknown posterior variable 'w'"):
+        check_plots.plot_trace(results, tmp_path / "w.png", var_names=["w"])

@@ -1,0 +1,173 @@
+"""The ArviZ adapter: building results from numpy, NetCDF round trips, and the statistics and plot wrappers.
+
+This file needs only numpy, xarray, ArviZ and matplotlib (no torch, no conftest fixtures), so `.ci/arviz1` runs it
+unchanged against ArviZ 1.x on Python 3.12.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from ppgen.errors import DataError, SpecError
+from ppgen.evaluate import inference_data
+
+CHAINS, DRAWS, N = 4, 1000, 10
+
+
+@pytest.fixture(scope="module")
+def arrays() -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return {
+        "posterior": {"mu": rng.normal(size=(CHAINS, DRAWS)), "theta": rng.normal(size=(CHAINS, DRAWS, 3))},
+        "sample_stats": {
+            "diverging": rng.random((CHAINS, DRAWS)) < 0.01,
+            "acceptance_rate": rng.random((CHAINS, DRAWS)),
+            "step_size": np.full((CHAINS, DRAWS), 0.3),
+            "tree_depth": rng.integers(1, 6, size=(CHAINS, DRAWS)),
+            "lp": rng.normal(size=(CHAINS, DRAWS)),
+        },
+        "observed_data": {"y": rng.normal(size=N)},
+        "posterior_predictive": {"y": rng.normal(size=(CHAINS, DRAWS, N))},
+        "log_likelihood": {"y": -1.0 - 0.5 * rng.normal(size=(CHAINS, DRAWS, N)) ** 2},
+        "prior": {"mu": rng.normal(size=(1, 200))},
+    }
+
+
+@pytest.fixture(scope="module")
+def results(arrays):
+    return inference_data.build_inference_data(
+        **arrays, dims={"theta": ["school"], "y": ["obs"]}, coords={"school": ["a", "b", "c"]}
+    )
+
+
+def test_every_group_keeps_its_arrays(results, arrays):
+    assert set(inference_data.groups(results)) == set(inference_data.GROUPS)
+    for group, variables in arrays.items():
+        dataset = inference_data.get_group(results, group)
+        for name, value in variables.items():
+            np.testing.assert_array_equal(dataset[name].values, value)
+    theta = inference_data.get_group(results, "posterior")["theta"]
+    assert theta.dims == ("chain", "draw", "school")
+    assert list(theta["school"].values) == ["a", "b", "c"]
+    assert inference_data.get_group(results, "observed_data")["y"].dims == ("obs",)
+
+
+def test_netcdf_round_trip_keeps_every_group(results, arrays, tmp_path):
+    path = inference_data.save(results, tmp_path / "posterior.nc")
+    assert path == tmp_path / "posterior.nc" and [p.name for p in tmp_path.iterdir()] == ["posterior.nc"]
+    loaded = inference_data.load(path)
+    assert set(inference_data.groups(loaded)) == set(inference_data.GROUPS)
+    for group, variables in arrays.items():
+        dataset = inference_data.get_group(loaded, group)
+        for name, value in variables.items():
+            np.testing.assert_array_equal(dataset[name].values, value)
+            assert dataset[name].dtype == value.dtype
+    assert list(inference_data.get_group(loaded, "posterior")["school"].values) == ["a", "b", "c"]
+    inference_data.save(loaded, path)  # overwriting the file that was loaded works: nothing holds it open
+
+
+def test_shape_mistakes_name_the_variable():
+    draws = np.zeros((2, 10))
+    with pytest.raises(DataError, match=r"posterior\['mu'\] has shape \(10,\)"):
+        inference_data.build_inference_data({"mu": np.zeros(10)})
+    with pytest.raises(DataError, match=r"log_likelihood\['y'\] has \(chain, draw\) = \(2, 9\)"):
+        inference_data.build_inference_data({"mu": draws}, log_likelihood={"y": np.zeros((2, 9, 3))})
+    with pytest.raises(DataError, match="posterior: no variables"):
+        inference_data.build_inference_data({})
+
+
+def test_missing_groups_files_and_names_are_reported(results, tmp_path):
+    bare = inference_data.build_inference_data({"mu": np.zeros((2, 10))})
+    with pytest.raises(DataError, match="no 'log_likelihood' group"):
+        inference_data.get_group(bare, "log_likelihood")
+    with pytest.raises(DataError, match="no such results file"):
+        inference_data.load(tmp_path / "absent.nc")
+    (tmp_path / "garbage.nc").write_text("not netcdf")
+    with pytest.raises(DataError, match="garbage.nc"):
+        inference_data.load(tmp_path / "garbage.nc")
+    with pytest.raises(SpecError, match="unknown variable 'sigma'"):
+        inference_data.summary(results, var_names=["sigma"])
+    two = inference_data.build_inference_data(
+        {"mu": np.zeros((2, 10))}, log_likelihood={"a": np.zeros((2, 10, 3)), "b": np.zeros((2, 10, 3))}
+    )
+    with pytest.raises(SpecError, match="several variables"):
+        inference_data.loo(two)
+
+
+def test_summary_has_the_same_columns_on_every_arviz(results):
+    table = inference_data.summary(results)
+    assert tuple(table.columns) == inference_data.SUMMARY_COLUMNS
+    assert list(table.index) == ["mu", "theta[a]", "theta[b]", "theta[c]"]
+    assert all(dtype == np.float64 for dtype in table.dtypes)
+    assert inference_data.summary(results, hdi_prob=0.9).columns[2:4].tolist() == ["hdi_5%", "hdi_95%"]
+
+
+def test_diagnostics_of_iid_normal_draws():
+    # S = 4000 iid N(0, 1) draws. Each autocorrelation estimate has sd ~ 1/sqrt(S) = 0.016 and the truncated sum
+    # keeps a few lags, so ESS / S has sd ~ 0.04: 0.2 is 5 sd. R-hat - 1 has sd ~ 1e-3 here, far below 0.01.
+    draws = np.random.default_rng(1).normal(size=(CHAINS, DRAWS))
+    size = draws.size
+    assert abs(inference_data.ess(draws) / size - 1) < 0.2
+    assert abs(inference_data.ess(draws, method="tail") / size - 1) < 0.2
+    assert abs(inference_data.rhat(draws) - 1) < 0.01
+    # MCSE of the mean = sd / sqrt(ESS), so it inherits ESS's 20% (halved by the square root).
+    assert abs(inference_data.mcse(draws) * math.sqrt(size) - 1) < 0.15
+    # 94% HDI of N(0, 1) = +-1.881; an endpoint's sd is about sqrt(p (1 - p) / S) / phi(1.881) = 0.04: 4 sd.
+    np.testing.assert_allclose(inference_data.hdi(draws), [-1.881, 1.881], atol=0.16)
+
+
+def test_wrappers_return_one_array_per_variable(results):
+    assert inference_data.ess(results)["theta"].shape == (3,)
+    assert inference_data.rhat(results, var_names=["mu"]).keys() == {"mu"}
+    assert inference_data.mcse(results, method="sd")["theta"].shape == (3,)
+    assert inference_data.hdi(results)["theta"].shape == (3, 2)
+
+
+def _pointwise_waic(log_likelihood: np.ndarray) -> np.ndarray:
+    """lppd_i - var_s log p(y_i | theta_s) (arXiv:1507.04544, eqs. 3, 11 and 12 with ArviZ's ddof = 0)."""
+    return logsumexp(log_likelihood, axis=0) - math.log(len(log_likelihood)) - np.var(log_likelihood, axis=0)
+
+
+def test_waic_is_the_textbook_formula(results, arrays):
+    log_likelihood = arrays["log_likelihood"]["y"].reshape(-1, N)
+    pointwise = _pointwise_waic(log_likelihood)
+    for estimate in (inference_data.waic(results), inference_data.waic_from_log_likelihood(log_likelihood)):
+        assert estimate.method == "waic" and estimate.num_samples == CHAINS * DRAWS and estimate.num_data == N
+        np.testing.assert_allclose(estimate.pointwise, pointwise, rtol=1e-10)
+        assert estimate.elpd == pytest.approx(pointwise.sum(), rel=1e-10)
+        assert estimate.se == pytest.approx(math.sqrt(N * np.var(pointwise, ddof=1)), rel=1e-10)
+        assert estimate.p == pytest.approx(np.var(log_likelihood, axis=0).sum(), rel=1e-10)
+
+
+def test_loo_estimate_is_consistent(results):
+    estimate = inference_data.loo(results)
+    assert estimate.method == "loo" and estimate.pointwise.shape == estimate.pareto_k.shape == (N,)
+    assert estimate.elpd == pytest.approx(estimate.pointwise.sum(), rel=1e-10)
+    assert estimate.se == pytest.approx(math.sqrt(N * np.var(estimate.pointwise, ddof=1)), rel=1e-10)
+    assert estimate.good_k == pytest.approx(min(1 - 1 / math.log10(CHAINS * DRAWS), 0.7))
+
+
+def test_compare_ranks_by_elpd(arrays):
+    # Shifting every log-likelihood by -1 leaves the importance weights unchanged, so elpd drops by exactly N.
+    posterior, log_likelihood = arrays["posterior"], arrays["log_likelihood"]["y"]
+    good = inference_data.build_inference_data(posterior, log_likelihood={"y": log_likelihood})
+    worse = inference_data.build_inference_data(posterior, log_likelihood={"y": log_likelihood - 1.0})
+    table = inference_data.compare({"worse": worse, "good": good})
+    assert tuple(table.columns) == inference_data.COMPARE_COLUMNS
+    assert list(table.index) == ["good", "worse"] and list(table["rank"]) == [0, 1]
+    np.testing.assert_allclose(table["elpd_diff"], [0.0, N], atol=1e-8)
+    assert table["weight"].sum() == pytest.approx(1.0)
+    with pytest.raises(SpecError, match="at least two models"):
+        inference_data.compare({"good": good})
+
+
+@pytest.mark.parametrize("plot", ["plot_trace", "plot_rank", "plot_ppc", "plot_khat"])
+def test_plots_write_png_and_close_their_figure(plot, results, tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    path = getattr(inference_data, plot)(results, tmp_path / f"{plot}.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plt.get_fignums() == before

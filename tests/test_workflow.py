@@ -1,0 +1,146 @@
+"""The Bayesian workflow on declarative models: every inference method against exact conjugate posteriors,
+the run folder it writes (ArviZ results, summary, checks, plots), ``ppgen compare``, and user mistakes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from test_cli import PNG_MAGIC, REPO, cli
+
+from ppgen.errors import SpecError
+from ppgen.evaluate import inference_data
+from ppgen.workflow import infer, load_workflow, results_of, run_workflow
+
+NORMAL, BETA = REPO / "models" / "normal_normal.toml", REPO / "models" / "beta_binomial.toml"
+Z = 4.0  # |error| < 4 standard errors: a false alarm has probability < 1e-4 per check
+
+
+def exact_normal_posterior(data: dict) -> tuple[float, float]:
+    """mu ~ N(mu0, tau0), y_i ~ N(mu, sigma): the posterior is normal (BDA3, section 2.5)."""
+    precision = 1 / data["tau0"] ** 2 + len(data["y"]) / data["sigma"] ** 2
+    mean = (data["mu0"] / data["tau0"] ** 2 + data["y"].sum() / data["sigma"] ** 2) / precision
+    return float(mean), float(precision**-0.5)
+
+
+def assert_matches(draws: np.ndarray, mean: float, sd: float, sd_slack: float = 0.0) -> None:
+    """Mean within Z MCSE (MCSE = sd / sqrt(bulk ESS)); sd within Z relative standard errors 1 / sqrt(2 ESS) of
+    a normal sample's sd, plus ``sd_slack`` (a method's known bias)."""
+    ess = float(inference_data.ess(draws))
+    assert abs(draws.mean() - mean) < Z * sd / math.sqrt(ess), (draws.mean(), mean, ess)
+    assert abs(draws.std() / sd - 1) < Z / math.sqrt(2 * ess) + sd_slack, (draws.std(), sd, ess)
+
+
+SHORT = ["inference.num_warmup=300", "inference.num_samples=500", "inference.num_chains=2"]
+METHODS = {
+    "nuts-numpyro": SHORT,
+    "nuts-pyro": [*SHORT, "inference.backend=pyro"],
+    "hmc-numpyro": [*SHORT, "inference.method=hmc", "inference.num_steps=8"],
+    "mala": [*SHORT, "inference.method=mala"],
+    # ULA's variance s becomes s / (1 - h / (2 s)): with s = 0.097 and h = 0.002, 1% too large.
+    "ula": [*SHORT, "inference.method=ula", "inference.step_size=0.002", "inference.num_samples=3000"],
+    # A diagonal Gaussian guide holds this Gaussian posterior exactly; 3000 Adam steps get within 1% of its sd.
+    "svi": ["inference.method=svi", "inference.num_steps=3000", "inference.num_samples=2000"],
+}
+SLACK = {"ula": 0.02, "svi": 0.02}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_samples_the_exact_normal_posterior(method):
+    model, workflow, _ = load_workflow(NORMAL, overrides=METHODS[method])
+    draws = infer(model, workflow)
+    assert draws.posterior["mu"].ndim == 2  # [chain, draw]
+    assert_matches(draws.posterior["mu"], *exact_normal_posterior(model.data), sd_slack=SLACK.get(method, 0.0))
+
+
+@pytest.mark.slow
+def test_nuts_samples_a_constrained_beta_posterior():
+    """p | k ~ Beta(alpha0 + sum k, beta0 + sum (n - k)) (BDA3, section 2.4): the sampler works on logit(p)."""
+    model, workflow, _ = load_workflow(BETA, overrides=SHORT)
+    data = model.data
+    a, b = data["alpha0"] + data["k"].sum(), data["beta0"] + (data["n"] - data["k"]).sum()
+    mean, sd = a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    draws = infer(model, workflow).posterior["p"]
+    assert ((draws > 0) & (draws < 1)).all()
+    # The Beta(21, 28) posterior is close to normal, so the sd check's normal-theory error applies.
+    assert_matches(draws, mean, sd)
+
+
+@pytest.mark.slow
+def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
+    metrics = run_workflow(NORMAL, tmp_path / "run", overrides=SHORT)
+    results = inference_data.load(tmp_path / "run" / "posterior.nc")
+    assert {"posterior", "sample_stats", "observed_data", "posterior_predictive", "log_likelihood"} <= set(
+        inference_data.groups(results)
+    )
+    y = inference_data.get_group(results, "observed_data")["y"].values
+    np.testing.assert_array_equal(y, np.asarray(load_workflow(NORMAL)[0].data["y"]))
+    replicated = inference_data.get_group(results, "posterior_predictive")["y"]
+    assert replicated.shape == (2, 500, len(y))
+    assert {"diverging", "acceptance_rate", "step_size", "lp"} <= set(inference_data.get_group(results, "sample_stats"))
+    # The model is right for its data: no posterior predictive statistic is extreme.
+    assert all(0.0 < check["p_value"] < 1.0 for check in metrics["ppc"]["y"].values())
+    assert metrics["loo"]["pareto_k"]["very_bad"] == 0 and metrics["loo"]["elpd_loo"] < 0
+    assert "mu" in (tmp_path / "run" / "summary.txt").read_text()
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["method"] == "nuts" and "mu" in saved["summary"]
+    for plot in ("rank.png", "ppc.png", "pareto_k.png"):
+        assert (tmp_path / "run" / plot).read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.slow
+def test_deterministic_variables_are_in_the_posterior():
+    model, workflow, _ = load_workflow(REPO / "models" / "eight_schools.toml", overrides=SHORT)
+    draws = infer(model, workflow)
+    posterior = inference_data.get_group(results_of(model, draws), "posterior")
+    theta = posterior["theta"].values
+    expected = draws.posterior["mu"][..., None] + draws.posterior["tau"][..., None] * draws.posterior["theta_raw"]
+    np.testing.assert_allclose(theta, expected, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_compare_ranks_the_right_model_first(tmp_path):
+    """The same data under the right noise scale and under one ten times too small: LOO must prefer the first."""
+    runs = []
+    for name, sigma in (("right", 1.0), ("wrong", 0.1)):
+        overrides = sum((["--set", s] for s in [*SHORT, f"data.sigma={sigma}"]), [])
+        assert cli("run", NORMAL, "--out", tmp_path / name, "--quiet", *overrides).code == 0
+        runs.append(tmp_path / name)
+    result = cli("compare", *runs)
+    assert result.code == 0
+    assert result.out.splitlines()[1].split()[0] == "right"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["inference.method=gibbs"], "inference.method: 'gibbs' is not known; expected one of 'nuts', 'hmc'"),
+        (["inference.num_chains=0"], "inference.num_chains: input should be greater than 0"),
+        (["inference.step_size=0.1"], "inference.step_size: unknown key"),
+        (["guide.family=iaf", "inference.method=mala"], "[guide] applies to inference.method = 'svi'"),
+    ],
+)
+def test_inference_mistakes_name_the_key(overrides, message):
+    with pytest.raises(SpecError, match=None) as error:
+        load_workflow(NORMAL, overrides=overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_generative_table_in_a_bayesian_spec_is_named(tmp_path):
+    spec = tmp_path / "model.toml"
+    spec.write_text(NORMAL.read_text() + "\n[sampling]\nsampler = 'pc'\n")
+    result = cli("run", spec, "--out", tmp_path / "run")
+    assert result.code == 2 and "[sampling] is not a table of a declarative model spec" in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_needs_bayesian_runs(tmp_path):
+    result = cli("compare", tmp_path, tmp_path / "other")
+    assert result.code == 2 and "no posterior.nc" in result.err
+
+
+def test_the_inference_specs_are_valid():
+    for path in sorted((REPO / "inference").glob("*.toml")):
+        if path.stem != "svi":  # the generative models' SVI spec
+            load_workflow(NORMAL, inference=path)
