@@ -11,7 +11,8 @@
 (inference, diagnostics, posterior predictive checks, LOO) instead of training a generative model.
 
 A user mistake (bad spec key or value, missing or corrupt file, wrong data shape) prints one line
-and exits with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
+and exits with status 2; Ctrl-C during training saves a checkpoint and exits with status 130; ``ppgen sbc``
+exits with status 1 when the ranks are not uniform.
 """
 
 import argparse
@@ -25,6 +26,7 @@ __all__ = ["main"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_CHECK_FAILED = 1  # ppgen sbc: the ranks are not uniform
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,18 +83,28 @@ def _sbc(args) -> int:
     from ppgen.calibration import run_calibration
 
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.spec).stem}-sbc"
-    report = run_calibration(
+    result = run_calibration(
         args.spec,
         out,
         inference=args.inference,
         overrides=args.set,
         replicates=args.replicates,
+        num_draws=args.draws,
         workers=args.workers,
         seed=args.seed,
     )
-    print(report)
+    verdict = "passed" if result.passed else "FAILED (ranks not uniform: the method is miscalibrated)"
+    print(
+        f"SBC {verdict}: p = {result.p_value:.3g} at alpha = {result.alpha}"
+        f" ({result.num_replicates} replicates, {result.num_draws} draws each)"
+    )
+    worst = sorted(result.uniformity.items(), key=lambda item: item[1].min_p_value)
+    for name, test in worst[:10]:
+        print(f"  {name}: chi-square p = {test.chi_square_p_value:.3g}, KS p = {test.ks_p_value:.3g}")
+    if len(worst) > 10:
+        print(f"  ... {len(worst) - 10} more in sbc.json")
     print(f"run folder: {out}")
-    return 0
+    return 0 if result.passed else EXIT_CHECK_FAILED
 
 
 def _evaluate(args) -> int:
@@ -205,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     sbc.add_argument("--inference", help="inference spec (TOML) replacing the model spec's [inference]")
     sbc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
     sbc.add_argument("--replicates", type=_positive_int, default=100, help="simulated data sets (default 100)")
+    sbc.add_argument("--draws", type=_positive_int, default=99, help="posterior draws ranked per replicate (L)")
     sbc.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     sbc.add_argument("--seed", type=_seed, default=0)
     sbc.add_argument("--out", help="folder for the rank histogram and metrics (default runs/<spec name>-sbc)")

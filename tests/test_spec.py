@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from spec_files import INFERENCE_SPECS, MODEL_SPECS, REPO
 
 from ppgen.errors import SpecError
 from ppgen.spec.load import dump_spec, load_spec, parse_override, validate_spec
 from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec, SVISpec, VAESpec
 
-REPO = Path(__file__).resolve().parents[1]
 VAE = REPO / "models" / "vae.toml"
-MODEL_SPECS = sorted((REPO / "models").glob("**/*.toml"))
-INFERENCE_SPECS = sorted((REPO / "inference").glob("*.toml"))
+
+
 TABLES = (DataSpec, VAESpec, SVISpec, EvaluationSpec)
 
 BERNOULLI_NEEDS_BINARY = (

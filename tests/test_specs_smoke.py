@@ -5,14 +5,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from spec_files import INFERENCE_SPECS, MODEL_SPECS, REPO
 
 from ppgen.run import run
 from ppgen.spec.load import load_spec
 from ppgen.spec.schema import EvaluationSpec, SVISpec
 
-REPO = Path(__file__).resolve().parents[1]
-MODEL_SPECS = sorted((REPO / "models").glob("**/*.toml"))
-INFERENCE_SPECS = sorted((REPO / "inference").glob("*.toml"))
 RUN_FILES = ("spec.toml", "checkpoint.pt", "model.pt", "metrics.json", "elbo.png", "samples.png")
 # A tiny budget for any spec: the model is left as the spec has it; the time limit caps large data sets.
 BUDGET = (

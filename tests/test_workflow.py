@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from spec_files import BAYES_INFERENCE_SPECS, BAYES_SPECS
 from test_cli import PNG_MAGIC, REPO, cli
 
 from ppgen.errors import SpecError
@@ -140,7 +141,17 @@ def test_compare_needs_bayesian_runs(tmp_path):
     assert result.code == 2 and "no posterior.nc" in result.err
 
 
-def test_the_inference_specs_are_valid():
-    for path in sorted((REPO / "inference").glob("*.toml")):
-        if path.stem != "svi":  # the generative models' SVI spec
-            load_workflow(NORMAL, inference=path)
+@pytest.mark.parametrize("inference", BAYES_INFERENCE_SPECS, ids=lambda path: path.name)
+def test_the_inference_specs_are_valid(inference):
+    load_workflow(NORMAL, inference=inference)
+
+
+TOP_LEVEL_BAYES_SPECS = [path for path in BAYES_SPECS if path.parent.name == "models"]  # posteriordb: its own test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TOP_LEVEL_BAYES_SPECS, ids=lambda path: path.name)
+def test_each_declarative_spec_runs(path, tmp_path):
+    tiny = ["inference.num_warmup=20", "inference.num_samples=20", "inference.num_chains=1", "evaluation.plots=false"]
+    metrics = run_workflow(path, tmp_path / "run", overrides=tiny)
+    assert set(metrics["summary"]) and (tmp_path / "run" / "posterior.nc").is_file()

@@ -224,6 +224,12 @@ def summary(results: Any, var_names: Sequence[str] | None = None, hdi_prob: floa
     """
     var_names = _check_var_names(results, "posterior", var_names)
     az = _arviz()
+    # One chain has no between-chain variance: R-hat is NaN (checks.summarize says so), not a numpy warning.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _summary(az, results, var_names, hdi_prob)
+
+
+def _summary(az: Any, results: Any, var_names: list[str] | None, hdi_prob: float) -> pd.DataFrame:
     if _is_v1():
         table = az.summary(results, var_names=var_names, ci_prob=hdi_prob, ci_kind="hdi", round_to="none")
         renames = {}

@@ -136,12 +136,14 @@ def load_reference(folder: str | Path) -> Reference:
     names = list(chains[0])
     if any(list(chain) != names for chain in chains):
         raise DataError(f"{where}: the chains hold different parameters")
-    try:
-        columns = {name: np.concatenate([np.asarray(chain[name], dtype=np.float64) for chain in chains]) for name in names}
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: draws must be lists of numbers of one length per chain") from None
-    if any(len({len(chain[name]) for chain in chains}) != 1 for name in names):
+    if not all(isinstance(values, list) for chain in chains for values in chain.values()):
+        raise DataError(f"{where}: draws must be lists of numbers")
+    if len({len(values) for chain in chains for values in chain.values()}) != 1:
         raise DataError(f"{where}: chains of different lengths")
+    try:
+        columns = {name: np.concatenate([np.asarray(chain[name], float) for chain in chains]) for name in names}
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: draws must be lists of numbers") from None
     means = _read_json(folder / MEAN_FILE)
     mean_where = str(folder / MEAN_FILE)
     try:
@@ -173,7 +175,9 @@ def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Referen
     """
     shared = [variable for variable in reference.draws if variable in posterior]
     if not shared:
-        raise PpgenError(f"{reference.name}: the posterior holds none of the reference variables {list(reference.draws)}")
+        raise PpgenError(
+            f"{reference.name}: the posterior holds none of the reference variables {list(reference.draws)}"
+        )
     rows = {}
     for variable in shared:
         ours = np.asarray(posterior[variable], dtype=np.float64)

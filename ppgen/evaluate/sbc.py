@@ -207,7 +207,7 @@ def run_sbc(
     """Run SBC: num_replicates simulate/fit pairs, each ranking the true parameters among num_draws draws.
 
     thin: keep every thin-th of the fit's draws, the last num_draws of them (ending at the final draw);
-    None spreads num_draws as evenly as the fit's draws allow (stride = num // num_draws). Thin MCMC
+    None uses stride num // num_draws, for num draws returned, so the kept draws span them all. Thin MCMC
     draws to roughly independent ones (stride about num / ESS), or autocorrelation alone skews the ranks.
     workers: > 1 runs replicates in a process pool of that size (spawn start method, since torch and jax
     do not survive fork); simulate and fit must then be picklable. executor: any
@@ -217,9 +217,9 @@ def run_sbc(
 
     Returns an SBCResult whose ``passed`` says whether the ranks look uniform at family-wise level alpha.
     """
-    for name, value, least in (("num_replicates", num_replicates, 1), ("num_draws", num_draws, 1)):
-        if not isinstance(value, Integral) or value < least:
-            raise SpecError(f"SBC {name} must be an integer >= {least}, got {value!r}")
+    for name, value in (("num_replicates", num_replicates), ("num_draws", num_draws)):
+        if not isinstance(value, Integral) or value < 1:
+            raise SpecError(f"SBC {name} must be an integer >= 1, got {value!r}")
     if thin is not None and (not isinstance(thin, Integral) or thin < 1):
         raise SpecError(f"SBC thin must be None or an integer >= 1, got {thin!r}")
     if not isinstance(workers, Integral) or workers < 1:

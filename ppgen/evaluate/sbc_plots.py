@@ -26,7 +26,7 @@ def plot_rank_histograms(result: SBCResult, path: str | Path, max_panels: int = 
     names = [name for name in result.ranks if name in names]
     columns = min(len(names), 4)
     rows = math.ceil(len(names) / columns)
-    figure = Figure(figsize=(3.6 * columns, 2.8 * rows), layout="constrained")
+    figure = Figure(figsize=(max(4.8, 3.6 * columns), 0.5 + 2.8 * rows), layout="constrained")
     edges, probabilities = result.bin_edges, result.bin_probabilities
     expected = result.num_replicates * probabilities
     low = stats.binom.ppf((1 - band) / 2, result.num_replicates, probabilities)
@@ -37,7 +37,7 @@ def plot_rank_histograms(result: SBCResult, path: str | Path, max_panels: int = 
         left, widths = edges[:-1] - 0.5, np.diff(edges)
         for x, width, lower, upper in zip(left, widths, low, high):
             axes.fill_between([x, x + width], lower, upper, color="0.85", linewidth=0)
-        axes.bar(left, result.bin_counts(name), width=widths, align="edge", color="C0", edgecolor="white")
+        axes.bar(left, result.bin_counts(name), width=widths, align="edge", color="C0", alpha=0.75, edgecolor="white")
         axes.step(np.append(left, edges[-1] - 0.5), np.append(expected, expected[-1]), where="post", color="0.4")
         test = result.uniformity[name]
         axes.set_title(f"{name}\nchi2 p={test.chi_square_p_value:.2g}, KS p={test.ks_p_value:.2g}", fontsize=9)
@@ -45,8 +45,8 @@ def plot_rank_histograms(result: SBCResult, path: str | Path, max_panels: int = 
         axes.set_xlabel("rank")
     verdict = "passed" if result.passed else "FAILED"
     figure.suptitle(
-        f"SBC {verdict} at alpha={result.alpha:g}: R={result.num_replicates}, L={result.num_draws}; "
-        f"grey: {band:.0%} band under uniform ranks",
+        f"SBC {verdict} at alpha={result.alpha:g}: R={result.num_replicates}, L={result.num_draws}\n"
+        f"grey: {band:.0%} band of bin counts under uniform ranks",
         fontsize=10,
     )
     figure.savefig(path, dpi=110)

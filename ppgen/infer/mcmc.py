@@ -94,7 +94,7 @@ def pyro_mcmc(
     chains, stats = [], []
     started = time.perf_counter()
     for chain in range(spec.num_chains):
-        pyro.set_rng_seed(spec.seed + chain)
+        pyro.set_rng_seed((spec.seed + chain) % 2**32)
         if kernel is not None:
             sampler = kernel(model)
         elif spec.method == "nuts":
@@ -130,7 +130,8 @@ def pyro_mcmc(
         )
         mcmc.run(**model_kwargs)
         chains.append({name: value.detach().cpu().numpy() for name, value in mcmc.get_samples().items()})
-        stats.append(_step_stats(infos, mcmc.diagnostics(), spec.num_samples))
+        diagnostics = mcmc.diagnostics() if spec.num_samples >= 4 else {}  # Pyro's R-hat needs 4 draws
+        stats.append(_step_stats(infos, diagnostics, spec.num_samples))
     seconds = time.perf_counter() - started
     return Draws(stack_chains(chains), stack_chains(stats), seconds)
 

@@ -1,0 +1,174 @@
+"""ppgen's NUTS against posteriordb's reference posteriors (ppgen.evaluate.reference), and the reference reader.
+
+Tolerances (z = 4 throughout, a two-sided normal tail of 6e-5 per check): the posterior mean must be within
+4 * sqrt(MCSE_ours^2 + MCSE_ref^2) of the reference mean, with our MCSE = sd / sqrt(ESS_mean) (ArviZ) and the
+reference's from posteriordb's reference_mean_value.json; the posterior sd within 4 * sqrt(MCSE_sd_ours^2 +
+MCSE_sd_ref^2) of the reference sd, with ArviZ's MCSE of the sd, sqrt(Var[(x - m)^2] / ESS((x - m)^2)) / (2 sd),
+which is sd / sqrt(2 ESS) for a normal marginal and larger for heavy-tailed ones (tau of the eight schools).
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppgen.errors import DataError, PpgenError
+from ppgen.evaluate.reference import COMPARISON_COLUMNS, compare_to_reference, load_reference
+from ppgen.workflow import infer, load_workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "models" / "posteriordb"
+Z = 4.0
+
+
+@pytest.fixture(scope="module")
+def posteriordb(request) -> Path:
+    """The shared posteriordb folder: $PPGEN_DATA/posteriordb, else ../shared/data/posteriordb."""
+    if os.environ.get("PPGEN_DATA") and (Path(os.environ["PPGEN_DATA"]) / "posteriordb").is_dir():
+        return Path(os.environ["PPGEN_DATA"]) / "posteriordb"
+    folder = request.getfixturevalue("shared_data") / "posteriordb"
+    if not folder.is_dir():
+        pytest.skip(f"posteriordb reference draws not found at {folder}: set PPGEN_DATA to the folder holding it")
+    return folder
+
+
+def assert_matches_reference(posterior: dict, reference) -> None:
+    comparison = compare_to_reference(posterior, reference)
+    assert comparison.missing == ()
+    table = comparison.table
+    assert (table["mean_z"] < Z).all(), f"means off (in MCSEs):\n{table[['mean', 'ref_mean', 'mean_z']]}"
+    assert (table["sd_z"] < Z).all(), f"sds off (in MCSEs):\n{table[['sd', 'ref_sd', 'sd_z']]}"
+
+
+# Quick posteriors (NumPyro compiles each model for about 10 s of CPU: two here, the rest in bench/posteriordb.py):
+# a hierarchical model whose reference holds a deterministic variable (theta), and a regression with flat priors
+# and strongly correlated coefficients.
+NUMPYRO_CASES = ["eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq"]
+MODEST = ["inference.num_chains=2", "inference.num_warmup=500", "inference.num_samples=1000", "inference.seed=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NUMPYRO_CASES)
+def test_numpyro_nuts_matches_posteriordb_reference(name, posteriordb):
+    model, workflow, _ = load_workflow(SPECS / f"{name}.toml", overrides=MODEST)
+    draws = infer(model, workflow)
+    assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
+
+
+@pytest.mark.slow
+def test_pyro_nuts_matches_posteriordb_reference_with_flat_priors(posteriordb):
+    # mesquite: flat priors on beta and on sigma > 0 (the log-Jacobian of sigma's transform must be added).
+    # Pyro's NUTS is slower per step than NumPyro's: fewer draws, so wider (still derived) tolerances.
+    name = "mesquite-logmesquite_logvolume"
+    budget = ["inference.backend=pyro", "inference.num_warmup=200", "inference.num_samples=250"]
+    model, workflow, _ = load_workflow(SPECS / f"{name}.toml", overrides=[*MODEST, *budget])
+    draws = infer(model, workflow)
+    assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
+
+
+# ------------------------------------------------------------------------------------ the reader, on small files
+
+
+def write_reference(folder: Path, chains: list[dict], mcse: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reference_draws.json").write_text(json.dumps(chains))
+    names = list(chains[0])
+    mcse = mcse or {name: 0.01 for name in names}
+    means = {"names": names, "mean_value": [0.0] * len(names), "mcse_mean": [mcse[n] for n in names]}
+    (folder / "reference_mean_value.json").write_text(json.dumps(means))
+    return folder
+
+
+def small_reference(tmp_path: Path, num_chains: int = 2, num_draws: int = 50) -> tuple[Path, np.ndarray]:
+    """A reference with a scalar mu, a vector beta[1..3] and a matrix L[1..2, 1..2]; returns its folder and draws."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(num_chains, num_draws, 8))
+    chains = []
+    for c in range(num_chains):
+        chain = {"mu": values[c, :, 0].tolist()}
+        chain.update({f"beta[{i + 1}]": values[c, :, 1 + i].tolist() for i in range(3)})
+        chain.update({f"L[{i + 1},{j + 1}]": values[c, :, 4 + 2 * i + j].tolist() for i in range(2) for j in range(2)})
+        chains.append(chain)
+    return write_reference(tmp_path / "toy-toy", chains), values
+
+
+def test_load_reference_gathers_stan_names_into_zero_based_arrays(tmp_path):
+    folder, values = small_reference(tmp_path)
+    reference = load_reference(folder)
+    assert reference.name == "toy-toy" and reference.num_chains == 2
+    assert {k: v.shape for k, v in reference.draws.items()} == {"mu": (100,), "beta": (100, 3), "L": (100, 2, 2)}
+    flat = values.reshape(100, 8)
+    np.testing.assert_array_equal(reference.draws["mu"], flat[:, 0])
+    np.testing.assert_array_equal(reference.draws["beta"][:, 2], flat[:, 3])  # Stan's beta[3]
+    np.testing.assert_array_equal(reference.draws["L"][:, 1, 0], flat[:, 6])  # Stan's L[2,1]
+    np.testing.assert_array_equal(reference.chains("beta")[1], values[1, :, 1:4])
+    assert reference.mcse_mean["L"].shape == (2, 2) and reference.mcse_mean["mu"] == 0.01
+
+
+def test_reference_compared_with_itself_has_no_error(tmp_path):
+    reference = load_reference(small_reference(tmp_path)[0])
+    posterior = {name: reference.chains(name) for name in reference.draws}
+    comparison = compare_to_reference({**posterior, "other": np.zeros((2, 50))}, reference)
+    table = comparison.table
+    assert list(table.columns) == list(COMPARISON_COLUMNS)
+    assert list(table.index) == ["mu", "beta[0]", "beta[1]", "beta[2]", "L[0,0]", "L[0,1]", "L[1,0]", "L[1,1]"]
+    np.testing.assert_allclose(table[["mean_error", "mean_z", "sd_z"]].to_numpy(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(table["sd_ratio"], 1.0)
+    assert comparison.max_mean_error == pytest.approx(0.0, abs=1e-12)
+    assert comparison.sd_ratio_range == pytest.approx((1.0, 1.0))
+
+
+def test_compare_to_reference_shifted_posterior(tmp_path):
+    reference = load_reference(small_reference(tmp_path)[0])
+    posterior = {"mu": reference.chains("mu") + 2 * reference.draws["mu"].std(ddof=1)}
+    comparison = compare_to_reference(posterior, reference)
+    assert comparison.missing == ("beta", "L")
+    assert comparison.max_mean_error == pytest.approx(2.0)
+
+
+def test_compare_to_reference_errors_name_the_variable(tmp_path):
+    reference = load_reference(small_reference(tmp_path)[0])
+    with pytest.raises(PpgenError, match="toy-toy: beta has shape \\(2,\\) per draw, the reference \\(3,\\)"):
+        compare_to_reference({"beta": np.zeros((2, 50, 2))}, reference)
+    with pytest.raises(PpgenError, match="toy-toy: the posterior holds none of the reference variables"):
+        compare_to_reference({"theta": np.zeros((2, 50))}, reference)
+
+
+@pytest.mark.parametrize(
+    "chains, message",
+    [
+        ([{"beta[0]": [1.0]}], "'beta\\[0\\]' is not a Stan parameter name"),
+        ([{"beta(1)": [1.0]}], "'beta\\(1\\)' is not a Stan parameter name"),
+        ([{"beta[1]": [1.0], "beta[3]": [1.0]}], "beta lacks entries \\(expected 3, has 2\\)"),
+        ([{"beta[1]": [1.0], "beta[1,2]": [1.0]}], "beta has entries with different numbers of indices"),
+        ([{"mu": [1.0]}, {"sigma": [1.0]}], "the chains hold different parameters"),
+        ([{"mu": [1.0]}, {"mu": [1.0, 2.0]}], "chains of different lengths"),
+        ([{"mu": [1.0], "nu": [1.0, 2.0]}], "chains of different lengths"),
+        ([{"mu": 1.0}], "draws must be lists of numbers"),
+        ([{"mu": ["a"]}], "draws must be lists of numbers"),
+        ({"mu": [1.0]}, "expected a list of chains"),
+    ],
+)
+def test_load_reference_rejects_malformed_draws(tmp_path, chains, message):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "reference_draws.json").write_text(json.dumps(chains))
+    first = chains[0] if isinstance(chains, list) else chains
+    means = {"names": list(first), "mean_value": [0.0] * len(first), "mcse_mean": [0.1] * len(first)}
+    (folder / "reference_mean_value.json").write_text(json.dumps(means))
+    with pytest.raises(DataError, match=re.escape(str(folder / "reference_draws.json")) + ": " + message):
+        load_reference(folder)
+
+
+def test_load_reference_missing_files_and_mismatched_names(tmp_path):
+    with pytest.raises(DataError, match="reference_draws.json: not found"):
+        load_reference(tmp_path)
+    folder = write_reference(tmp_path / "x", [{"mu": [1.0, 2.0]}])
+    (folder / "reference_mean_value.json").write_text(
+        json.dumps({"names": ["nu"], "mean_value": [0], "mcse_mean": [0]})
+    )
+    with pytest.raises(DataError, match="reference_mean_value.json: its names differ"):
+        load_reference(folder)
