@@ -2,11 +2,12 @@
 
 For each posterior: the largest |mean - ref mean| / ref sd and the smallest and largest sd / ref sd over its
 reference parameters (latent or deterministic), the largest of |mean - ref mean| and |sd - ref sd| in Monte Carlo
-standard errors of the difference ("z"; above 4 is flagged, see tests/test_posteriordb.py), the smallest bulk ESS
-over the scalar latent parameters per second of warmup and sampling (JAX compilation included), divergent
-transitions, and those seconds. Reference draws: $PPGEN_DATA/posteriordb, else ../shared/data/posteriordb.
+standard errors of the difference ("z"; above 4 is flagged, see tests/test_posteriordb.py; a stuck chain inflates
+the MCSE too, so read z with the first three columns and R-hat), the largest rank-normalized split R-hat and the
+smallest bulk ESS per second of warmup and sampling (JAX compilation included) over the scalar latent parameters,
+divergent transitions, and those seconds. Reference draws: $PPGEN_DATA/posteriordb, else ../shared/data/posteriordb.
 
-    python bench/posteriordb.py [--chains 4] [--warmup 1000] [--samples 1000] [--only eight] [--workers 1]
+    python bench/posteriordb.py [--chains 4] [--warmup 1000] [--samples 1000] [--only kidiq] [--workers 1]
                                 [--set inference.dense_mass=true ...] [--data FOLDER]
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "models" / "posteriordb"
-COLUMNS = ("max |dmean|/sd", "min sd ratio", "max sd ratio", "max z", "min ESS/s", "div", "seconds")
+COLUMNS = ("max |dmean|/sd", "min sd ratio", "max sd ratio", "max z", "max R-hat", "min ESS/s", "div", "seconds")
 
 
 def default_data() -> Path:
@@ -41,7 +42,9 @@ def run_one(name: str, data: Path, overrides: list[str]) -> dict:
         comparison = compare_to_reference(draws.posterior, load_reference(data / name))
     except Exception as error:  # one failing posterior should not stop the others
         return {"name": name, "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
-    min_ess = min(float(np.min(inference_data.ess(draws.posterior[v], method="bulk"))) for v in model.latent_names)
+    latent = [draws.posterior[name] for name in model.latent_names]
+    min_ess = min(float(np.min(inference_data.ess(values, method="bulk"))) for values in latent)
+    max_rhat = max(float(np.max(inference_data.rhat(values))) for values in latent)
     table = comparison.table
     worst = table[["mean_z", "sd_z"]].max(axis=1)
     low, high = comparison.sd_ratio_range
@@ -52,6 +55,7 @@ def run_one(name: str, data: Path, overrides: list[str]) -> dict:
             low,
             high,
             float(worst.max()),
+            max_rhat,
             min_ess / draws.seconds,
             int(np.sum(draws.sample_stats.get("diverging", 0))),
             draws.seconds,
@@ -92,8 +96,8 @@ def main() -> None:
                 print(f"{row['name']:<42} FAILED {row['error']}")
                 continue
             figures = "".join(f"{value:>15.3f}" for value in row["values"][:3])
-            max_z, ess_rate, divergences, seconds = row["values"][3:]
-            figures += f"{max_z:>15.1f}{ess_rate:>15.1f}{divergences:>15d}{seconds:>15.1f}"
+            max_z, max_rhat, ess_rate, divergences, seconds = row["values"][3:]
+            figures += f"{max_z:>15.1f}{max_rhat:>15.3f}{ess_rate:>15.1f}{divergences:>15d}{seconds:>15.1f}"
             notes = [f"z > 4: {', '.join(row['flagged'])}"] if row["flagged"] else []
             notes += [f"not compared: {', '.join(row['missing'])}"] if row["missing"] else []
             print(f"{row['name']:<42}{figures}  {'; '.join(notes)}".rstrip())

@@ -52,10 +52,16 @@ def test_custom_model_example_prints_the_bounds_in_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_python_example_runs(tmp_path, monkeypatch):
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's Python blocks (test code, not user input): your own model/guide pair, then the Bayesian
+    workflow from Python."""
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert len(blocks) == 1
+    assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "runs" / "fa" / "checkpoint.pt").is_file()
+    monkeypatch.chdir(REPO)
+    namespace = {"__name__": "readme"}
+    exec(compile(blocks[1], "README.md", "exec"), namespace)
+    assert namespace["draws"].posterior["mu"].shape == (2, 1000) and namespace["table"].loc["tau", "mean"] > 0
