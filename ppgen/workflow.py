@@ -64,7 +64,9 @@ def infer(model: BayesModel, workflow: WorkflowSpec, data: dict | None = None, p
     if spec.method == "svi":
         from ppgen.infer.autoguides import fit_autoguide
 
-        return fit_autoguide(model.pyro_model, {"data": _torch(model, data)}, spec, workflow.guide, progress)[0]
+        return fit_autoguide(
+            model.pyro_model, {"data": _torch(model, data, spec.device)}, spec, workflow.guide, progress
+        )[0]
     init = pyro_init_to_uniform if spec.init_strategy == "uniform" else None  # also starts improper priors
     settings = dict(init_strategy=init, max_plate_nesting=model.max_plate_nesting)
     kernel = None
@@ -76,7 +78,9 @@ def infer(model: BayesModel, workflow: WorkflowSpec, data: dict | None = None, p
         subsample = {spec.plate or likelihood_plate(model.spec): spec.batch_size}
         model.subsample_plans(subsample)  # a plate that cannot be minibatched is named before sampling starts
         pyro_model = functools.partial(model.pyro_model, subsample=subsample)
-    draws = pyro_mcmc(pyro_model, {"data": _torch(model, data)}, spec, kernel=kernel, progress=progress, **settings)
+    draws = pyro_mcmc(
+        pyro_model, {"data": _torch(model, data, spec.device)}, spec, kernel=kernel, progress=progress, **settings
+    )
     thin = getattr(spec, "thin", 1)
     if thin > 1:
         draws = Draws(
@@ -209,12 +213,18 @@ def _jax(model: BayesModel, data: dict | None) -> dict:
     return {**model.jax_data(), **{k: jnp.asarray(v) for k, v in data.items()}}
 
 
-def _torch(model: BayesModel, data: dict | None) -> dict:
-    if data is None:
-        return model.torch_data()
+def _torch(model: BayesModel, data: dict | None, device: str = "cpu") -> dict:
+    """The data as tensors on ``device`` ("auto" picks CUDA when present): the Pyro model computes there."""
     import torch
 
-    return {**model.torch_data(), **{k: torch.as_tensor(v) for k, v in data.items()}}
+    from ppgen.device import resolve_device
+
+    device = resolve_device(device)
+    given = {
+        **model.torch_data(device=device),
+        **{k: torch.as_tensor(v, device=device) for k, v in (data or {}).items()},
+    }
+    return given
 
 
 def _plain(tree: dict) -> dict:

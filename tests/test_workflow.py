@@ -155,3 +155,10 @@ def test_each_declarative_spec_runs(path, tmp_path):
     tiny = ["inference.num_warmup=20", "inference.num_samples=20", "inference.num_chains=1", "evaluation.plots=false"]
     metrics = run_workflow(path, tmp_path / "run", overrides=tiny)
     assert set(metrics["summary"]) and (tmp_path / "run" / "posterior.nc").is_file()
+
+
+def test_the_pyro_backend_computes_on_the_device_the_spec_names():
+    model, workflow, _ = load_workflow(NORMAL, overrides=["inference.backend=pyro", "inference.device=auto"])
+    assert workflow.inference.device == "auto"
+    with pytest.raises(SpecError, match="inference.device: 'gpu' is not allowed"):
+        load_workflow(NORMAL, overrides=["inference.device=gpu"])

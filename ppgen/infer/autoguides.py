@@ -60,7 +60,8 @@ def fit_autoguide(
     guide_spec: AutoguideSpec,
     progress: bool = False,
 ) -> tuple[Draws, list[float]]:
-    """Fit the guide by maximizing the ELBO with Adam (decaying learning rate), then draw ``inference.num_samples`` times from it.
+    """Fit the guide by maximizing the ELBO with Adam (decaying learning rate), then draw from it
+    ``inference.num_samples`` times.
 
     Returns the draws ([4, num_samples / 4, ...] when 4 divides num_samples, else one chain) and the loss
     (negative ELBO) every 10 steps.

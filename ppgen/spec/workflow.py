@@ -24,6 +24,7 @@ __all__ = [
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 InitStrategy = Literal["median", "uniform", "sample"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 class MCMCSpec(_Table):
@@ -41,6 +42,7 @@ class MCMCSpec(_Table):
     init_strategy: InitStrategy = "uniform"  # unconstrained values in (-2, 2), different for each chain
     chain_method: Literal["sequential", "vectorized", "parallel"] = "sequential"  # numpyro
     seed: Seed = 0
+    device: Device = "cpu"  # pyro backend: auto | cpu | cuda (NumPyro runs where JAX does)
 
 
 class LangevinSpec(_Table):
@@ -55,6 +57,7 @@ class LangevinSpec(_Table):
     adapt_step_size: bool = True
     init_strategy: InitStrategy = "uniform"
     seed: Seed = 0
+    device: Device = "cpu"  # auto | cpu | cuda
 
 
 class SGLDSpec(_Table):
@@ -72,6 +75,7 @@ class SGLDSpec(_Table):
     thin: PositiveInt = 1
     init_strategy: InitStrategy = "median"
     seed: Seed = 0
+    device: Device = "cpu"  # auto | cpu | cuda
 
 
 class AutoguideSpec(_Table):
@@ -93,6 +97,7 @@ class VariationalSpec(_Table):
     num_particles: PositiveInt = 1
     num_samples: PositiveInt = 4000  # draws from the fitted guide
     seed: Seed = 0
+    device: Device = "cpu"  # auto | cpu | cuda
 
 
 def _method(table) -> str:
