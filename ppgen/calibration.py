@@ -34,7 +34,7 @@ def _workflow(path: str, inference: str | None, overrides: tuple[str, ...]):
 def _check_simulable(model) -> None:
     """SpecError unless every likelihood term observes a data key, which a simulation can replace (a value
     computed from the data, such as log(earn), would be recomputed from the real data in the fit)."""
-    model._check_proper()  # improper priors and prior density terms cannot be simulated
+    model.check_proper()  # improper priors and prior density terms cannot be simulated
     for name, key in model.observed.items():
         if key not in model.data:
             raise SpecError(
@@ -78,23 +78,13 @@ class _NumpyroSampler:
 
     def __init__(self, model, spec):
         import jax
-        from numpyro.infer import HMC, NUTS
 
-        from ppgen.infer.mcmc import _numpyro_init
+        from ppgen.infer.mcmc import numpyro_kernel
 
         self.model, self.spec = model, spec
         with jax.enable_x64(True):
             self.fixed = model.jax_data(observed=False)
-        settings = dict(
-            target_accept_prob=spec.target_accept,
-            dense_mass=spec.dense_mass,
-            init_strategy=_numpyro_init(spec.init_strategy),
-        )
-        if spec.method == "nuts":
-            self.kernel = NUTS(self._conditioned, max_tree_depth=spec.max_tree_depth, **settings)
-        else:
-            # trajectory_length=None, or NumPyro fixes the step size to 2 pi / num_steps instead of adapting it
-            self.kernel = HMC(self._conditioned, num_steps=spec.num_steps, trajectory_length=None, **settings)
+        self.kernel = numpyro_kernel(self._conditioned, spec)
         self._chain = jax.jit(self._run_chain)
 
     def _conditioned(self, observed: dict) -> None:

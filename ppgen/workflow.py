@@ -20,7 +20,7 @@ import tomli_w
 from ppgen.errors import PpgenError, SpecError
 from ppgen.evaluate import checks, inference_data
 from ppgen.files import write_text_atomic
-from ppgen.infer.mcmc import Draws, _pyro_init, numpyro_mcmc, pyro_mcmc
+from ppgen.infer.mcmc import Draws, numpyro_mcmc, pyro_init_strategy, pyro_mcmc
 from ppgen.models.bayes import BayesModel, bayes_model_from_tables, is_bayes_spec, pyro_init_to_uniform
 from ppgen.spec.load import read_tree, validate_tree
 from ppgen.spec.subsample import likelihood_plate
@@ -71,7 +71,7 @@ def infer(model: BayesModel, workflow: WorkflowSpec, data: dict | None = None, p
     settings = dict(init_strategy=init, max_plate_nesting=model.max_plate_nesting)
     kernel = None
     if spec.method in ("mala", "ula", "sgld"):
-        settings["init_strategy"] = init or _pyro_init(spec.init_strategy)
+        settings["init_strategy"] = init or pyro_init_strategy(spec.init_strategy)
         kernel = functools.partial(_langevin_kernel, spec, settings)
     pyro_model = model.pyro_model
     if spec.method == "sgld":  # minibatches of one plate, drawn afresh at every step

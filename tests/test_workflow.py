@@ -157,7 +157,7 @@ def test_each_declarative_spec_runs(path, tmp_path):
     assert set(metrics["summary"]) and (tmp_path / "run" / "posterior.nc").is_file()
 
 
-def test_the_pyro_backend_computes_on_the_device_the_spec_names():
+def test_the_device_key_is_read_and_checked():
     model, workflow, _ = load_workflow(NORMAL, overrides=["inference.backend=pyro", "inference.device=auto"])
     assert workflow.inference.device == "auto"
     with pytest.raises(SpecError, match="inference.device: 'gpu' is not allowed"):

@@ -55,8 +55,7 @@ def plot_trace(
     max_elements: int = MAX_ELEMENTS,
 ) -> Path:
     """Trace plot (per-chain densities and traces) of the posterior, written to ``path`` as a PNG."""
-    plotted, var_names = _plotted_posterior(results, var_names, max_variables, max_elements)
-    return inference_data.plot_trace(plotted, path, var_names=var_names)
+    return _plot_posterior(inference_data.plot_trace, results, path, var_names, max_variables, max_elements)
 
 
 def plot_rank(
@@ -67,8 +66,12 @@ def plot_rank(
     max_elements: int = MAX_ELEMENTS,
 ) -> Path:
     """Rank plot of the posterior (Vehtari et al. 2021, arXiv:1903.08008), written to ``path`` as a PNG."""
+    return _plot_posterior(inference_data.plot_rank, results, path, var_names, max_variables, max_elements)
+
+
+def _plot_posterior(plot, results, path, var_names, max_variables: int, max_elements: int) -> Path:
     plotted, var_names = _plotted_posterior(results, var_names, max_variables, max_elements)
-    return inference_data.plot_rank(plotted, path, var_names=var_names)
+    return plot(plotted, path, var_names=var_names)
 
 
 def plot_ppc(results: Any, path: str | Path, var_names: Sequence[str] | None = None, num_samples: int = 50) -> Path:

@@ -478,25 +478,22 @@ def _figure_of(axes: Any) -> Any:
 
 def plot_trace(results: Any, path: str | Path, var_names: Sequence[str] | None = None) -> Path:
     """Per-chain marginal densities and traces of posterior variables, written as a PNG."""
-    var_names = _check_var_names(results, "posterior", var_names)
-    az = _arviz()
-    if _is_v1():
-        collection = az.plot_trace_dist(results, var_names=var_names, backend="matplotlib")
-        return _save_figure(collection.get_viz("figure"), path)
-    with _quiet(*_ARVIZ_0_DEPRECATIONS):
-        axes = az.plot_trace(results, var_names=var_names, show=False)
-    return _save_figure(_figure_of(axes), path)
+    return _plot_posterior("plot_trace_dist" if _is_v1() else "plot_trace", results, path, var_names)
 
 
 def plot_rank(results: Any, path: str | Path, var_names: Sequence[str] | None = None) -> Path:
     """Rank plots of posterior variables (Vehtari et al. 2021, arXiv:1903.08008), written as a PNG."""
+    return _plot_posterior("plot_rank", results, path, var_names)
+
+
+def _plot_posterior(function: str, results: Any, path: str | Path, var_names: Sequence[str] | None) -> Path:
+    """ArviZ's posterior plot ``function`` (its name in the installed ArviZ version), written as a PNG."""
     var_names = _check_var_names(results, "posterior", var_names)
-    az = _arviz()
+    plot = getattr(_arviz(), function)
     if _is_v1():
-        collection = az.plot_rank(results, var_names=var_names, backend="matplotlib")
-        return _save_figure(collection.get_viz("figure"), path)
+        return _save_figure(plot(results, var_names=var_names, backend="matplotlib").get_viz("figure"), path)
     with _quiet(*_ARVIZ_0_DEPRECATIONS):
-        axes = az.plot_rank(results, var_names=var_names, show=False)
+        axes = plot(results, var_names=var_names, show=False)
     return _save_figure(_figure_of(axes), path)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ppgen.spec.workflow import MCMCSpec
 
-__all__ = ["Draws", "numpyro_mcmc", "pyro_mcmc", "stack_chains"]
+__all__ = ["Draws", "numpyro_kernel", "numpyro_mcmc", "pyro_kernel", "pyro_mcmc", "pyro_init_strategy", "stack_chains"]
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,10 @@ class Draws:
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progress: bool = False) -> Draws:
     """Run NumPyro's NUTS or HMC on ``model(**model_kwargs)``."""
     import jax
-    from numpyro.infer import HMC, MCMC, NUTS
+    from numpyro.infer import MCMC
 
-    settings = dict(
-        target_accept_prob=spec.target_accept,
-        dense_mass=spec.dense_mass,
-        init_strategy=_numpyro_init(spec.init_strategy),
-    )
-    if spec.method == "nuts":
-        kernel = NUTS(model, max_tree_depth=spec.max_tree_depth, **settings)
-    else:
-        kernel = HMC(model, num_steps=spec.num_steps, trajectory_length=None, **settings)
     mcmc = MCMC(
-        kernel,
+        numpyro_kernel(model, spec),
         num_warmup=spec.num_warmup,
         num_samples=spec.num_samples,
         num_chains=spec.num_chains,
@@ -71,6 +62,39 @@ def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progres
     return Draws(posterior, stats, seconds)
 
 
+def numpyro_kernel(model: Callable, spec: MCMCSpec):
+    """NumPyro's NUTS or HMC for ``model`` with the settings of an ``[inference]`` table."""
+    from numpyro.infer import HMC, NUTS
+
+    settings = dict(
+        target_accept_prob=spec.target_accept,
+        dense_mass=spec.dense_mass,
+        init_strategy=_numpyro_init(spec.init_strategy),
+    )
+    if spec.method == "nuts":
+        return NUTS(model, max_tree_depth=spec.max_tree_depth, **settings)
+    # trajectory_length=None, or NumPyro fixes the step size to 2 pi / num_steps instead of adapting it
+    return HMC(model, num_steps=spec.num_steps, trajectory_length=None, **settings)
+
+
+def pyro_kernel(
+    model: Callable, spec: MCMCSpec, init_strategy: Callable | None = None, max_plate_nesting: int | None = None
+):
+    """Pyro's NUTS or HMC for ``model`` with the settings of an ``[inference]`` table (``init_strategy``
+    overrides the table's)."""
+    from pyro.infer import HMC, NUTS
+
+    settings = dict(
+        target_accept_prob=spec.target_accept,
+        full_mass=spec.dense_mass,
+        init_strategy=init_strategy or pyro_init_strategy(spec.init_strategy),
+        max_plate_nesting=max_plate_nesting,
+    )
+    if spec.method == "nuts":
+        return NUTS(model, max_tree_depth=spec.max_tree_depth, **settings)
+    return HMC(model, num_steps=spec.num_steps, **settings)
+
+
 def pyro_mcmc(
     model: Callable,
     model_kwargs: Mapping,
@@ -89,7 +113,7 @@ def pyro_mcmc(
     them by sampling.
     """
     import pyro
-    from pyro.infer import HMC, MCMC, NUTS
+    from pyro.infer import MCMC
 
     chains, stats = [], []
     started = time.perf_counter()
@@ -97,24 +121,8 @@ def pyro_mcmc(
         pyro.set_rng_seed((spec.seed + chain) % 2**32)
         if kernel is not None:
             sampler = kernel(model)
-        elif spec.method == "nuts":
-            sampler = NUTS(
-                model,
-                target_accept_prob=spec.target_accept,
-                full_mass=spec.dense_mass,
-                max_tree_depth=spec.max_tree_depth,
-                init_strategy=init_strategy or _pyro_init(spec.init_strategy),
-                max_plate_nesting=max_plate_nesting,
-            )
         else:
-            sampler = HMC(
-                model,
-                num_steps=spec.num_steps,
-                target_accept_prob=spec.target_accept,
-                full_mass=spec.dense_mass,
-                init_strategy=init_strategy or _pyro_init(spec.init_strategy),
-                max_plate_nesting=max_plate_nesting,
-            )
+            sampler = pyro_kernel(model, spec, init_strategy, max_plate_nesting)
         infos: list = []
 
         def record(kernel, params, stage, index, infos=infos):
@@ -165,7 +173,8 @@ def _numpyro_init(name: str):
     return {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[name]
 
 
-def _pyro_init(name: str):
+def pyro_init_strategy(name: str):
+    """Pyro's initialization strategy of an ``init_strategy`` key: "median", "uniform" or "sample"."""
     from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform
 
     return {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[name]

@@ -338,7 +338,8 @@ class BayesModel:
         run_model(self.spec, data, JaxBackend(), subsample=self.subsample_plans(subsample))
 
     # simulation
-    def _check_proper(self) -> None:
+    def check_proper(self) -> None:
+        """SpecError naming the variable unless the prior can be sampled (no Flat priors, no prior terms)."""
         improper = [n for n in self.latent_names if self.spec.variables[n].dist.name.startswith("Flat")]
         if improper or self.factor_names:
             culprit = improper[0] if improper else self.factor_names[0]
@@ -351,7 +352,7 @@ class BayesModel:
         The data that the likelihood observes is left out, so observed variables are simulated; the rest
         (covariates, sizes) is kept. Computed values that need the left-out data are not in the result.
         """
-        self._check_proper()
+        self.check_proper()
         sites = [*self.latent_names, *self.deterministic_names, *self.observed]
         if backend == "numpyro":
             import jax
