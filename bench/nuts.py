@@ -1,18 +1,27 @@
 """NUTS effective samples per second on two models, in one run: ppgen's compiled declarative model (NumPyro
-backend), the same model hand-written in NumPyro, and the hand-written model under Pyro's NUTS.
+backend), the same model hand-written in NumPyro, the hand-written model under Pyro's NUTS, and, when PyMC is
+installed (the optional extra ``bench``: pip install 'pymc>=5.28'), the same model under PyMC's NUTS.
 
 Models: eight schools, non-centred (models/eight_schools.toml) and a logistic regression with N = 5000,
 D = 20 (simulated here with a fixed seed; spec written next to it in a temporary folder). ESS is the
 smallest bulk ESS over all scalar parameters (numpyro.diagnostics), divided by the wall time of warmup
 and sampling. Each NumPyro model runs twice and the second run is timed: the two compile to the same XLA
-programs, so a first run would time compilation for one and a cache hit for the other.
-Target: ppgen / hand-written >= 0.8.
+programs, so a first run would time compilation for one and a cache hit for the other. PyMC runs once with
+the same chains, warmup (its "tune") and draws, a process per chain; its seconds are PyMC's own
+``sampling_time`` (tuning and drawing), and the column "compile s" is the rest of its wall time (building and
+compiling the log-density and its gradient with PyTensor, starting the chain processes); NumPyro's seconds
+include its compilation, as a new run builds new jitted functions, so the ppgen / PyMC ratio is given both
+ways. PyMC initialises as it does by default (jitter+adapt_diag), the NumPyro runs as ppgen does (uniform in
+(-2, 2)); all adapt a diagonal mass matrix towards acceptance 0.8. Target: ppgen / hand-written >= 0.8.
 
     python bench/nuts.py [--samples 1000] [--warmup 1000] [--chains 2] [--pyro-samples 300]
 """
 
 import argparse
+import logging
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -30,6 +39,11 @@ from ppgen.models.bayes import load_bayes_model
 from ppgen.spec.workflow import MCMCSpec
 
 REPO = Path(__file__).resolve().parents[1]
+
+try:  # the optional third column
+    import pymc
+except ImportError:
+    pymc = None
 
 
 def eight_schools_numpyro(J, y, sigma):
@@ -60,6 +74,45 @@ def logistic_pyro(X, y):
     beta = pyro.sample("beta", pdist.Normal(0.0, 2.5).expand([X.shape[1]]).to_event(1))
     with pyro.plate("obs", X.shape[0]):
         pyro.sample("y", pdist.Bernoulli(logits=alpha + X @ beta), obs=y)
+
+
+def eight_schools_pymc(J, y, sigma):
+    with pymc.Model() as model:
+        mu = pymc.Normal("mu", 0.0, 5.0)
+        tau = pymc.HalfCauchy("tau", 5.0)
+        theta_raw = pymc.Normal("theta_raw", 0.0, 1.0, shape=J)
+        pymc.Normal("y", mu + tau * theta_raw, sigma, observed=y)
+    return model
+
+
+def logistic_pymc(X, y):
+    with pymc.Model() as model:
+        alpha = pymc.Normal("alpha", 0.0, 2.5)
+        beta = pymc.Normal("beta", 0.0, 2.5, shape=X.shape[1])
+        pymc.Bernoulli("y", logit_p=alpha + X @ beta, observed=y)
+    return model
+
+
+def pymc_nuts(build, data: dict, spec: MCMCSpec) -> tuple[dict[str, np.ndarray], float, float]:
+    """(draws [chain, draw, ...], seconds of tuning and sampling, seconds of everything else) of PyMC's NUTS."""
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # PyMC forks its chain processes; they run PyTensor code only, never the JAX this process has started.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        idata = pymc.sample(
+            draws=spec.num_samples,
+            tune=spec.num_warmup,
+            chains=spec.num_chains,
+            cores=spec.num_chains,
+            target_accept=spec.target_accept,
+            random_seed=spec.seed,
+            model=build(**data),
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
+    total = time.perf_counter() - started
+    sampling = float(idata.posterior.attrs["sampling_time"])
+    return {name: idata.posterior[name].values for name in idata.posterior.data_vars}, sampling, total - sampling
 
 
 LOGISTIC_SPEC = """\
@@ -113,25 +166,32 @@ def main() -> None:
     torch.set_default_dtype(torch.float64)  # the Pyro column runs in float64 too
     spec = MCMCSpec(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, seed=1)
     pyro_spec = spec.model_copy(update=dict(num_warmup=args.pyro_samples, num_samples=args.pyro_samples))
+    pymc_version = f"pymc {pymc.__version__}" if pymc else "pymc not installed (pip install 'pymc>=5.28')"
     print(
         f"NUTS, {args.chains} chains x {args.warmup} warmup + {args.samples} draws (Pyro: {args.pyro_samples} + "
         f"{args.pyro_samples}), jax {jax.__version__}, numpyro {numpyro.__version__}, pyro {pyro.__version__}, "
-        f"{jax.devices()[0].platform}"
+        f"{pymc_version}, {jax.devices()[0].platform}"
     )
+    logging.getLogger("pymc").setLevel(logging.ERROR)  # its per-run notes ("Sequential sampling ...")
     # JAX's first compilation in a process pays one-off start-up costs: pay them before timing anything.
     numpyro_mcmc(
         eight_schools_numpyro,
         dict(J=2, y=jnp.zeros(2), sigma=jnp.ones(2)),
         spec.model_copy(update=dict(num_warmup=10, num_samples=10, num_chains=1)),
     )
-    print(f"{'model':<22} {'sampler':<22} {'min ESS':>8} {'seconds':>8} {'ESS/s':>8} {'vs hand':>8}")
+    print(f"{'model':<22} {'sampler':<22} {'min ESS':>8} {'seconds':>8} {'ESS/s':>8} {'vs hand':>8} {'compile s':>9}")
     # Declarative models run in float64 (as Stan does); so do the hand-written ones, for a like-for-like ratio.
     with tempfile.TemporaryDirectory() as folder, jax.enable_x64(True):
         cases = {
-            "eight schools (nc)": (REPO / "models" / "eight_schools.toml", eight_schools_numpyro, eight_schools_pyro),
-            "logistic N=5000 D=20": (simulate_logistic(Path(folder)), logistic_numpyro, logistic_pyro),
+            "eight schools (nc)": (
+                REPO / "models" / "eight_schools.toml",
+                eight_schools_numpyro,
+                eight_schools_pyro,
+                eight_schools_pymc,
+            ),
+            "logistic N=5000 D=20": (simulate_logistic(Path(folder)), logistic_numpyro, logistic_pyro, logistic_pymc),
         }
-        for name, (spec_path, hand_numpyro, hand_pyro) in cases.items():
+        for name, (spec_path, hand_numpyro, hand_pyro, hand_pymc) in cases.items():
             model = load_bayes_model(spec_path)
             hand_args = _arguments(hand_numpyro, model.data, jnp.asarray)
             torch_args = _arguments(hand_pyro, model.data, lambda v: torch.as_tensor(v, dtype=torch.float64))
@@ -151,6 +211,18 @@ def main() -> None:
                 ratio = rates[sampler] / rates["hand-written NumPyro"]
                 figures = f"{ess:>8.0f} {draws.seconds:>8.1f} {rates[sampler]:>8.1f} {ratio:>8.2f}"
                 print(f"{name:<22} {sampler:<22} {figures}")
+            if pymc is not None:
+                pymc_args = _arguments(hand_pymc, model.data, np.asarray)
+                posterior, seconds, compile_seconds = pymc_nuts(hand_pymc, pymc_args, spec)
+                latent = {k: v for k, v in posterior.items() if k in model.latent_names}
+                ess, rate = min_ess_per_second(latent, seconds)
+                ratio = rate / rates["hand-written NumPyro"]
+                figures = f"{ess:>8.0f} {seconds:>8.1f} {rate:>8.1f} {ratio:>8.2f} {compile_seconds:>9.1f}"
+                print(f"{name:<22} {'PyMC NUTS':<22} {figures}")
+                # NumPyro's seconds include its compilation (each run builds new jitted functions), PyMC's do not.
+                ours, with_compile = rates["ppgen (NumPyro)"], ess / (seconds + compile_seconds)
+                both = f"{ours / rate:.2f} ({ours / with_compile:.2f} with PyMC's compile time)"
+                print(f"{name:<22} ppgen / PyMC ESS/s: {both}")
 
 
 if __name__ == "__main__":

@@ -7,19 +7,26 @@ the MCSE too, so read z with the first three columns and R-hat), the largest ran
 smallest bulk ESS per second of warmup and sampling (JAX compilation included) over the scalar latent parameters,
 divergent transitions, and those seconds. Reference draws: $PPGEN_DATA/posteriordb, else ../shared/data/posteriordb.
 
+Posteriors are fitted one per worker: local processes (``--executor process``, the default) or Ray tasks
+(``--executor ray``, on a local instance of ``--workers`` CPUs or the cluster at ``--ray-address``, whose nodes
+need ppgen, this repository and the reference draws at the same paths). Each fit runs its chains as the spec's
+``chain_method`` says; with several workers, ``--set inference.chain_method=sequential`` avoids oversubscription.
+
     python bench/posteriordb.py [--chains 4] [--warmup 1000] [--samples 1000] [--only kidiq] [--workers 1]
+                                [--executor process|ray] [--ray-address ADDR]
                                 [--set inference.dense_mass=true ...] [--data FOLDER]
 """
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ppgen.errors import PpgenError
+from ppgen.executors import EXECUTORS, make_executor
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "models" / "posteriordb"
@@ -72,7 +79,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="draws per chain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="run the posteriors whose name contains this")
-    parser.add_argument("--workers", type=int, default=1, help="posteriors fitted at once, one process each")
+    parser.add_argument(
+        "--workers", type=int, help="posteriors fitted at once (default: 1 process; Ray: all cores of a local instance)"
+    )
+    parser.add_argument("--executor", choices=EXECUTORS, default="process", help="local processes or Ray tasks")
+    parser.add_argument("--ray-address", help="a running Ray cluster for --executor ray (default: a local instance)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an [inference] override")
     parser.add_argument("--data", type=Path, default=default_data(), help="the posteriordb reference folder")
     args = parser.parse_args()
@@ -87,8 +98,12 @@ def main() -> None:
     print(f"NUTS, {args.chains} chains x {args.warmup} warmup + {args.samples} draws, seed {args.seed}, {settings}")
     print(f"{'posterior':<42}" + "".join(f"{column:>15}" for column in COLUMNS))
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")  # JAX and torch threads do not survive fork
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
+    workers = args.workers or (1 if args.executor == "process" and args.ray_address is None else None)
+    try:
+        pool = make_executor(args.executor, workers, address=args.ray_address)
+    except PpgenError as error:
+        sys.exit(f"posteriordb: {error}")
+    with pool:
         futures = [pool.submit(run_one, name, args.data, overrides) for name in names]
         for future in futures:
             row = future.result()

@@ -2,8 +2,10 @@
 
 Each replicate draws the latent variables and the observed data from the model's prior predictive,
 fits the posterior with the ``[inference]`` method given the simulated data, and ranks the true values
-among the posterior draws (``ppgen.evaluate.sbc``). Replicates run in worker processes: each worker
-compiles the spec itself, so only the spec's path and settings cross process boundaries.
+among the posterior draws (``ppgen.evaluate.sbc``). Replicates run in this process, in a local process pool or
+as Ray tasks (``ppgen.executors``): each worker compiles the spec itself, so only the spec's path and settings
+cross process boundaries (on a Ray cluster the spec and its data files must be at that path on every node).
+Replicates are the unit of parallelism: each fit runs its chains one after another.
 
 NumPyro's NUTS and HMC are compiled once per process and reused for every replicate (``_NumpyroSampler``):
 ``numpyro.infer.MCMC.run`` recompiles its sampling loop on every call (NumPyro 0.22, even with
@@ -64,8 +66,10 @@ def fit_from_spec(data: dict, seed: int, *, path: str, inference: str | None, ov
     spec = workflow.inference
     if spec.method in ("nuts", "hmc") and spec.backend == "numpyro":
         return _numpyro_sampler(path, inference, overrides)(data, seed)
-    # Pyro seeds chain c with seed + c, which numpy needs below 2^32.
-    workflow = workflow.model_copy(update={"inference": spec.model_copy(update={"seed": seed % 2**31})})
+    # Pyro seeds chain c with seed + c, which numpy needs below 2^32. Chains run here, not in worker processes
+    # of their own: replicates already keep the cores busy (and the draws are the same).
+    update = {"seed": seed % 2**31, "chain_method": "sequential"}
+    workflow = workflow.model_copy(update={"inference": spec.model_copy(update=update)})
     draws = infer(model, workflow, data=data)
     return {name: draws.posterior[name].reshape(-1, *draws.posterior[name].shape[2:]) for name in model.latent_names}
 
@@ -130,30 +134,33 @@ def run_calibration(
     overrides: Iterable[str] = (),
     replicates: int = 100,
     num_draws: int = 99,
-    workers: int = 1,
+    workers: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    executor: str = "process",
+    ray_address: str | None = None,
 ) -> SBCResult:
     """Run SBC and write ``sbc.json`` and ``sbc.png`` (rank histograms) to ``out``; returns the result.
 
     num_draws: L posterior draws ranked per replicate, spread evenly over the method's draws (thinning:
     stride = all draws // L, so set num_samples * num_chains to a multiple of L, stride about 1 / ESS per draw).
-    workers: > 1 runs replicates in that many spawned processes, each compiling the spec once.
+    executor, workers, ray_address: "process" runs replicates in this process (workers None or 1) or in
+    ``workers`` spawned processes; "ray" runs them as tasks of the Ray cluster at ``ray_address``, else of a
+    local Ray instance of ``workers`` CPUs (None: all cores). Each worker compiles the spec once. The ranks are
+    the same however replicates are spread.
     """
     from ppgen.evaluate.sbc_plots import plot_rank_histograms
+    from ppgen.executors import make_executor
 
     settings = dict(path=str(path), inference=None if inference is None else str(inference), overrides=tuple(overrides))
     model, _ = _workflow(**settings)  # spec mistakes surface here, once, before any worker starts
     _check_simulable(model)
-    result = run_sbc(
-        functools.partial(simulate_from_spec, **settings),
-        functools.partial(fit_from_spec, **settings),
-        replicates,
-        num_draws,
-        seed,
-        workers=workers,
-        progress=progress,
-    )
+    jobs = (functools.partial(simulate_from_spec, **settings), functools.partial(fit_from_spec, **settings))
+    if executor == "process" and ray_address is None and (workers or 1) == 1:
+        result = run_sbc(*jobs, replicates, num_draws, seed, progress=progress)
+    else:
+        with make_executor(executor, workers, address=ray_address) as pool:
+            result = run_sbc(*jobs, replicates, num_draws, seed, executor=pool, progress=progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "sbc.json", json.dumps(result.to_json(), indent=2, default=_plain) + "\n")

@@ -5,7 +5,8 @@
     ppgen sample RUN [-n 64] [--out samples.png] [--sampler ancestral|pc|langevin]
     ppgen classify RUN [--num-samples K] [--max-examples N]
     ppgen compare RUN RUN [RUN ...]
-    ppgen sbc SPEC [--inference SPEC] [--replicates N] [--workers W] [--out DIR]
+    ppgen sbc SPEC [--inference SPEC] [--replicates N] [--workers W] [--executor process|ray]
+                   [--ray-address ADDR] [--out DIR]
 
 ``ppgen run`` on a declarative Bayesian model (a spec with ``[variables]``) runs the Bayesian workflow
 (inference, diagnostics, posterior predictive checks, LOO) instead of training a generative model.
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ppgen.errors import PpgenError, TrainingInterrupted
+from ppgen.executors import EXECUTORS
 
 __all__ = ["main"]
 
@@ -46,17 +48,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from ppgen.infer import distributed
     from ppgen.run import run
     from ppgen.spec.load import load_spec
     from ppgen.workflow import is_bayes_spec_file
 
     if is_bayes_spec_file(args.spec):
+        if distributed.launched():
+            raise PpgenError(
+                f"{args.spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
+                " (its chains run in parallel with inference.chain_method)"
+            )
         return _run_workflow(args)
     spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
     metrics = run(spec, out, resume=args.resume, progress=None if not args.quiet else False)
-    _report(metrics)
-    print(f"run folder: {out}")
+    if distributed.is_main():  # under torchrun every process returns the metrics; one prints them
+        _report(metrics)
+        print(f"run folder: {out}")
     return 0
 
 
@@ -92,6 +101,8 @@ def _sbc(args) -> int:
         num_draws=args.draws,
         workers=args.workers,
         seed=args.seed,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     verdict = "passed" if result.passed else "FAILED (ranks not uniform: the method is miscalibrated)"
     print(
@@ -150,6 +161,9 @@ def _report(metrics: dict) -> None:
                 f" median effective sample size {figures['nll_effective_sample_size_median']:.0f})"
             )
         print(line)
+    kl_per_site = metrics.get("test", {}).get("kl_per_site")
+    if kl_per_site:
+        print("  KL per latent site (nats):", ", ".join(f"{name} {value:.2f}" for name, value in kl_per_site.items()))
     if "training" in metrics:
         print("  training:", json.dumps(metrics["training"]))
 
@@ -218,7 +232,21 @@ def _parser() -> argparse.ArgumentParser:
     sbc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
     sbc.add_argument("--replicates", type=_positive_int, default=100, help="simulated data sets (default 100)")
     sbc.add_argument("--draws", type=_positive_int, default=99, help="posterior draws ranked per replicate (L)")
-    sbc.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    sbc.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="replicates fitted at once: worker processes (default 1: in this process), or the CPUs of a local Ray"
+        " instance (default all cores)",
+    )
+    sbc.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="process",
+        help="where replicates run: a local process pool, or Ray (pip install 'ppgen[ray]')",
+    )
+    sbc.add_argument(
+        "--ray-address", help="a running Ray cluster for --executor ray (e.g. auto, HOST:6379); default a local one"
+    )
     sbc.add_argument("--seed", type=_seed, default=0)
     sbc.add_argument("--out", help="folder for the rank histogram and metrics (default runs/<spec name>-sbc)")
     sbc.set_defaults(command=_sbc)

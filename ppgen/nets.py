@@ -2,6 +2,8 @@
 
 A head is an ``nn.Module`` whose ``forward(context)`` returns a Pyro distribution, so guides read as
 ``pyro.sample("z", self.encoder(x))`` and likelihoods as ``pyro.sample("x", self.decoder(z), obs=x)``.
+Under ``torch.autocast`` (bf16 training) a head's network runs in low precision, but the distribution it
+returns has fp32 parameters, so log-densities are computed and summed in fp32.
 """
 
 import math
@@ -15,6 +17,7 @@ from torch.nn.functional import softplus
 from ppgen.flows import ConditionalFlow
 
 __all__ = [
+    "full_precision",
     "ACTIVATIONS",
     "MIN_SCALE",
     "trunk",
@@ -41,6 +44,11 @@ ACTIVATIONS = {
 
 # Keeps scales away from zero, where log-densities (and their gradients) blow up.
 MIN_SCALE = 1e-4
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """x, cast to fp32 if autocast left it in a 16-bit type (fp64 stays fp64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def trunk(in_dim: int, hidden: Sequence[int], activation: str = "tanh") -> nn.Sequential:
@@ -86,7 +94,7 @@ class AmortizedNormal(nn.Module):
 
     def forward(self, context: torch.Tensor) -> dist.Distribution:
         features = self.trunk(context)
-        loc, raw_scale = self.head(features).chunk(2, dim=-1)
+        loc, raw_scale = full_precision(self.head(features)).chunk(2, dim=-1)
         base = dist.Normal(loc, softplus(raw_scale) + MIN_SCALE).to_event(1)
         if self.flow is None:
             return base
@@ -105,7 +113,7 @@ class LogitsLikelihood(nn.Module):
         self.net, self.family = net, family
 
     def forward(self, z: torch.Tensor) -> dist.Distribution:
-        return self.family(logits=self.net(z)).to_event(1)
+        return self.family(logits=full_precision(self.net(z))).to_event(1)
 
 
 class GaussianLikelihood(nn.Module):
@@ -128,7 +136,7 @@ class GaussianLikelihood(nn.Module):
         return softplus(self.raw_scale) + MIN_SCALE
 
     def forward(self, z: torch.Tensor) -> dist.Distribution:
-        loc = self.net(z)
+        loc = full_precision(self.net(z))
         return dist.Normal(loc, self.scale().expand(loc.shape[-1:])).to_event(1)
 
 

@@ -2,7 +2,8 @@
 
 A run folder holds ``spec.toml`` (the resolved spec), ``checkpoint.pt`` (training state, for
 ``resume``), ``model.pt`` (the fitted parameters), ``metrics.json``, ``elbo.png`` and ``samples.png``.
-The CLI commands are thin wrappers over ``run``, ``evaluate_run`` and ``sample_run``.
+The CLI commands are thin wrappers over ``run``, ``evaluate_run`` and ``sample_run``. Under ``torchrun``,
+``run`` trains in every process (see ``ppgen.infer.distributed``) and process 0 alone writes the folder.
 """
 
 import json
@@ -16,9 +17,9 @@ import ppgen
 from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
-from ppgen.evaluate import bits_per_dim, classify, elbo, log_likelihood
+from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl, log_likelihood
 from ppgen.files import atomic_open, write_text_atomic
-from ppgen.infer import FitResult, fit
+from ppgen.infer import FitResult, distributed, fit
 from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.models import build_model
 from ppgen.plots import plot_elbo_curve, plot_examples
@@ -41,13 +42,20 @@ MODEL_FORMAT = 1
 
 
 def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict:
-    """Train and evaluate the model a spec describes, writing the run folder ``out``; returns the metrics."""
+    """Train and evaluate the model a spec describes, writing the run folder ``out``; returns the metrics.
+
+    Under torchrun every process trains its share of each batch; then process 0 alone evaluates the model
+    and writes the folder, while the others wait for it and return the same metrics.
+    """
     out = Path(out)
-    _prepare_folder(out, spec, resume)
+    distributed.setup(spec.inference.device)
+    _prepare_folder(out, spec, resume, create=distributed.is_main())
+    distributed.barrier()  # every process has checked the folder before process 0 writes to it
     splits = load_splits(spec.data)
-    pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters
+    pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters, the same in every process
     model = _build(spec, splits)
-    write_text_atomic(out / SPEC_FILE, dump_spec(spec))
+    if distributed.is_main():
+        write_text_atomic(out / SPEC_FILE, dump_spec(spec))
     result = fit(
         model.model,
         model.guide,
@@ -59,6 +67,8 @@ def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool 
         batch_transform=splits.batch_transform(),
         progress=progress,
     )
+    if not distributed.is_main():
+        return distributed.broadcast_object()
     with atomic_open(out / MODEL_FILE) as file:
         torch.save({"format": MODEL_FORMAT, "state_dict": model.state_dict()}, file)
     plot_elbo_curve(result.train_elbo, result.validation_elbo, out / "elbo.png")
@@ -66,7 +76,7 @@ def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool 
     metrics["versions"] = _versions()
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     _plot_samples(model, splits, spec, out / "samples.png")
-    return metrics
+    return distributed.broadcast_object(metrics)
 
 
 def load_splits(spec: DataSpec) -> Splits:
@@ -94,8 +104,9 @@ def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, to
 def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec) -> dict:
     """ELBO on every split (for a diffusion model the whole chain's, with every KL in closed form) and the
     importance-sampled log-likelihood on the test split, in nats per example and bits per dimension
-    (-log p / (D ln 2)); for labelled models the accuracy of classification by likelihood, and for
-    dequantized data bits per dimension of the discrete pixels."""
+    (-log p / (D ln 2)); for labelled models the accuracy of classification by likelihood; for dequantized
+    data bits per dimension of the discrete pixels; and for latent-variable models the KL part of the test
+    ELBO per latent site (``kl_per_site``: a site near 0 nats has collapsed onto its prior)."""
     started = time.perf_counter()
     model.eval()
     device = next(model.parameters()).device
@@ -110,7 +121,8 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
     test = tuple(t[: spec.max_examples].to(device) for t in _data(model, splits, "test"))
     # A model whose training program subsamples (a diffusion chain) offers a whole-chain pair for this.
     pair = (model.chain_model, model.chain_guide) if hasattr(model, "chain_model") else (model.model, model.guide)
-    chunk_size = max(1, spec.chunk_size // getattr(model, "trajectory_length", 1))
+    # A fixed chunk counts whole diffusion trajectories; a chosen one measures the chain directly.
+    chunk_size = None if spec.chunk_size is None else max(1, spec.chunk_size // getattr(model, "trajectory_length", 1))
     estimate = log_likelihood(*pair, *test, num_samples=spec.num_samples, chunk_size=chunk_size)
     log_p = estimate.estimate.mean().item()
     metrics["test"].update(
@@ -130,12 +142,18 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
         metrics["test"].update(
             accuracy=accuracy, accuracy_num_samples=spec.classify_samples, accuracy_num_examples=len(test[0])
         )
+    if not hasattr(model, "chain_model"):  # a diffusion chain's T sites are its ELBO's terms, not layers
+        kl_per_site = latent_kl(model.model, model.guide, test, num_samples=1)
+        if kl_per_site:
+            metrics["test"]["kl_per_site"] = kl_per_site
     metrics["evaluation_seconds"] = time.perf_counter() - started
     metrics["device"] = str(device)
     return metrics
 
 
-def classify_accuracy(model, data: tuple[torch.Tensor, torch.Tensor], num_samples: int, chunk_size: int) -> float:
+def classify_accuracy(
+    model, data: tuple[torch.Tensor, torch.Tensor], num_samples: int, chunk_size: int | None
+) -> float:
     """Accuracy of predicting argmax_y log p(x | y) + log p(y), with importance-sampled log p(x | y)."""
     x, y = data
     predictions = classify(model.model, model.guide, x, model.class_log_prior, num_samples, chunk_size)
@@ -258,11 +276,12 @@ def _plot_samples(model, splits: Splits, spec: RunSpec, path: Path) -> None:
     plot_examples(panels, splits.event_shape, path, columns=8)
 
 
-def _prepare_folder(out: Path, spec: RunSpec, resume: bool) -> None:
+def _prepare_folder(out: Path, spec: RunSpec, resume: bool, create: bool = True) -> None:
     if not resume:
         if any((out / name).exists() for name in (SPEC_FILE, CHECKPOINT_FILE, METRICS_FILE)):
             raise PpgenError(f"{out} already holds a run: pass --resume to continue it, or --out to write elsewhere")
-        out.mkdir(parents=True, exist_ok=True)
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
         return
     if not (out / CHECKPOINT_FILE).is_file():
         raise PpgenError(f"cannot resume: {out} has no {CHECKPOINT_FILE}")

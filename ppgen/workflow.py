@@ -20,7 +20,7 @@ import tomli_w
 from ppgen.errors import PpgenError, SpecError
 from ppgen.evaluate import checks, inference_data
 from ppgen.files import write_text_atomic
-from ppgen.infer.mcmc import Draws, numpyro_mcmc, pyro_init_strategy, pyro_mcmc
+from ppgen.infer.mcmc import Draws, numpyro_chain_method, numpyro_mcmc, pyro_init_strategy, pyro_mcmc
 from ppgen.models.bayes import BayesModel, bayes_model_from_tables, is_bayes_spec, pyro_init_to_uniform
 from ppgen.spec.load import read_tree, validate_tree
 from ppgen.spec.subsample import likelihood_plate
@@ -59,6 +59,8 @@ def infer(model: BayesModel, workflow: WorkflowSpec, data: dict | None = None, p
     model's own data; numpy arrays, e.g. simulated ones for calibration)."""
     spec = workflow.inference
     if spec.method in ("nuts", "hmc") and spec.backend == "numpyro":
+        # JAX grants devices for parallel chains only before its first computation (here, converting the data).
+        spec = spec.model_copy(update={"chain_method": numpyro_chain_method(spec)})
         with _float64():
             return numpyro_mcmc(model.numpyro_model, {"data": _jax(model, data)}, spec, progress=progress)
     if spec.method == "svi":

@@ -171,3 +171,20 @@ def test_plots_write_png_and_close_their_figure(plot, results, tmp_path):
     path = getattr(inference_data, plot)(results, tmp_path / f"{plot}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_fignums() == before
+
+
+def test_mcse_of_the_sd_works_with_numba_installed_and_leaves_the_users_setting_alone():
+    pytest.importorskip("numba")  # ArviZ 0.x only takes its numba path when numba is importable
+    if inference_data.arviz_version()[0] >= 1:
+        pytest.skip("ArviZ 1.x has no numba path")
+    az = inference_data._arviz()
+    draws = np.random.default_rng(0).normal(size=(2, 100))
+    original = az.Numba.numba_flag
+    az.Numba.enable_numba()
+    try:
+        value = inference_data.mcse(draws, method="sd")
+        assert az.Numba.numba_flag
+    finally:
+        az.Numba.enable_numba() if original else az.Numba.disable_numba()
+    # For iid normal draws the sd's MCSE is about sd / sqrt(2 n) = 0.05 (n = 200).
+    assert 0.03 < float(value) < 0.08

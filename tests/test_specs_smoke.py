@@ -67,3 +67,9 @@ def test_model_spec_runs(path, mnist_data, tmp_path):
     figures += [metrics["test"][key] for key in ("nll", "nll_stderr", "nll_bits_per_dim")]
     assert all(math.isfinite(value) for value in figures)
     assert (metrics["test"]["nll_num_samples"], metrics["test"]["nll_num_examples"]) == (8, 20)
+    # Latent-variable models report the KL of each latent site (nats, >= 0 up to Monte-Carlo noise of one
+    # draw); flows have no latent site and a diffusion chain's sites are its ELBO terms.
+    kl_per_site = metrics["test"].get("kl_per_site", {})
+    expected = {"vae": ["z"], "cvae": ["z"], "hvae": ["z_2", "z_1"]}.get(spec.model.kind, [])
+    assert sorted(kl_per_site) == sorted(expected)
+    assert all(math.isfinite(value) for value in kl_per_site.values())

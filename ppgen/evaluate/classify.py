@@ -16,7 +16,7 @@ def class_log_joint(
     x: torch.Tensor,
     class_log_prior: torch.Tensor,
     num_samples: int = 100,
-    chunk_size: int = 8192,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """[N, C] log p(x_n | y = c) + log p(c), with log p(x | y) estimated by importance sampling.
 
@@ -35,7 +35,7 @@ def classify(
     x: torch.Tensor,
     class_log_prior: torch.Tensor,
     num_samples: int = 100,
-    chunk_size: int = 8192,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """[N] predicted classes argmax_y log p(x | y) + log p(y)."""
     return class_log_joint(model, guide, x, class_log_prior, num_samples, chunk_size).argmax(-1)

@@ -225,7 +225,7 @@ def summary(results: Any, var_names: Sequence[str] | None = None, hdi_prob: floa
     var_names = _check_var_names(results, "posterior", var_names)
     az = _arviz()
     # One chain has no between-chain variance: R-hat is NaN (checks.summarize says so), not a numpy warning.
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), _without_numba():
         return _summary(az, results, var_names, hdi_prob)
 
 
@@ -311,8 +311,25 @@ def mcse(data: Any, method: str = "mean", var_names: Sequence[str] | None = None
     """Monte Carlo standard error of the posterior ``method`` ("mean", "sd", ...); same arguments as ``ess``."""
     results, array_input = _as_results(data)
     var_names = _check_var_names(results, "posterior", var_names)
-    values = _arviz().mcse(results, var_names=var_names, method=method)
+    with _without_numba():
+        values = _arviz().mcse(results, var_names=var_names, method=method)
     return _per_variable(values, var_names, array_input)
+
+
+@contextlib.contextmanager
+def _without_numba() -> Iterator[None]:
+    """ArviZ 0.x takes a numba path for the MCSE of the sd whenever numba is importable, and that path calls
+    float() on a one-element array, which numpy >= 2.4 refuses. The numpy path computes the same figure, so
+    numba is switched off for the call and the user's setting restored after it."""
+    numba = None if _is_v1() else getattr(_arviz(), "Numba", None)
+    if numba is None or not numba.numba_flag:
+        yield
+        return
+    numba.disable_numba()
+    try:
+        yield
+    finally:
+        numba.enable_numba()
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ workers, and the first R replicates are the same whatever the total number.
 
 import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from functools import cached_property
-from multiprocessing import get_context
 from numbers import Integral
 from typing import Any
 
@@ -209,9 +208,9 @@ def run_sbc(
     thin: keep every thin-th of the fit's draws, the last num_draws of them (ending at the final draw);
     None uses stride num // num_draws, for num draws returned, so the kept draws span them all. Thin MCMC
     draws to roughly independent ones (stride about num / ESS), or autocorrelation alone skews the ranks.
-    workers: > 1 runs replicates in a process pool of that size (spawn start method, since torch and jax
-    do not survive fork); simulate and fit must then be picklable. executor: any
-    ``concurrent.futures.Executor`` to submit replicates to instead (e.g. a cluster's), left open.
+    workers: > 1 runs replicates in a process pool of that size (``ppgen.executors.make_executor``);
+    simulate and fit must then be picklable. executor: any ``concurrent.futures.Executor`` to submit
+    replicates to instead (e.g. ``make_executor("ray")``), left open.
     Ties between a draw and the true value (discrete parameters) are broken uniformly at random, which
     keeps ranks uniform under a calibrated fit.
 
@@ -231,7 +230,9 @@ def run_sbc(
     if executor is None and workers == 1:
         results = [_ranked(index, simulate, fit, num_draws, thin, s) for index, s in enumerate(_bar(seeds, progress))]
     elif executor is None:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        from ppgen.executors import make_executor
+
+        with make_executor("process", workers) as pool:
             results = _collect(pool, simulate, fit, num_draws, thin, seeds, progress)
     else:
         results = _collect(executor, simulate, fit, num_draws, thin, seeds, progress)

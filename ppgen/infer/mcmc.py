@@ -2,18 +2,39 @@
 declarative models) or the Pyro backend (any Pyro model, on the CPU or CUDA); draws come back as numpy
 arrays [chain, draw, ...] with per-draw sampler statistics named as ArviZ names them.
 
+Chains (``chain_method``): NumPyro runs them one after another, vectorized in one program, or in parallel on
+one JAX device each (``numpyro_chain_method``: on the CPU, ppgen asks JAX for a device per core before JAX
+starts). Pyro runs them one after another or in worker processes, one per chain (``pyro_mcmc``); chain c is
+seeded with seed + c either way, so both give the same draws.
+
 NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
+import functools
+import os
+import pickle
+import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ppgen.errors import SpecError
 from ppgen.spec.workflow import MCMCSpec
 
-__all__ = ["Draws", "numpyro_kernel", "numpyro_mcmc", "pyro_kernel", "pyro_mcmc", "pyro_init_strategy", "stack_chains"]
+__all__ = [
+    "Draws",
+    "numpyro_chain_method",
+    "numpyro_kernel",
+    "numpyro_mcmc",
+    "pyro_kernel",
+    "pyro_mcmc",
+    "pyro_init_strategy",
+    "request_cpu_devices",
+    "stack_chains",
+]
 
 
 @dataclass(frozen=True)
@@ -32,7 +53,7 @@ class Draws:
 
 
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progress: bool = False) -> Draws:
-    """Run NumPyro's NUTS or HMC on ``model(**model_kwargs)``."""
+    """Run NumPyro's NUTS or HMC on ``model(**model_kwargs)``, chains as ``numpyro_chain_method`` says."""
     import jax
     from numpyro.infer import MCMC
 
@@ -41,7 +62,7 @@ def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progres
         num_warmup=spec.num_warmup,
         num_samples=spec.num_samples,
         num_chains=spec.num_chains,
-        chain_method=spec.chain_method,
+        chain_method=numpyro_chain_method(spec),
         progress_bar=progress,
     )
     started = time.perf_counter()
@@ -60,6 +81,53 @@ def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progres
     if spec.method == "nuts":
         stats["tree_depth"] = np.floor(np.log2(fields["num_steps"])).astype(np.int64) + 1
     return Draws(posterior, stats, seconds)
+
+
+def numpyro_chain_method(spec: MCMCSpec) -> str:
+    """How NumPyro runs the chains: "sequential", "vectorized" or "parallel" (``jax.pmap``, a device each).
+
+    Whatever the method, JAX is first asked for a CPU device per core (``request_cpu_devices``), which it grants
+    only before its first computation, so that a later run in this process can still have parallel chains.
+    "auto" is "parallel" when JAX has a device per chain, else "vectorized"; one chain is "sequential". An
+    explicit "parallel" without enough devices is a SpecError rather than NumPyro's fall-back to sequential.
+    """
+    devices = request_cpu_devices(spec.num_chains)
+    if spec.num_chains == 1:
+        return "sequential"
+    if spec.chain_method in ("sequential", "vectorized"):
+        return spec.chain_method
+    if devices >= spec.num_chains:
+        return "parallel"
+    if spec.chain_method == "auto":
+        return "vectorized"
+    raise SpecError(
+        f"inference.chain_method = 'parallel' needs a JAX device per chain ({spec.num_chains}), but JAX started with"
+        f" {devices} before ppgen could ask for more: set XLA_FLAGS=--xla_force_host_platform_device_count="
+        f"{spec.num_chains} before starting Python, or use chain_method = 'auto' or 'vectorized'"
+    )
+
+
+def request_cpu_devices(count: int) -> int:
+    """Ask JAX for max(count, CPU cores) CPU devices, which it grants only before its backend starts (its first
+    computation), and return how many devices it has (``jax.local_device_count()``, starting it).
+
+    A device count in the XLA_FLAGS environment variable (``numpyro.set_host_device_count``) is left as it is.
+    """
+    import jax
+
+    wanted = max(count, os.cpu_count() or 1)
+    forced = re.search(r"--xla_force_host_platform_device_count=\S+", os.environ.get("XLA_FLAGS", ""))
+    granted = getattr(jax.config, "jax_num_cpu_devices", None)
+    if not forced and granted is None:  # an older JAX, without that option, reads XLA_FLAGS when it starts
+        from numpyro.util import set_host_device_count
+
+        set_host_device_count(wanted)
+    elif not forced and granted < wanted:
+        try:
+            jax.config.update("jax_num_cpu_devices", wanted)
+        except RuntimeError:  # JAX has started: it keeps the devices it has
+            pass
+    return jax.local_device_count()
 
 
 def numpyro_kernel(model: Callable, spec: MCMCSpec):
@@ -103,45 +171,107 @@ def pyro_mcmc(
     progress: bool = False,
     init_strategy: Callable | None = None,
     max_plate_nesting: int | None = None,
+    executor: Executor | None = None,
 ) -> Draws:
     """Run Pyro's NUTS or HMC (or the MCMCKernel that ``kernel(model)`` builds) on ``model(**model_kwargs)``,
-    one chain after another in this process, chain c seeded with ``spec.seed + c``.
+    chain c seeded with ``spec.seed + c`` and given a kernel of its own.
+
+    Chains run one after another in this process, unless ``spec.chain_method`` is "parallel" (a pool of
+    spawned processes, one per chain up to the CPU cores) or an ``executor`` is given (e.g.
+    ``ppgen.executors.make_executor("ray")``, left open): each worker runs one chain exactly as this process
+    would, so the draws and statistics are the same, and ``model``, ``kernel`` and ``model_kwargs`` must
+    pickle. "auto" is "sequential", since each worker takes seconds to import torch and Pyro.
 
     Per-draw statistics come from a hook after every step: a Langevin kernel's ``last_info``, or for HMC the
     step size, with acceptance and divergences from Pyro's diagnostics. ``init_strategy`` (default: the spec's)
     and ``max_plate_nesting`` go to HMC/NUTS; models with improper priors need both, since Pyro cannot trace
-    them by sampling.
+    them by sampling. ``progress`` shows a bar for chains run in this process only.
     """
+    import torch
+
+    method = getattr(spec, "chain_method", "sequential")
+    if method == "vectorized":
+        raise SpecError(
+            "inference.chain_method = 'vectorized' needs inference.backend = 'numpyro'; Pyro runs chains"
+            " 'sequential' or 'parallel'"
+        )
+    run_chain = functools.partial(
+        _pyro_chain, model, model_kwargs, spec, kernel, init_strategy, max_plate_nesting, torch.get_default_dtype()
+    )
+    started = time.perf_counter()
+    if executor is not None:
+        results = _chains_in(executor, run_chain, spec.num_chains)
+    elif method == "parallel" and spec.num_chains > 1:
+        from ppgen.executors import make_executor
+
+        _check_picklable(model, kernel, init_strategy)
+        with make_executor("process", min(spec.num_chains, os.cpu_count() or 1)) as pool:
+            results = _chains_in(pool, run_chain, spec.num_chains)
+    else:
+        results = [run_chain(chain, progress) for chain in range(spec.num_chains)]
+    seconds = time.perf_counter() - started
+    return Draws(stack_chains([draws for draws, _ in results]), stack_chains([stats for _, stats in results]), seconds)
+
+
+def _chains_in(executor: Executor, run_chain: Callable, num_chains: int) -> list:
+    futures = [executor.submit(run_chain, chain) for chain in range(num_chains)]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _check_picklable(*objects) -> None:
+    try:
+        pickle.dumps(objects)
+    except (pickle.PicklingError, TypeError, AttributeError) as error:
+        raise SpecError(
+            "inference.chain_method = 'parallel' sends the model and kernel to worker processes, but they cannot"
+            f" be pickled ({error}): define them at module level, or use chain_method = 'sequential'"
+        ) from None
+
+
+def _pyro_chain(
+    model: Callable,
+    model_kwargs: Mapping,
+    spec: MCMCSpec,
+    kernel: Callable | None,
+    init_strategy: Callable | None,
+    max_plate_nesting: int | None,
+    dtype,
+    chain: int,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One chain of ``pyro_mcmc``: ({site: [draw, ...]}, {statistic: [draw]}), in whichever process runs it
+    (``dtype``: torch's default dtype in the caller's process)."""
     import pyro
+    import torch
     from pyro.infer import MCMC
 
-    chains, stats = [], []
-    started = time.perf_counter()
-    for chain in range(spec.num_chains):
-        pyro.set_rng_seed((spec.seed + chain) % 2**32)
-        if kernel is not None:
-            sampler = kernel(model)
-        else:
-            sampler = pyro_kernel(model, spec, init_strategy, max_plate_nesting)
-        infos: list = []
+    torch.set_default_dtype(dtype)  # a spawned worker starts with float32
+    pyro.set_rng_seed((spec.seed + chain) % 2**32)
+    if kernel is not None:
+        sampler = kernel(model)
+    else:
+        sampler = pyro_kernel(model, spec, init_strategy, max_plate_nesting)
+    infos: list = []
 
-        def record(kernel, params, stage, index, infos=infos):
-            if stage.startswith("Sample"):  # Langevin kernels describe each step; HMC only its step size
-                infos.append(getattr(kernel, "last_info", None) or float(getattr(kernel, "step_size", np.nan)))
+    def record(kernel, params, stage, index):
+        if stage.startswith("Sample"):  # Langevin kernels describe each step; HMC only its step size
+            infos.append(getattr(kernel, "last_info", None) or float(getattr(kernel, "step_size", np.nan)))
 
-        mcmc = MCMC(
-            sampler,
-            num_samples=spec.num_samples,
-            warmup_steps=spec.num_warmup,
-            disable_progbar=not progress,
-            hook_fn=record,
-        )
-        mcmc.run(**model_kwargs)
-        chains.append({name: value.detach().cpu().numpy() for name, value in mcmc.get_samples().items()})
-        diagnostics = mcmc.diagnostics() if spec.num_samples >= 4 else {}  # Pyro's R-hat needs 4 draws
-        stats.append(_step_stats(infos, diagnostics, spec.num_samples))
-    seconds = time.perf_counter() - started
-    return Draws(stack_chains(chains), stack_chains(stats), seconds)
+    mcmc = MCMC(
+        sampler,
+        num_samples=spec.num_samples,
+        warmup_steps=spec.num_warmup,
+        disable_progbar=not progress,
+        hook_fn=record,
+    )
+    mcmc.run(**model_kwargs)
+    draws = {name: value.detach().cpu().numpy() for name, value in mcmc.get_samples().items()}
+    diagnostics = mcmc.diagnostics() if spec.num_samples >= 4 else {}  # Pyro's R-hat needs 4 draws
+    return draws, _step_stats(infos, diagnostics, spec.num_samples)
 
 
 def _step_stats(infos: list, diagnostics: dict, num_samples: int) -> dict[str, np.ndarray]:

@@ -4,10 +4,11 @@
 |-------------|-------------------------------------------------|--------------------------------------|
 | "trace"     | Trace_ELBO / JitTrace_ELBO                      | Monte-Carlo log p - log q            |
 | "meanfield" | TraceMeanField_ELBO / JitTraceMeanField_ELBO    | analytic KL where Pyro knows it      |
-| "iwae"      | RenyiELBO(alpha=0)                              | importance-weighted bound, K samples |
+| "iwae"      | RenyiELBO(alpha=0), with a differentiable_loss  | importance-weighted bound, K samples |
 """
 
 import itertools
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from pyro.infer import (
     Trace_ELBO,
     TraceMeanField_ELBO,
 )
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 from pyro.poutine.messenger import Messenger
 
 from ppgen.infer.minibatch import ScaleDataPlate
@@ -48,6 +50,45 @@ class _CachedJitTraceMeanField_ELBO(JitTraceMeanField_ELBO):
         loss = super().differentiable_loss(model, guide, *args, **kwargs)
         self._loss_and_surrogate_loss = self._differentiable_loss
         return loss
+
+
+class _DifferentiableRenyiELBO(RenyiELBO):
+    """RenyiELBO with the ``differentiable_loss`` Pyro 1.9.2 lacks: its loss, plus a zero-valued term whose
+    gradient is that of ``loss_and_grads``'s surrogate (the same sites, the same self-normalized weights; Li &
+    Turner 2016, arXiv:1602.02311). A module's forward can then return it (DistributedDataParallel), and it
+    stays a tensor on the device (``loss_and_grads`` returns a float, a host sync every step)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo_particles, surrogate_particles = [], []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+            elbo, surrogate = 0.0, 0.0
+            for site in model_trace.nodes.values():
+                if site["type"] == "sample":
+                    log_prob = torch_sum(site["log_prob"], sum_dims)
+                    elbo, surrogate = elbo + log_prob.detach(), surrogate + log_prob
+            for site in guide_trace.nodes.values():
+                if site["type"] == "sample":
+                    _, score_function_term, entropy_term = site["score_parts"]
+                    log_prob = torch_sum(site["log_prob"], sum_dims)
+                    elbo = elbo - log_prob.detach()
+                    if not is_identically_zero(entropy_term):
+                        if not is_identically_zero(score_function_term):
+                            raise NotImplementedError("RenyiELBO: partially reparametrized guide sites")
+                        surrogate = surrogate - log_prob
+                    elif not is_identically_zero(score_function_term):
+                        surrogate = surrogate + self.alpha / (1.0 - self.alpha) * log_prob
+            elbo_particles.append(torch.as_tensor(elbo))
+            surrogate_particles.append(torch.as_tensor(surrogate))
+        if self.vectorize_particles and self.num_particles > 1:
+            elbo_particles, surrogate_particles = elbo_particles[0], surrogate_particles[0]
+        else:
+            elbo_particles, surrogate_particles = torch.stack(elbo_particles), torch.stack(surrogate_particles)
+        log_weights = (1.0 - self.alpha) * elbo_particles
+        log_mean_weight = torch.logsumexp(log_weights, dim=0) - math.log(self.num_particles)
+        loss = -log_mean_weight.sum() / (1.0 - self.alpha)
+        surrogate_loss = -((log_weights - log_mean_weight).exp() * surrogate_particles).sum() / self.num_particles
+        return loss + (surrogate_loss - surrogate_loss.detach())
 
 
 _ELBOS = {
@@ -87,17 +128,20 @@ class Objective:
     model: Callable
     guide: Callable
     rescaled: bool
+    num_data: int
     kl_weight: KLWeight | None = None
 
     def set_kl_weight(self, weight: float) -> None:
         """Weight of the KL part of the ELBO (objectives made with ``kl_warmup=True``)."""
         self.kl_weight.weight = weight
 
+    def differentiable_loss(self, *batch: torch.Tensor) -> torch.Tensor:
+        """-ELBO of the batch, as a scalar tensor whose gradient is the ELBO's gradient estimator."""
+        return self.elbo.differentiable_loss(self.model, self.guide, *batch)
+
     def loss_and_backward(self, *batch: torch.Tensor) -> torch.Tensor:
         """-ELBO of the batch (a detached scalar tensor), with gradients accumulated into the parameters."""
-        if isinstance(self.elbo, RenyiELBO):  # Pyro's RenyiELBO has no differentiable_loss
-            return torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, *batch))
-        loss = self.elbo.differentiable_loss(self.model, self.guide, *batch)
+        loss = self.differentiable_loss(*batch)
         loss.backward()
         return loss.detach()
 
@@ -105,16 +149,18 @@ class Objective:
         """-ELBO of the batch without gradients."""
         return self.elbo.loss(self.model, self.guide, *batch)
 
-    def loss_per_example(self, data: tuple[torch.Tensor, ...], batch_size: int) -> float:
-        """-ELBO (or -bound) per example of a whole data set, in batches; the objective must have been made
-        with num_data = len(data[0])."""
-        num_examples = len(data[0])
-        losses = [
-            self.loss(*(t[start : start + batch_size] for t in data)) for start in range(0, num_examples, batch_size)
-        ]
-        # Rescaled batch losses each estimate the whole set's; unscaled ones are the batches' own.
-        total = sum(losses) / len(losses) if self.rescaled else sum(losses)
-        return total / num_examples
+    def loss_sum(self, data: tuple[torch.Tensor, ...], batch_size: int) -> float:
+        """-ELBO (or -bound) summed over the examples of ``data``, evaluated in batches of batch_size.
+
+        ``data`` may be one shard of a larger set (the objective's num_data examples): a rescaled batch
+        loss estimates the whole set's, so it is weighted by batch / num_data to count the batch once.
+        """
+        total = 0.0
+        for start in range(0, len(data[0]), batch_size):
+            batch = tuple(t[start : start + batch_size] for t in data)
+            loss = self.loss(*batch)
+            total += loss * len(batch[0]) / self.num_data if self.rescaled else loss
+        return total
 
 
 def make_objective(
@@ -147,7 +193,7 @@ def make_objective(
         "max_plate_nesting": max_plate_nesting + vectorize,
     }
     if elbo == "iwae":
-        pyro_elbo = RenyiELBO(alpha=0, **options)
+        pyro_elbo = _DifferentiableRenyiELBO(alpha=0, **options)
     else:
         pyro_elbo = _ELBOS[elbo, jit](**options, **({"ignore_jit_warnings": True} if jit else {}))
     rescaled = elbo != "iwae"
@@ -159,7 +205,7 @@ def make_objective(
     cleanup = _no_cleanup
     if gradients and (jit or elbo == "iwae"):
         model, guide, cleanup = _with_param_sites(model, guide, list(modules))
-    return Objective(pyro_elbo, model, guide, rescaled, kl_weight), cleanup
+    return Objective(pyro_elbo, model, guide, rescaled, num_data, kl_weight), cleanup
 
 
 def _no_cleanup() -> None:

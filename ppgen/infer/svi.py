@@ -6,6 +6,12 @@ registry: those of the ``nn.Module`` that owns ``model``/``guide`` (a bound meth
 the callable itself), plus any ``pyro.param`` sites the pair reaches. Training state (parameters,
 optimizer, schedule, RNG, position in the epoch) is checkpointed atomically, so an interrupted run
 resumed from its checkpoint ends in the same parameters as an uninterrupted one on the CPU.
+
+Under ``torchrun`` (see ``ppgen.infer.distributed``) every process trains on its shard of each global batch,
+and DistributedDataParallel averages the gradients: each process's loss estimates the whole batch's, so the
+average is the one-process gradient estimator for that batch. Process 0 alone writes checkpoints and shows
+progress; logged figures are reduced over processes. With ``precision = "bf16"`` the training loss runs
+under ``torch.autocast`` in bfloat16 while parameters, optimizer state, validation and evaluation stay fp32.
 """
 
 import math
@@ -18,14 +24,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 from pydantic import ValidationError
 from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
-from ppgen.device import resolve_device
 from ppgen.errors import SpecError, TrainingError, TrainingInterrupted
+from ppgen.infer import distributed
 from ppgen.infer.checkpoint import load_checkpoint, save_checkpoint
 from ppgen.infer.minibatch import epoch_order
 from ppgen.infer.objectives import make_objective, parameter_sites
@@ -34,7 +41,7 @@ from ppgen.spec.schema import SVISpec
 
 __all__ = ["FitResult", "fit", "owner_modules"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the random state of every process, in rank order
 
 
 @dataclass
@@ -75,30 +82,34 @@ def fit(
             ``eval()`` mode; it drives early stopping (``patience``) and ``keep_best``.
         settings: an ``SVISpec``; keyword ``options`` (e.g. ``epochs=10, lr=1e-3``) override its fields.
         checkpoint: file for the training state, written every ``checkpoint_every`` steps, at the end,
-            and on Ctrl-C; ``resume=True`` continues from it.
+            and on Ctrl-C (by process 0 under torchrun); ``resume=True`` continues from it in every process.
         batch_transform: applied to the first tensor of every training batch (e.g. dynamic binarization).
-        progress: show a progress bar; None shows it when stderr is a terminal.
+        progress: show a progress bar (process 0 only); None shows it when stderr is a terminal.
 
     Returns:
         A FitResult; the modules hold the trained parameters (the best validated ones when
         ``keep_best`` and validation data are given).
     """
     settings = _settings(settings, options)
-    device = resolve_device(settings.device)
+    device = distributed.setup(settings.device)
+    if settings.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SpecError("inference.precision = 'bf16' needs a GPU with bfloat16 support (use 'fp32')")
     modules = owner_modules(model, guide)
     for module in modules:
         module.to(device)
     train = _on_device(train, device)
+    global_batch = _global_batch_size(settings.batch_size, len(train[0]))
     validation = None if validation is None else _on_device(validation, device)
-    first_batch = tuple(t[: settings.batch_size] for t in train)
+    first_batch = tuple(t[: global_batch // distributed.world_size()] for t in train)
     if batch_transform is not None:
         first_batch = (batch_transform(first_batch[0]), *first_batch[1:])
     with pyro.validation_enabled(True):  # one checked pass reports shape and support errors clearly
         plates = inspect_plates(model, guide, *first_batch)
     if settings.elbo == "iwae" and not plates.per_example and len(first_batch[0]) < len(train[0]):
+        split = "minibatches or several processes" if distributed.is_distributed() else "minibatches"
         raise SpecError(
-            "inference.elbo = 'iwae' with minibatches needs every latent inside the 'data' plate; this model"
-            " has global latents (use batch_size >= the number of examples, or elbo = 'trace')"
+            f"inference.elbo = 'iwae' with {split} needs every latent inside the 'data' plate; this model"
+            " has global latents (use one process with batch_size >= the number of examples, or elbo = 'trace')"
         )
     options = dict(elbo=settings.elbo, max_plate_nesting=plates.max_plate_nesting)
     objective, cleanup = make_objective(
@@ -122,13 +133,15 @@ def fit(
         for module in modules:
             module.train()
         objectives = (objective, validation_objective)
+        if validation is not None:  # each process validates its shard; the sums are added up
+            validation = tuple(t[distributed.shard(len(validation[0]))] for t in validation)
         run = _Training(settings, device, objectives, modules, train, validation, first_batch, batch_transform)
         if resume:
             if checkpoint is None or not Path(checkpoint).exists():
                 raise TrainingError(f"cannot resume: no checkpoint at {checkpoint}")
             run.load_state_dict(load_checkpoint(checkpoint))
         else:
-            pyro.set_rng_seed(settings.seed)
+            pyro.set_rng_seed(distributed.rank_seed(settings.seed))
         return run.train(checkpoint, progress)
     finally:
         cleanup()
@@ -155,7 +168,9 @@ class _Training:
         self.objective, self.validation_objective = objectives
         self.train_data, self.validation_data, self.batch_transform = train, validation, transform
         self.num_data = len(train[0])
-        self.batch_size = len(first_batch[0])
+        self.world = distributed.world_size()
+        self.batch_size = len(first_batch[0]) * self.world  # global: the sum over processes
+        self.rows = distributed.shard(self.batch_size)  # this process's part of every batch
         self.batches_per_epoch = self.num_data // self.batch_size  # the last partial batch is dropped
         self.per_example = self.num_data if self.objective.rescaled else self.batch_size
         self.modules = modules
@@ -168,6 +183,7 @@ class _Training:
             raise TrainingError("the model and guide have no parameters to train")
         if settings.jit:  # compile now, so that compilation's random draws precede seeding and resuming
             self.objective.loss_and_backward(*first_batch)
+        self.loss = distributed.data_parallel(self._process_loss, modules, device)
         self.optimizer = _optimizer(settings, parameters)
         self.scheduler = _scheduler(settings, self.optimizer, settings.epochs * self.batches_per_epoch)
 
@@ -186,7 +202,7 @@ class _Training:
         bar = tqdm(
             total=settings.epochs * self.batches_per_epoch,
             initial=min(self.step, settings.epochs * self.batches_per_epoch),
-            disable=None if progress is None else not progress,
+            disable=True if not distributed.is_main() else None if progress is None else not progress,
             unit="step",
             dynamic_ncols=True,
         )
@@ -201,7 +217,8 @@ class _Training:
                 order = epoch_order(self.num_data, settings.seed, self.epoch).to(self.device)
                 epoch = self.epoch
                 while self.epoch == epoch and not stop_reason:
-                    rows = order[self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
+                    start = self.batch * self.batch_size
+                    rows = order[start + self.rows.start : start + self.rows.stop]
                     self._train_step(tuple(t[rows] for t in self.train_data))
                     if self.step % settings.log_every == 0:
                         self._log(bar, checkpoint)
@@ -209,9 +226,10 @@ class _Training:
                         self._end_epoch(bar)
                     if checkpoint is not None and self.step % settings.checkpoint_every == 0:
                         self._save(checkpoint)
-                    if interrupted():
+                    interrupt, out_of_time = self._stop_signals(started, interrupted)
+                    if interrupt:
                         self._interrupt(bar, checkpoint)
-                    if settings.time_limit is not None and time.perf_counter() - started > settings.time_limit:
+                    if out_of_time:
                         stop_reason = "time_limit"
             self._log(bar, checkpoint)
         if checkpoint is not None:
@@ -236,6 +254,24 @@ class _Training:
             return "patience"
         return ""
 
+    def _stop_signals(self, started: float, interrupted: Callable[[], bool]) -> tuple[bool, bool]:
+        """(Ctrl-C was pressed, the time limit has passed). Several processes agree on them at log steps
+        only, so that all stop after the same step without a message between them every step."""
+        if self.world > 1 and self.step % self.settings.log_every:
+            return False, False
+        limit = self.settings.time_limit
+        interrupt, out_of_time = distributed.any_rank(
+            [interrupted(), limit is not None and time.perf_counter() - started > limit]
+        )
+        return interrupt, out_of_time
+
+    def _process_loss(self, *batch: torch.Tensor) -> torch.Tensor:
+        """This process's differentiable loss: its mean over processes is the loss of the global batch."""
+        loss = self.objective.differentiable_loss(*batch)
+        # A rescaled loss already estimates the whole data set's; an unscaled one is its shard's own, and the
+        # batch's is the sum over processes: world size times their mean.
+        return loss if self.objective.rescaled else loss * self.world
+
     def _train_step(self, batch: tuple[torch.Tensor, ...]) -> None:
         if self.batch_transform is not None:
             batch = (self.batch_transform(batch[0]), *batch[1:])
@@ -243,19 +279,24 @@ class _Training:
             warmup_steps = self.settings.kl_warmup * self.batches_per_epoch
             self.objective.set_kl_weight(min(1.0, (self.step + 1) / warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective.loss_and_backward(*batch)
+        # Parameters stay fp32: autocast runs matrix products in bf16 and the heads return fp32 densities.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16"):
+            loss = self.loss(*batch)
+        loss.backward()
+        distributed.average_gradients(self.store_params.values())
         self.optimizer.step()
         if self.settings.schedule == "cosine":
             self.scheduler.step()
-        self.recent_losses.append(loss)
+        self.recent_losses.append(loss.detach())
         self.step += 1
         self.batch += 1
 
     def _log(self, bar, checkpoint) -> None:
-        """Check the losses since the last log for NaN/inf (one host sync per interval) and report them."""
+        """Check the losses since the last log for NaN/inf (one host sync per interval) and report them.
+        Every process gets the same mean over processes, so a non-finite loss anywhere stops them all."""
         if not self.recent_losses:
             return
-        losses = torch.stack(self.recent_losses).tolist()
+        losses = distributed.all_reduce_mean(torch.stack(self.recent_losses)).tolist()
         self.recent_losses.clear()
         for offset, loss in enumerate(losses):
             if not math.isfinite(loss):
@@ -289,7 +330,9 @@ class _Training:
         for module in self.modules:
             module.eval()  # e.g. a diffusion model scores every step, not a sample of them
         with torch.no_grad():
-            value = -self.validation_objective.loss_per_example(self.validation_data, self.batch_size)
+            total = self.validation_objective.loss_sum(self.validation_data, self.batch_size)
+        total = distributed.all_reduce_sum(torch.tensor(total, dtype=torch.float64)).item()
+        value = -total / self.validation_objective.num_data
         for module, mode in zip(self.modules, modes):
             module.train(mode)
         self.validation_elbo.append((self.step, value))
@@ -310,21 +353,28 @@ class _Training:
 
     # -- checkpoint state ----------------------------------------------------------------------------
     def _save(self, path) -> None:
-        """Write the state, unless a non-finite loss or parameter means it is no longer a good one."""
-        if self.recent_losses and not torch.isfinite(torch.stack(self.recent_losses)).all():
-            return
-        if not all(torch.isfinite(p).all() for p in self.optimizer.param_groups[0]["params"]):
-            return
-        save_checkpoint(self.state_dict(), path)
+        """Write the state (process 0), unless a non-finite loss or parameter in any process means it is no
+        longer a good one. Every process takes part: each one's random state goes into the checkpoint."""
+        finite = not self.recent_losses or bool(torch.isfinite(torch.stack(self.recent_losses)).all())
+        finite = finite and all(bool(torch.isfinite(p).all()) for p in self.optimizer.param_groups[0]["params"])
+        (broken,) = distributed.any_rank([not finite])
+        rng = distributed.all_gather_object(self._rng_state())
+        if not broken and distributed.is_main():
+            save_checkpoint(self.state_dict(rng), path)
 
-    def state_dict(self) -> dict:
+    def _rng_state(self) -> dict:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def state_dict(self, rng: list[dict]) -> dict:
+        """The training state; ``rng`` holds every process's random state, in rank order."""
         return {
             "format": CHECKPOINT_FORMAT,
             "position": {"step": self.step, "epoch": self.epoch, "batch": self.batch},
             "parameters": self._parameters(copy=False),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": {"cpu": torch.get_rng_state(), "cuda": _cuda_rng_state(self.device)},
+            "rng": rng,
             "train_elbo": [list(pair) for pair in self.train_elbo],
             "validation_elbo": [list(pair) for pair in self.validation_elbo],
             "best": self.best,
@@ -332,7 +382,7 @@ class _Training:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if state.get("format") not in (1, CHECKPOINT_FORMAT):
             raise TrainingError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
         self._load_parameters(state["parameters"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -349,9 +399,22 @@ class _Training:
         self.validation_elbo = [tuple(pair) for pair in state["validation_elbo"]]
         self.best = state["best"]
         self.epochs_since_best = state["epochs_since_best"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"]["cuda"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._load_rng_state(state["rng"] if state["format"] == CHECKPOINT_FORMAT else [_format_1_rng(state["rng"])])
+
+    def _load_rng_state(self, states: list[dict]) -> None:
+        if len(states) != self.world:
+            warnings.warn(
+                f"the checkpoint holds the random state of {len(states)} processes and this run has {self.world}:"
+                " each process is reseeded, so training goes on but does not repeat an uninterrupted run",
+                stacklevel=4,
+            )
+            seed = np.random.SeedSequence([self.settings.seed, self.step]).generate_state(1, dtype=np.uint32)[0]
+            pyro.set_rng_seed(distributed.rank_seed(int(seed)))
+            return
+        state = states[distributed.rank()]
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def _parameters(self, copy: bool) -> dict:
         def detach(t):
@@ -386,7 +449,9 @@ def _settings(settings: SVISpec | None, options: dict) -> SVISpec:
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        raise SpecError(f"fit: {key}: {first['msg']}".rstrip(": ")) from None
+        # A check across fields (a model validator) has no key of its own, and its message names the keys.
+        message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise SpecError(f"fit: {key}: {message}" if key else f"fit: {message}") from None
 
 
 def _on_device(data, device) -> tuple[torch.Tensor, ...]:
@@ -414,8 +479,21 @@ def _scheduler(settings: SVISpec, optimizer, total_steps: int):
     return None
 
 
-def _cuda_rng_state(device: torch.device) -> list[torch.Tensor]:
-    return torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+def _format_1_rng(rng: dict) -> dict:
+    """A format-1 checkpoint's random state (one process; every CUDA device's) as format 2 has it."""
+    return {"cpu": rng["cpu"], "cuda": rng["cuda"][torch.cuda.current_device()] if rng["cuda"] else None}
+
+
+def _global_batch_size(batch_size: int, num_data: int) -> int:
+    """The examples in one step, over all processes: batch_size, at most the data set; each process takes
+    the same number of them."""
+    size, processes = min(batch_size, num_data), distributed.world_size()
+    if size % processes:
+        clipped = f" (clipped to the {num_data} training examples)" if size < batch_size else ""
+        raise SpecError(
+            f"inference.batch_size = {batch_size}{clipped} does not split evenly across {processes} processes"
+        )
+    return size
 
 
 @contextmanager

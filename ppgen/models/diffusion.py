@@ -230,16 +230,18 @@ class DDPM(PyroModule):
             self.net = TimeMLP(data_dim, hidden, time_dim, activation)
 
     # -- the chain's distributions --------------------------------------------------------------------
+    # Their arguments are valid by construction, and checking them (Pyro validates by default) would read a flag
+    # back from the device each time, at every step of a sampler: hence validate_args=False.
     def forward_marginal(self, y0: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
         """q(y_t | y_0) with event shape [D]; t broadcasts against y0's batch dimensions."""
         ab = self.alpha_bars[t].unsqueeze(-1)
-        return dist.Normal(ab.sqrt() * y0, (1 - ab).sqrt()).to_event(1)
+        return dist.Normal(ab.sqrt() * y0, (1 - ab).sqrt(), validate_args=False).to_event(1)
 
     def forward_posterior(self, y0: torch.Tensor, y_t: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
         """q(y_t-1 | y_t, y_0) for t >= 2, event shape [D]."""
         c0, c1 = self.posterior_c0[t].unsqueeze(-1), self.posterior_c1[t].unsqueeze(-1)
         scale = self.posterior_variance[t].sqrt().unsqueeze(-1).expand(y_t.shape)
-        return dist.Normal(c0 * y0 + c1 * y_t, scale).to_event(1)
+        return dist.Normal(c0 * y0 + c1 * y_t, scale, validate_args=False).to_event(1)
 
     def noise_prediction(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps(y_t, t), the network's estimate of the noise in y_t."""
@@ -260,7 +262,8 @@ class DDPM(PyroModule):
     def reverse_step(self, y_t: torch.Tensor, t: torch.Tensor) -> dist.Distribution:
         """p(y_t-1 | y_t) for t >= 2, event shape [D]."""
         loc = self.reverse_mean(y_t, t)
-        return dist.Normal(loc, self.reverse_scale(t).unsqueeze(-1).expand(loc.shape)).to_event(1)
+        scale = self.reverse_scale(t).unsqueeze(-1).expand(loc.shape)
+        return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
     def decoder(self, y_1: torch.Tensor) -> dist.Distribution:
         """p(x | y_1), event shape [D], over pixels in [0, 1]."""
@@ -276,7 +279,8 @@ class DDPM(PyroModule):
         """The ELBO's terms with S sampled steps; see the module docstring. x [N, D] in [0, 1]."""
         y0 = self._y0(x)
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("y_T", dist.Normal(torch.zeros_like(y0), 1.0).to_event(1))
+            # ones_like, not 1.0: a Python number becomes a tensor copied to the device at every step
+            pyro.sample("y_T", dist.Normal(torch.zeros_like(y0), torch.ones_like(y0)).to_event(1))
             with self._time_plate() as index:
                 t = (index + 2).unsqueeze(-1)  # [S, 1]: steps 2..T
                 y_t = pyro.sample("y_t", self.forward_marginal(y0, t))
@@ -287,7 +291,7 @@ class DDPM(PyroModule):
     def guide(self, x: torch.Tensor | None = None) -> None:
         y0 = self._y0(x)
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("y_T", self.forward_marginal(y0, torch.tensor(self.num_steps, device=y0.device)))
+            pyro.sample("y_T", self.forward_marginal(y0, torch.full((), self.num_steps, device=y0.device)))
             with self._time_plate() as index:
                 t = (index + 2).unsqueeze(-1)
                 y_t = pyro.sample("y_t", self.forward_marginal(y0, t))
@@ -321,8 +325,8 @@ class DDPM(PyroModule):
     def chain_elbo(self, x: torch.Tensor, steps_per_call: int = 50) -> torch.Tensor:
         """The ELBO [N] with all T terms: each KL in closed form at one draw of y_t ~ q(y_t | y_0)."""
         y0 = self._y0(x)
-        top = self.forward_marginal(y0, torch.tensor(self.num_steps, device=y0.device))
-        total = -kl_divergence(top, dist.Normal(torch.zeros_like(y0), 1.0).to_event(1))
+        top = self.forward_marginal(y0, torch.full((), self.num_steps, device=y0.device))
+        total = -kl_divergence(top, dist.Normal(torch.zeros_like(y0), torch.ones_like(y0)).to_event(1))
         for first in range(2, self.num_steps + 1, steps_per_call):
             t = torch.arange(first, min(first + steps_per_call, self.num_steps + 1), device=y0.device).unsqueeze(-1)
             y_t = self.forward_marginal(y0, t).sample()
@@ -336,10 +340,15 @@ class DDPM(PyroModule):
         """[*batch_shape, T, D] draws of y_1..y_T from the reverse chain."""
         y = torch.randn(*batch_shape, self.data_dim, device=self.betas.device)
         steps = [y]
-        for t in range(self.num_steps, 1, -1):
-            y = self.reverse_step(y, torch.tensor(t, device=y.device)).sample()
+        for step in self._step_tensors(range(self.num_steps, 1, -1)):
+            y = self.reverse_step(y, step).sample()
             steps.append(y)
         return torch.stack(steps[::-1], dim=-2)
+
+    def _step_tensors(self, steps: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Each step as a 0-dim tensor on the model's device, all made by one copy: ``torch.tensor(t, device=...)``
+        in a sampler's loop would copy to the device, and wait for it, at every step."""
+        return torch.tensor(list(steps), device=self.betas.device).unbind()
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True, sampler: str = "ancestral", **settings) -> torch.Tensor:
@@ -366,8 +375,8 @@ class DDPM(PyroModule):
         step size sets the signal-to-noise ratio ||eps sqrt(2 step) z|| / ||step score|| to ``snr``
         (Song et al. 2021, arXiv:2011.13456, Algorithm 5)."""
         y = torch.randn(num_samples, self.data_dim, device=self.betas.device)
-        for t in range(self.num_steps, 0, -1):
-            step = torch.tensor(t, device=y.device)
+        steps = range(self.num_steps, 0, -1)
+        for t, step in zip(steps, self._step_tensors(steps)):
             for _ in range(corrector_steps):
                 score = self.score(y, step)
                 noise = torch.randn_like(y)
@@ -389,8 +398,8 @@ class DDPM(PyroModule):
         levels = (
             torch.linspace(self.num_steps, 1, min(noise_levels, self.num_steps)).round().long().unique_consecutive()
         )
-        for t in levels.tolist():
-            step = torch.tensor(t, device=y.device)
+        levels = levels.tolist()  # made on the CPU: no device round trip
+        for t, step in zip(levels, self._step_tensors(levels)):
             size = step_size * (1 - self.alpha_bars[t]) / (1 - self.alpha_bars[1])
             for _ in range(langevin_steps):
                 y = langevin_step(y, self.score(y, step), size, torch.randn_like(y))

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppgen.flows import ConditionalFlow, center
-from ppgen.nets import MIN_SCALE, AmortizedNormal, likelihood_head, mlp, trunk
+from ppgen.nets import MIN_SCALE, AmortizedNormal, full_precision, likelihood_head, mlp, trunk
 
 __all__ = ["HierarchicalVAE"]
 
@@ -133,7 +133,7 @@ class HierarchicalVAE(PyroModule):
             features.append(d)
         z = None
         for layer in reversed(range(len(self.latent_dims))):
-            m, raw_s = self.messages[layer](features[layer]).chunk(2, dim=-1)
+            m, raw_s = full_precision(self.messages[layer](features[layer])).chunk(2, dim=-1)
             s = softplus(raw_s) + MIN_SCALE
             if z is None:
                 loc, scale = m, s

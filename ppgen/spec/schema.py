@@ -169,10 +169,10 @@ class SVISpec(_Table):
     clip_norm: PositiveFloat = 10.0  # clipped_adam only
     schedule: Literal["constant", "exponential", "cosine"] = "constant"
     lr_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # per-epoch factor, schedule = "exponential"
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = 128  # examples per step, in all processes together under torchrun
     epochs: PositiveInt = 100
     kl_warmup: Annotated[int, Field(ge=0)] = 0  # epochs over which the KL part's weight rises from 0 to 1
-    time_limit: PositiveFloat | None = None  # seconds of training before stopping
+    time_limit: PositiveFloat | None = None  # seconds of training before stopping (torchrun: checked at log steps)
     patience: PositiveInt | None = None  # epochs without a better validation ELBO before stopping
     validation_particles: PositiveInt = 1
     keep_best: bool = True  # end with the parameters of the epoch with the best validation ELBO
@@ -180,9 +180,12 @@ class SVISpec(_Table):
     log_every: PositiveInt = 50  # steps between progress updates and finite-loss checks
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the training loss under autocast; parameters stay fp32
 
     @model_validator(mode="after")
     def _check_jit(self):
+        if self.jit and self.precision == "bf16":
+            raise ValueError("inference.precision = 'bf16' is not available with jit (use jit = false)")
         if self.jit and self.elbo == "iwae":
             raise ValueError("inference.jit is not available with elbo = 'iwae' (Pyro has no compiled RenyiELBO)")
         if self.kl_warmup and (self.jit or self.elbo == "iwae"):
@@ -210,7 +213,7 @@ class EvaluationSpec(_Table):
     num_samples: PositiveInt = 1000  # K for the importance-sampled log-likelihood
     elbo_particles: PositiveInt = 1
     max_examples: PositiveInt | None = None  # evaluate the importance-sampled NLL on the first n test examples
-    chunk_size: PositiveInt = 8192  # (example, sample) pairs evaluated in one vectorized call
+    chunk_size: PositiveInt | None = None  # (example, sample) pairs per vectorized call; None: sized from free memory
     classify_samples: PositiveInt = 100  # labelled models: K per class for classification by likelihood
 
 

@@ -25,6 +25,9 @@ __all__ = [
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 InitStrategy = Literal["median", "uniform", "sample"]
 Device = Literal["auto", "cpu", "cuda"]
+# Pyro-based methods: "parallel" runs each chain in a spawned worker process (seconds to start; the same draws),
+# "sequential" one after another here; "auto" is sequential.
+PyroChainMethod = Literal["auto", "sequential", "parallel"]
 
 
 class MCMCSpec(_Table):
@@ -40,9 +43,23 @@ class MCMCSpec(_Table):
     max_tree_depth: PositiveInt = 10  # nuts
     num_steps: PositiveInt = 16  # hmc: leapfrog steps per trajectory
     init_strategy: InitStrategy = "uniform"  # unconstrained values in (-2, 2), different for each chain
-    chain_method: Literal["sequential", "vectorized", "parallel"] = "sequential"  # numpyro
+    # How chains run (same draws whichever; see ppgen.infer.mcmc). numpyro: "parallel", one JAX device each
+    # (on the CPU ppgen asks JAX for one per core before it starts; an error if JAX started with too few),
+    # "vectorized" (one program), "sequential"; "auto": parallel when JAX has a device per chain, else
+    # vectorized. pyro: "parallel", one spawned worker process per chain (seconds to start), or "sequential";
+    # "auto": sequential.
+    chain_method: Literal["auto", "sequential", "vectorized", "parallel"] = "auto"
     seed: Seed = 0
     device: Device = "cpu"  # pyro backend: auto | cpu | cuda (NumPyro runs where JAX does)
+
+    @model_validator(mode="after")
+    def _check_chain_method(self):
+        if self.backend == "pyro" and self.chain_method == "vectorized":
+            raise ValueError(
+                "inference.chain_method = 'vectorized' needs inference.backend = 'numpyro'; Pyro runs chains"
+                " 'sequential' or 'parallel'"
+            )
+        return self
 
 
 class LangevinSpec(_Table):
@@ -56,6 +73,7 @@ class LangevinSpec(_Table):
     target_accept: Probability = 0.574  # mala: the optimal rate of Roberts & Rosenthal 1998
     adapt_step_size: bool = True
     init_strategy: InitStrategy = "uniform"
+    chain_method: PyroChainMethod = "auto"
     seed: Seed = 0
     device: Device = "cpu"  # auto | cpu | cuda
 
@@ -74,6 +92,7 @@ class SGLDSpec(_Table):
     step_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.55  # gamma; Welling & Teh take (0.5, 1]
     thin: PositiveInt = 1
     init_strategy: InitStrategy = "median"
+    chain_method: PyroChainMethod = "auto"
     seed: Seed = 0
     device: Device = "cpu"  # auto | cpu | cuda
 
