@@ -175,11 +175,14 @@ def test_elbo_takes_a_budget_too(ppca, x, bytes_per_pair):
         torch.testing.assert_close(bound, ppca.log_evidence(x), rtol=0, atol=1e-10)
 
 
-def test_free_memory_on_the_cpu_comes_from_psutil_or_a_fixed_default(monkeypatch):
+def test_free_memory_on_the_cpu_comes_from_psutil_capped_at_a_fixed_figure(monkeypatch):
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
     assert free_memory("cpu") == DEFAULT_CPU_MEMORY
     monkeypatch.setitem(sys.modules, "psutil", _FakePsutil)
     assert free_memory(torch.device("cpu")) == 12345
+    # More RAM than the cap gives the cap: chunks, and so draws, are the same on any machine with that much.
+    monkeypatch.setattr(_FakePsutil._Memory, "available", 100 * DEFAULT_CPU_MEMORY)
+    assert free_memory("cpu") == DEFAULT_CPU_MEMORY
 
 
 class _FakePsutil:

@@ -121,7 +121,13 @@ def test_a_flow_guide_gives_an_importance_sampled_likelihood_within_four_standar
     """The importance weights divide by q(z | x) at the guide's own samples, so a wrong log-density of a
     flow (a missing log-det, a stale cache) biases the estimate far beyond its standard error. After
     training, the base scale is inflated 1.5 times: a guide with lighter tails than the posterior gives
-    weights of infinite variance, whose standard error means nothing (their effective sample size shows it)."""
+    weights of infinite variance, whose standard error means nothing (their effective sample size shows it).
+
+    Even so, a few examples keep heavy-tailed weights (the spline guide: effective sample sizes of 5-60 of
+    2000). Their estimates then fall short of log p(x) by more than their standard errors, which miss the rare
+    large weights too (z down to -10 over seeds), but never exceed it: L_K is biased downwards and its upper
+    tail is light. So no estimate may lie more than Z standard errors above the exact value, and the mean z
+    over the N examples must be within Z / sqrt(N) of 0 (a wrong density shifts every example)."""
     ppca = ProbabilisticPCA()
     x = ppca.sample(40)
     pyro.set_rng_seed(0)
@@ -131,7 +137,7 @@ def test_a_flow_guide_gives_an_importance_sampled_likelihood_within_four_standar
     pyro.set_rng_seed(1)
     result = log_likelihood(ppca.model, guide.guide, x, num_samples=2000)
     z_scores = (result.estimate - ppca.log_evidence(x)) / result.stderr
-    assert z_scores.abs().max() < Z and z_scores.mean().abs() < Z / math.sqrt(len(x))
+    assert z_scores.max() < Z and z_scores.mean().abs() < Z / math.sqrt(len(x))
 
 
 @pytest.mark.parametrize(

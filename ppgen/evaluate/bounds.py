@@ -63,7 +63,8 @@ elementwise temporaries of the log-densities come on top. For the 784-200-200-50
 resident memory of a 100,000-pair call was 3.1 times the traced bytes; 4 leaves a margin."""
 
 DEFAULT_CPU_MEMORY = 2 * 1024**3
-"""Bytes assumed free on the CPU when psutil is not installed to ask the operating system."""
+"""Bytes of RAM the CPU evaluator counts on: the available RAM (from psutil, when installed) capped at this, so
+that the chunks, and with them the draws, are the same on every machine with at least this much free."""
 
 _PROBE_PAIRS = 1024  # (example, sample) pairs in the chunk whose memory is measured
 
@@ -160,7 +161,8 @@ def _accumulate(total, rows, part, combine, identity, data):
 
 def free_memory(device: torch.device | str) -> int:
     """Bytes free for new tensors on ``device``: on CUDA what the driver reports free plus what torch's caching
-    allocator holds unused; on the CPU the available RAM from psutil, or DEFAULT_CPU_MEMORY without it."""
+    allocator holds unused; on the CPU the available RAM from psutil capped at DEFAULT_CPU_MEMORY (that figure
+    without psutil)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -169,7 +171,7 @@ def free_memory(device: torch.device | str) -> int:
         import psutil
     except ImportError:
         return DEFAULT_CPU_MEMORY
-    return psutil.virtual_memory().available
+    return min(psutil.virtual_memory().available, DEFAULT_CPU_MEMORY)
 
 
 @torch.no_grad()
