@@ -21,12 +21,11 @@ import argparse
 import hashlib
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pyro
 import torch
+from timing import device_seconds  # bench/timing.py, next to this script
 
 from ppgen.data import dynamic_binarize
 from ppgen.data.load import load_data
@@ -37,7 +36,6 @@ from ppgen.infer.checkpoint import load_checkpoint, save_checkpoint
 from ppgen.models import VAE
 
 REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 
 # Datasheet peaks in TFLOP/s, dense (no sparsity): (FP32 on CUDA cores, TF32 on tensor cores or None). The
 # first key found in torch.cuda.get_device_name() wins, so the more specific names come first.
@@ -178,22 +176,6 @@ def peak_flops(device_name: str, tf32: bool, override_tflops: float | None) -> f
             peak = tf32_peak if tf32 else fp32
             return None if peak is None else peak * 1e12
     return None
-
-
-def device_seconds(work: Callable[[], T], device: torch.device) -> tuple[T, float]:
-    """(work(), the seconds it took on device): between two CUDA events on the current stream, read once the
-    second has completed, or by the wall clock on the CPU."""
-    if device.type != "cuda":
-        start = time.perf_counter()
-        result = work()
-        return result, time.perf_counter() - start
-    torch.cuda.synchronize(device)  # nothing queued before the start event is counted
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    result = work()
-    end.record()
-    end.synchronize()
-    return result, start.elapsed_time(end) / 1e3
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ only their launch; on the CPU the same code reads the wall clock.
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
+from timing import device_seconds  # bench/timing.py, next to this script
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from ppgen.device import resolve_device
@@ -34,7 +32,6 @@ NETWORKS = {
     "784-400-20 relu (BASELINES.md)": dict(hidden=[400], latent_dim=20, activation="relu"),
 }
 DATA_DIM, BATCH = 784, 128
-T = TypeVar("T")
 
 
 def hand_written_seconds(vae: VAE, x: torch.Tensor, steps: int, analytic_kl: bool, fused: bool) -> float:
@@ -73,22 +70,6 @@ def ppgen_seconds(vae: VAE, x: torch.Tensor, steps: int, analytic_kl: bool, jit:
     )
     assert result.steps == steps
     return seconds
-
-
-def device_seconds(work: Callable[[], T], device: torch.device) -> tuple[T, float]:
-    """(work(), the seconds it took on device): between two CUDA events on the current stream, read once the
-    second has completed, or by the wall clock on the CPU."""
-    if device.type != "cuda":
-        start = time.perf_counter()
-        result = work()
-        return result, time.perf_counter() - start
-    torch.cuda.synchronize(device)  # nothing queued before the start event is counted
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    result = work()
-    end.record()
-    end.synchronize()
-    return result, start.elapsed_time(end) / 1e3
 
 
 def main() -> None:

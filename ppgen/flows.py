@@ -28,6 +28,8 @@ from pyro.nn import DenseNN
 from torch import nn
 from torch.distributions import constraints
 
+from ppgen.precision import full_precision
+
 __all__ = [
     "GUIDE_FLOWS",
     "DENSITY_FLOWS",
@@ -81,6 +83,7 @@ class ConditionalFlow(nn.Module):
         }[family]
         self.layers = nn.ModuleList(build() for _ in range(num_layers))
         self.flip_between = family == "affine_coupling"
+        _hypernets_in_full_precision(self.layers)
 
     def transforms(self, context: torch.Tensor) -> list[T.Transform]:
         transforms: list[T.Transform] = []
@@ -143,6 +146,7 @@ class DensityFlow(nn.Module):
             layers.append(_DiagonalScale(dim))
         self.family = family
         self.layers = nn.ModuleList(layers)
+        _hypernets_in_full_precision(self.layers)
         self.register_buffer("base_loc", torch.zeros(dim))
         self.register_buffer("base_scale", torch.ones(dim))
 
@@ -155,6 +159,20 @@ class DensityFlow(nn.Module):
             # MAF evaluates densities in one pass: its autoregressive layer runs data -> noise.
             transforms.append(layer.inv if self.family == "maf" else layer)
         return dist.TransformedDistribution(base, transforms)
+
+
+def _hypernets_in_full_precision(layers: nn.ModuleList) -> None:
+    """Under bf16 autocast the flows' networks run in bf16; their outputs (shifts, log-scales, spline knots) are
+    cast to fp32, so that the transforms and their log-Jacobians, summed over dimensions, are computed in fp32."""
+    for layer in layers:
+        for network in layer.children():
+            network.register_forward_hook(_outputs_in_full_precision)
+
+
+def _outputs_in_full_precision(module, inputs, outputs):
+    if isinstance(outputs, torch.Tensor):
+        return full_precision(outputs)
+    return tuple(full_precision(output) for output in outputs)
 
 
 def center(distribution: dist.Distribution) -> torch.Tensor:

@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppgen.flows import ConditionalFlow
+from ppgen.precision import full_precision
 
 __all__ = [
-    "full_precision",
     "ACTIVATIONS",
     "MIN_SCALE",
     "trunk",
@@ -44,11 +44,6 @@ ACTIVATIONS = {
 
 # Keeps scales away from zero, where log-densities (and their gradients) blow up.
 MIN_SCALE = 1e-4
-
-
-def full_precision(x: torch.Tensor) -> torch.Tensor:
-    """x, cast to fp32 if autocast left it in a 16-bit type (fp64 stays fp64)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def trunk(in_dim: int, hidden: Sequence[int], activation: str = "tanh") -> nn.Sequential:

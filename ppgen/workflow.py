@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from ppgen.device import resolve_device
 from ppgen.errors import PpgenError, SpecError
 from ppgen.evaluate import checks, inference_data
 from ppgen.files import write_text_atomic
@@ -69,7 +70,8 @@ def infer(model: BayesModel, workflow: WorkflowSpec, data: dict | None = None, p
         return fit_autoguide(
             model.pyro_model, {"data": _torch(model, data, spec.device)}, spec, workflow.guide, progress
         )[0]
-    init = pyro_init_to_uniform if spec.init_strategy == "uniform" else None  # also starts improper priors
+    # Pyro's uniform start, which also starts improper priors, on the device the model computes on.
+    init = pyro_init_to_uniform(device=resolve_device(spec.device)) if spec.init_strategy == "uniform" else None
     settings = dict(init_strategy=init, max_plate_nesting=model.max_plate_nesting)
     kernel = None
     if spec.method in ("mala", "ula", "sgld"):

@@ -401,3 +401,14 @@ def test_posteriordb_log_joints_agree_at_reference_draws(path, shared_data):
     expected = [pyro_log_joint(model, params) for params in draws]
     assert np.all(np.isfinite(expected))
     np.testing.assert_allclose(numpyro_log_joints(model, draws), expected, rtol=RTOL)
+
+
+def test_flat_sites_start_on_the_device_they_are_asked_for():
+    """The CUDA path of Pyro's NUTS, checked on the CPU: an improper site's start is made on the named device
+    ("meta" has no data, so nothing runs), not on the default one."""
+    import pyro.distributions as pdist
+    from pyro.distributions import constraints
+
+    site = {"fn": pdist.ImproperUniform(constraints.positive, (3,), ())}
+    assert pyro_init_to_uniform(device="meta")(site).device.type == "meta"
+    assert pyro_init_to_uniform(site).device.type == "cpu"

@@ -3,6 +3,7 @@
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -11,6 +12,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ppgen.data import load_data
 from ppgen.errors import SpecError
 from ppgen.evaluate import elbo
+from ppgen.flows import DENSITY_FLOWS, GUIDE_FLOWS, ConditionalFlow, DensityFlow
 from ppgen.infer import fit
 from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.models import VAE
@@ -56,6 +58,35 @@ def test_under_autocast_the_heads_give_pyro_fp32_distributions(likelihood):
             for name, site in trace.nodes.items():
                 if site["type"] == "sample":
                     assert site["fn"].mean.dtype == site["log_prob"].dtype == torch.float32, name
+
+
+@pytest.mark.parametrize("family", GUIDE_FLOWS + DENSITY_FLOWS)
+def test_under_autocast_flow_networks_hand_fp32_parameters_to_their_transforms(family):
+    """The log-Jacobian sums over dimensions: it must see fp32 shifts and scales, not bf16 ones."""
+    torch.manual_seed(0)
+    if family in GUIDE_FLOWS:
+        flow, context = ConditionalFlow(family, 4, 3, 2, [8]), torch.randn(5, 3)
+        distribution = lambda: dist.TransformedDistribution(  # noqa: E731
+            dist.Normal(torch.zeros(5, 4), 1.0).to_event(1), flow.transforms(context)
+        )
+    else:
+        flow = DensityFlow(family, 4, 2, [8])
+        distribution = flow.distribution
+    linear, outputs = [], []
+    for layer in flow.layers:
+        for network in layer.children():
+            layers = [m for m in network.modules() if isinstance(m, torch.nn.Linear)]
+            if layers:  # a network (not an activation module the transform keeps)
+                network.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+                layers[0].register_forward_hook(lambda module, inputs, output: linear.append(output.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = distribution()
+        x = q.sample() if family in GUIDE_FLOWS else torch.randn(5, 4)
+        log_prob = q.log_prob(x)
+    assert linear and set(linear) == {torch.bfloat16}  # the networks ran in bf16 ...
+    tensors = [t for out in outputs for t in ((out,) if isinstance(out, torch.Tensor) else out)]
+    assert tensors and all(t.dtype == torch.float32 for t in tensors)  # ... and handed on fp32
+    assert log_prob.dtype == torch.float32
 
 
 def test_bf16_is_refused_with_jit():

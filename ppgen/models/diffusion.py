@@ -43,6 +43,7 @@ from torch.special import log_ndtr
 from ppgen.errors import PpgenError
 from ppgen.infer.langevin import langevin_step
 from ppgen.nets import SmallUNet, TimeMLP
+from ppgen.precision import full_precision
 
 __all__ = ["DDPM", "DiscretizedNormal", "noise_schedule"]
 
@@ -245,7 +246,7 @@ class DDPM(PyroModule):
 
     def noise_prediction(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps(y_t, t), the network's estimate of the noise in y_t."""
-        return self.net(y_t, t)
+        return full_precision(self.net(y_t, t))  # bf16 under autocast: the chain's maths stays fp32
 
     def score(self, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad log q(y_t) ~ -eps(y_t, t) / sqrt(1 - abar_t)."""
@@ -269,7 +270,7 @@ class DDPM(PyroModule):
         """p(x | y_1), event shape [D], over pixels in [0, 1]."""
         one = torch.ones(y_1.shape[:-1], dtype=torch.long, device=y_1.device)
         if self.decoder_kind == "bernoulli":  # step 0 of the network is reserved for the decoder's logits
-            return dist.Bernoulli(logits=self.net(y_1, one - 1)).to_event(1)
+            return dist.Bernoulli(logits=full_precision(self.net(y_1, one - 1))).to_event(1)
         loc = (self.reverse_mean(y_1, one) + 1) / 2  # mu(y_1, 1), mapped from [-1, 1] to [0, 1]
         scale = (self.betas[1].sqrt() / 2).expand(loc.shape)
         return DiscretizedNormal(loc, scale, self.levels).to_event(1)

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppgen.flows import ConditionalFlow, center
-from ppgen.nets import MIN_SCALE, AmortizedNormal, full_precision, likelihood_head, mlp, trunk
+from ppgen.nets import MIN_SCALE, AmortizedNormal, likelihood_head, mlp, trunk
+from ppgen.precision import full_precision
 
 __all__ = ["HierarchicalVAE"]
 
