@@ -10,8 +10,10 @@ programs, so a first run would time compilation for one and a cache hit for the 
 the same chains, warmup (its "tune") and draws, a process per chain; its seconds are PyMC's own
 ``sampling_time`` (tuning and drawing), and the column "compile s" is the rest of its wall time (building and
 compiling the log-density and its gradient with PyTensor, starting the chain processes); NumPyro's seconds
-include its compilation, as a new run builds new jitted functions, so the ppgen / PyMC ratio is given both
-ways. PyMC initialises as it does by default (jitter+adapt_diag), the NumPyro runs as ppgen does (uniform in
+include loading its compiled sampler, which the first run put in JAX's persistent compilation cache (as
+``ppgen run`` does, ``ppgen.infer.compile_cache``; PyTensor keeps a compile directory in the same way), so the
+ppgen / PyMC ratio is given both ways. NumPyro runs its chains in parallel, one CPU device each, as ``ppgen run``
+does. PyMC initialises as it does by default (jitter+adapt_diag), the NumPyro runs as ppgen does (uniform in
 (-2, 2)); all adapt a diagonal mass matrix towards acceptance 0.8. Target: ppgen / hand-written >= 0.8.
 
     python bench/nuts.py [--samples 1000] [--warmup 1000] [--chains 2] [--pyro-samples 300]
@@ -34,7 +36,7 @@ import pyro.distributions as pdist
 import torch
 from numpyro.diagnostics import effective_sample_size
 
-from ppgen.infer.mcmc import numpyro_mcmc, pyro_mcmc
+from ppgen.infer.mcmc import numpyro_mcmc, pyro_mcmc, request_cpu_devices
 from ppgen.models.bayes import load_bayes_model
 from ppgen.spec.workflow import MCMCSpec
 
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--pyro-samples", type=int, default=300, help="Pyro's NUTS is slow: fewer draws (and warmup)")
     args = parser.parse_args()
+    request_cpu_devices(args.chains)  # before JAX starts, as `ppgen run` does: chains in parallel, one CPU device each
     torch.set_num_threads(2)
     torch.set_default_dtype(torch.float64)  # the Pyro column runs in float64 too
     spec = MCMCSpec(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, seed=1)

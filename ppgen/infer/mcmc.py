@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ppgen.errors import SpecError
+from ppgen.infer.compile_cache import enable_compilation_cache
 from ppgen.spec.workflow import MCMCSpec
 
 __all__ = [
@@ -53,9 +54,12 @@ class Draws:
 
 
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progress: bool = False) -> Draws:
-    """Run NumPyro's NUTS or HMC on ``model(**model_kwargs)``, chains as ``numpyro_chain_method`` says."""
+    """Run NumPyro's NUTS or HMC on ``model(**model_kwargs)``, chains as ``numpyro_chain_method`` says; the
+    compiled sampler is kept in JAX's persistent cache (``ppgen.infer.compile_cache``) for later runs."""
     import jax
     from numpyro.infer import MCMC
+
+    enable_compilation_cache()
 
     mcmc = MCMC(
         numpyro_kernel(model, spec),
