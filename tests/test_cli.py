@@ -276,3 +276,17 @@ def test_entry_points(command):
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith("usage: ppgen [-h] COMMAND ...")
     assert all(f"    {name}" in result.stdout for name in ("run", "evaluate", "sample"))
+
+
+def test_a_bayesian_spec_under_torchrun_is_refused(monkeypatch, tmp_path):
+    """torchrun trains model/guide pairs; a declarative Bayesian run would repeat itself in every process."""
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    spec = Path(__file__).parents[1] / "models" / "eight_schools.toml"
+    result = cli("run", spec, "--out", tmp_path / "out")
+    assert result.code == 2
+    assert result.err == (
+        f"ppgen: error: {spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
+        " (its chains run in parallel with inference.chain_method)\n"
+    )
+    assert not (tmp_path / "out").exists()
