@@ -1,48 +1,19 @@
-"""Inner loops make no host round trips, checked on the CPU.
-
-On a GPU, reading a tensor back to Python (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``, ``.cpu()``)
-waits for the device, and ``torch.tensor(value, device=...)`` copies from the host and waits too. A
-``TorchFunctionMode`` sees these calls on any device, so the tests count them and require the count not to grow
-with the number of loop iterations (steps of a sampler, chunks of an evaluation).
-"""
+"""Inner loops make no host round trips, checked on the CPU with ``host_reads`` (see there why it matters)."""
 
 import collections
 
 import pytest
 import torch
+from host_reads import round_trips
 from models_exact import ProbabilisticPCA
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
-from torch.overrides import TorchFunctionMode
 
 from ppgen.evaluate import elbo, log_likelihood
+from ppgen.infer import fit
 from ppgen.models import VAE
 from ppgen.models.diffusion import DDPM
 from ppgen.models.flow_density import FlowDensity
-
-_READS = {"item", "__float__", "__bool__", "__int__", "__index__", "tolist", "numpy", "cpu"}
-
-
-class HostRoundTrips(TorchFunctionMode):
-    """Counts reads of tensor values by the host, and tensors made from host values on a named device."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = collections.Counter()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _READS or (name == "tensor" and kwargs.get("device") is not None):
-            self.calls[name] += 1
-        return func(*args, **kwargs)
-
-
-def _round_trips(run, *args, **kwargs) -> collections.Counter:
-    """The round trips of run(*args, **kwargs)."""
-    with HostRoundTrips() as spy:
-        run(*args, **kwargs)
-    return spy.calls
 
 
 def _sample(num_steps, sampler):
@@ -53,7 +24,7 @@ def _sample(num_steps, sampler):
 
 @pytest.mark.parametrize("sampler", ["ancestral", "pc", "langevin"])
 def test_diffusion_samplers_do_not_round_trip_per_step(sampler):
-    short, long = (_round_trips(_sample(num_steps, sampler)) for num_steps in (30, 60))
+    short, long = (round_trips(_sample(num_steps, sampler)) for num_steps in (30, 60))
     assert short == long
 
 
@@ -70,7 +41,7 @@ def _score_training_program(num_steps):
 
 
 def test_the_diffusion_training_program_does_not_round_trip_per_time_step():
-    short, long = (_round_trips(_score_training_program(num_steps)) for num_steps in (30, 60))
+    short, long = (round_trips(_score_training_program(num_steps)) for num_steps in (30, 60))
     assert short == long
     assert short["tensor"] == 0  # no tensor made from a Python number on the data's device
 
@@ -87,7 +58,7 @@ def _evaluate_chain(num_steps):
 
 
 def test_the_diffusion_chain_elbo_and_importance_weights_do_not_round_trip_per_step():
-    short, long = (_round_trips(_evaluate_chain(num_steps)) for num_steps in (30, 60))
+    short, long = (round_trips(_evaluate_chain(num_steps)) for num_steps in (30, 60))
     assert short == long
 
 
@@ -101,17 +72,15 @@ def _evaluate_ppca(x, chunk_size, memory_budget):
 def test_the_evaluator_does_not_round_trip_per_chunk(chunk_size, memory_budget):
     """Only the passes that read the plates and probe the memory read from the device (Pyro's validation);
     a budget of 1 byte makes one pair per call, the most chunks there can be."""
-    few, many = (
-        _round_trips(_evaluate_ppca, ProbabilisticPCA().sample(n), chunk_size, memory_budget) for n in (10, 40)
-    )
+    few, many = (round_trips(_evaluate_ppca, ProbabilisticPCA().sample(n), chunk_size, memory_budget) for n in (10, 40))
     assert few["__bool__"] == many["__bool__"] and not few["item"] and not many["item"]
 
 
 def test_a_vae_evaluation_reads_nothing_back_in_its_chunks():
     vae = VAE(data_dim=12, latent_dim=3, hidden=[8])
     x = torch.bernoulli(torch.full((30, 12), 0.4))
-    few = _round_trips(log_likelihood, vae.model, vae.guide, x, num_samples=10, chunk_size=300)
-    many = _round_trips(log_likelihood, vae.model, vae.guide, x, num_samples=10, chunk_size=7)
+    few = round_trips(log_likelihood, vae.model, vae.guide, x, num_samples=10, chunk_size=300)
+    many = round_trips(log_likelihood, vae.model, vae.guide, x, num_samples=10, chunk_size=7)
     assert few == many
 
 
@@ -123,5 +92,21 @@ def _evaluate_flow(flow, x):
 @pytest.mark.parametrize("family", ["realnvp", "maf", "nice"])
 def test_a_flow_density_does_not_round_trip_per_chunk(family):
     flow = FlowDensity(4, family, layers=2, hidden=[8])
-    few, many = (_round_trips(_evaluate_flow, flow, torch.randn(n, 4)) for n in (10, 40))
+    few, many = (round_trips(_evaluate_flow, flow, torch.randn(n, 4)) for n in (10, 40))
     assert few == many
+
+
+@pytest.mark.parametrize(
+    "options", [{"elbo": "trace"}, {"elbo": "meanfield"}, {"elbo": "iwae", "num_particles": 3}, {"jit": True}]
+)
+def test_training_reads_nothing_back_between_log_intervals(options):
+    """Steps add no host reads: the losses are read (and checked for NaN) once per log interval, here longer than
+    both runs; validation (two batches) reads its total once per epoch."""
+    x = torch.bernoulli(torch.full((40, 12), 0.4), generator=torch.Generator().manual_seed(0))
+
+    def train(epochs):
+        vae = VAE(data_dim=12, latent_dim=3, hidden=[8])
+        fit(vae.model, vae.guide, x, x[:20], epochs=epochs, batch_size=10, log_every=1000, progress=False, **options)
+
+    few, many = round_trips(train, 1), round_trips(train, 3)
+    assert many == few + collections.Counter(item=2)

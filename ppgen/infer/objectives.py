@@ -5,6 +5,10 @@
 | "trace"     | Trace_ELBO / JitTrace_ELBO                      | Monte-Carlo log p - log q            |
 | "meanfield" | TraceMeanField_ELBO / JitTraceMeanField_ELBO    | analytic KL where Pyro knows it      |
 | "iwae"      | RenyiELBO(alpha=0), with a differentiable_loss  | importance-weighted bound, K samples |
+
+Every ``differentiable_loss`` here returns a tensor on the model's device without reading it back: Pyro 1.9.2's eager
+ELBOs read every site's log-density and the loss's NaN check to the host (``torch_item``, ``warn_if_nan``), a wait
+for the device on each step of a GPU run; ppgen's trainer checks the losses at its log interval instead.
 """
 
 import itertools
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import (
     ELBO,
     JitTrace_ELBO,
@@ -23,12 +29,82 @@ from pyro.infer import (
     Trace_ELBO,
     TraceMeanField_ELBO,
 )
-from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import (
+    check_fully_reparametrized,
+    get_dependent_plate_dims,
+    is_identically_zero,
+    is_validation_enabled,
+    torch_sum,
+)
 from pyro.poutine.messenger import Messenger
 
 from ppgen.infer.minibatch import ScaleDataPlate
 
 __all__ = ["KLWeight", "Objective", "make_objective", "parameter_sites"]
+
+
+class _LossOnDevice:
+    """The ``differentiable_loss`` of an ELBO that gives, for each particle's traces, its ELBO and a surrogate
+    whose gradient is the ELBO's gradient estimator: -ELBO in value, the surrogate's gradient, no host reads."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo, surrogate = self._elbo_and_surrogate(model_trace, guide_trace)
+            loss = loss - (elbo.detach() + (surrogate - surrogate.detach())) / self.num_particles
+        return loss
+
+
+class _DeviceTrace_ELBO(_LossOnDevice, Trace_ELBO):
+    """Trace_ELBO whose loss stays on the device (see the module docstring); the same estimator and gradient."""
+
+    @staticmethod
+    def _elbo_and_surrogate(model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p - log q at the guide's draw, and the surrogate whose gradient estimates the ELBO's: the
+        reparametrized log-densities plus, for sites that are not reparametrizable, the score-function term
+        weighted by the downstream log p - log q (Ranganath et al. 2014, arXiv:1401.0118; Pyro's Rao-Blackwellized
+        form, reading plates for the conditional independence)."""
+        surrogate, log_r = model_trace.log_prob_sum(), None
+        for site in guide_trace.nodes.values():
+            if site["type"] != "sample":
+                continue
+            _, score_function_term, entropy_term = site["score_parts"]
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                log_r = _compute_log_r(model_trace, guide_trace) if log_r is None else log_r
+                surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function_term).sum()
+        return model_trace.log_prob_sum() - guide_trace.log_prob_sum(), surrogate
+
+
+class _DeviceTraceMeanField_ELBO(_LossOnDevice, TraceMeanField_ELBO):
+    """TraceMeanField_ELBO whose loss stays on the device (see the module docstring): the KL of each latent site
+    in closed form where Pyro knows it, else log p - log q at the draw, as Pyro computes it."""
+
+    @staticmethod
+    def _elbo_and_surrogate(model_trace, guide_trace) -> tuple[torch.Tensor, torch.Tensor]:
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            if is_validation_enabled():
+                check_fully_reparametrized(guide_site)
+            try:
+                kl = kl_divergence(guide_site["fn"], site["fn"])
+            except NotImplementedError:
+                elbo = elbo + site["log_prob_sum"] - guide_site["score_parts"].entropy_term.sum()
+                continue
+            kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
+            elbo = elbo - (kl.sum() if torch.is_tensor(kl) else kl * guide_site["fn"].batch_shape.numel())
+        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                elbo = elbo - guide_site["score_parts"].entropy_term.sum()
+        return elbo, elbo
 
 
 class _DetachedJitTrace_ELBO(JitTrace_ELBO):
@@ -92,9 +168,9 @@ class _DifferentiableRenyiELBO(RenyiELBO):
 
 
 _ELBOS = {
-    ("trace", False): Trace_ELBO,
+    ("trace", False): _DeviceTrace_ELBO,
     ("trace", True): _DetachedJitTrace_ELBO,
-    ("meanfield", False): TraceMeanField_ELBO,
+    ("meanfield", False): _DeviceTraceMeanField_ELBO,
     ("meanfield", True): _CachedJitTraceMeanField_ELBO,
 }
 _fit_ids = itertools.count()
@@ -149,17 +225,19 @@ class Objective:
         """-ELBO of the batch without gradients."""
         return self.elbo.loss(self.model, self.guide, *batch)
 
-    def loss_sum(self, data: tuple[torch.Tensor, ...], batch_size: int) -> float:
-        """-ELBO (or -bound) summed over the examples of ``data``, evaluated in batches of batch_size.
+    def loss_sum(self, data: tuple[torch.Tensor, ...], batch_size: int) -> torch.Tensor:
+        """-ELBO (or -bound) summed over the examples of ``data``, evaluated in batches of batch_size without
+        gradients: a float64 scalar tensor on the data's device (nothing is read back per batch).
 
         ``data`` may be one shard of a larger set (the objective's num_data examples): a rescaled batch
         loss estimates the whole set's, so it is weighted by batch / num_data to count the batch once.
         """
-        total = 0.0
-        for start in range(0, len(data[0]), batch_size):
-            batch = tuple(t[start : start + batch_size] for t in data)
-            loss = self.loss(*batch)
-            total += loss * len(batch[0]) / self.num_data if self.rescaled else loss
+        total = torch.zeros((), dtype=torch.float64, device=data[0].device)
+        with torch.no_grad():
+            for start in range(0, len(data[0]), batch_size):
+                batch = tuple(t[start : start + batch_size] for t in data)
+                loss = self.differentiable_loss(*batch).double()
+                total += loss * len(batch[0]) / self.num_data if self.rescaled else loss
         return total
 
 

@@ -329,9 +329,8 @@ class _Training:
         modes = [module.training for module in self.modules]
         for module in self.modules:
             module.eval()  # e.g. a diffusion model scores every step, not a sample of them
-        with torch.no_grad():
-            total = self.validation_objective.loss_sum(self.validation_data, self.batch_size)
-        total = distributed.all_reduce_sum(torch.tensor(total, dtype=torch.float64)).item()
+        total = self.validation_objective.loss_sum(self.validation_data, self.batch_size)
+        total = distributed.all_reduce_sum(total).item()
         value = -total / self.validation_objective.num_data
         for module, mode in zip(self.modules, modes):
             module.train(mode)
