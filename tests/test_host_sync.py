@@ -97,7 +97,15 @@ def test_a_flow_density_does_not_round_trip_per_chunk(family):
 
 
 @pytest.mark.parametrize(
-    "options", [{"elbo": "trace"}, {"elbo": "meanfield"}, {"elbo": "iwae", "num_particles": 3}, {"jit": True}]
+    "options",
+    [
+        {"elbo": "trace"},
+        {"elbo": "meanfield"},
+        {"elbo": "iwae", "num_particles": 3},
+        {"elbo": "trace", "jit": True},
+        {"elbo": "meanfield", "jit": True},
+        {"elbo": "trace", "precision": "bf16"},
+    ],
 )
 def test_training_reads_nothing_back_between_log_intervals(options):
     """Steps add no host reads: the losses are read (and checked for NaN) once per log interval, here longer than
