@@ -17,7 +17,6 @@ from pyro.infer import MCMC
 
 from ppgen.errors import PpgenError, SpecError, TrainingError
 from ppgen.infer.langevin import (
-    langevin_log_proposal_density,
     mala_log_accept_ratio,
     metropolis_accept_prob,
     ula_gaussian_stationary_covariance,
@@ -100,12 +99,21 @@ def scale_model(x):
 # --- the stateless maths: exact identities ---
 
 
-def test_langevin_log_proposal_density_is_the_gaussian_proposal():
+def test_mala_log_accept_ratio_is_the_metropolis_hastings_ratio_of_the_gaussian_proposals():
+    """log p(x') + log N(x; x' + h s', 2h I) - log p(x) - log N(x'; x + h s, 2h I), with torch's Normal densities."""
     g = torch.Generator().manual_seed(0)
-    x, x_new, score = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    x, x_new, score, score_new = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    log_p, log_p_new = (
+        torch.randn(5, generator=g, dtype=torch.float64),
+        torch.randn(5, generator=g, dtype=torch.float64),
+    )
     h = 0.3
-    expected = -((x_new - x - h * score) ** 2).sum(-1) / (4 * h) - 1.5 * math.log(4 * math.pi * h)
-    torch.testing.assert_close(langevin_log_proposal_density(x_new, x, score, h), expected)
+
+    def log_q(to, start, score_at_start):
+        return dist.Normal(start + h * score_at_start, math.sqrt(2 * h)).log_prob(to).sum(-1)
+
+    expected = log_p_new + log_q(x, x_new, score_new) - log_p - log_q(x_new, x, score)
+    torch.testing.assert_close(mala_log_accept_ratio(x, log_p, score, x_new, log_p_new, score_new, h), expected)
 
 
 def test_mala_log_accept_ratio_is_antisymmetric_and_zero_in_the_limit():

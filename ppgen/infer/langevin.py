@@ -2,13 +2,10 @@
 compose, the Metropolis-Hastings rule that MALA pairs it with, and ULA's exact bias on a Gaussian target
 (the kernels built from them are in ``ppgen.infer.langevin_kernels``)."""
 
-import math
-
 import torch
 
 __all__ = [
     "langevin_step",
-    "langevin_log_proposal_density",
     "mala_log_accept_ratio",
     "metropolis_accept_prob",
     "ula_gaussian_stationary_covariance",
@@ -27,22 +24,6 @@ def langevin_step(
         noise: [..., D] standard normal draws, supplied by the caller so that randomness stays explicit.
     """
     return x + step_size * score + (2 * step_size) ** 0.5 * noise
-
-
-def langevin_log_proposal_density(
-    x_new: torch.Tensor, x: torch.Tensor, score: torch.Tensor, step_size: torch.Tensor | float
-) -> torch.Tensor:
-    """log q(x_new | x) of the Langevin proposal N(x + step_size * score, 2 step_size I) made by ``langevin_step``.
-
-    Args:
-        x_new, x, score: [..., D] the proposed point, the current point and grad log p at the current point.
-        step_size: a number, or a tensor broadcasting against x.
-    Returns:
-        [...] the log density, summed over D.
-    """
-    variance = 2 * step_size
-    log_normalizer = torch.log(2 * math.pi * variance * torch.ones_like(x)).sum(-1) / 2
-    return -((x_new - x - step_size * score) ** 2 / variance).sum(-1) / 2 - log_normalizer
 
 
 def mala_log_accept_ratio(
@@ -64,10 +45,14 @@ def mala_log_accept_ratio(
         step_size: the step size the proposal was made with.
     Returns:
         [...] the log ratio; it is antisymmetric in (current, proposed), which is detailed balance.
+
+    q(x_new | x) is the Langevin proposal N(x + h score, 2 h I) of ``langevin_step``; both proposals have covariance
+    2 h I, so their normalizers cancel: log q(x | x_new) - log q(x_new | x)
+    = (|x_new - x - h score|^2 - |x - x_new - h score_new|^2) / (4 h).
     """
-    forward = langevin_log_proposal_density(x_new, x, score, step_size)
-    backward = langevin_log_proposal_density(x, x_new, score_new, step_size)
-    return log_density_new - log_density + backward - forward
+    forward = x_new - x - step_size * score
+    backward = x - x_new - step_size * score_new
+    return log_density_new - log_density + ((forward**2 - backward**2) / (4 * step_size)).sum(-1)
 
 
 def metropolis_accept_prob(log_ratio: torch.Tensor) -> torch.Tensor:
