@@ -1,26 +1,36 @@
 """NUTS effective samples per second on two models, in one run: ppgen's compiled declarative model (NumPyro
-backend), the same model hand-written in NumPyro, the hand-written model under Pyro's NUTS, and, when PyMC is
+backend, ``ppgen.infer.mcmc.numpyro_mcmc``), the same model hand-written and run with NumPyro's own API as a
+NumPyro user would (``MCMC(NUTS(model)).run``), the hand-written model under Pyro's NUTS, and, when PyMC is
 installed (the optional extra ``bench``: pip install 'pymc>=5.28'), the same model under PyMC's NUTS.
 
 Models: eight schools, non-centred (models/eight_schools.toml) and a logistic regression with N = 5000,
 D = 20 (simulated here with a fixed seed; spec written next to it in a temporary folder). ESS is the
-smallest bulk ESS over all scalar parameters (numpyro.diagnostics), divided by the wall time of warmup
-and sampling. Each NumPyro model runs twice and the second run is timed: the two compile to the same XLA
-programs, so a first run would time compilation for one and a cache hit for the other. PyMC runs once with
-the same chains, warmup (its "tune") and draws, a process per chain; its seconds are PyMC's own
-``sampling_time`` (tuning and drawing), and the column "compile s" is the rest of its wall time (building and
-compiling the log-density and its gradient with PyTensor, starting the chain processes); NumPyro's seconds
-include loading its compiled sampler, which the first run put in JAX's persistent compilation cache (as
-``ppgen run`` does, ``ppgen.infer.compile_cache``; PyTensor keeps a compile directory in the same way), so the
-ppgen / PyMC ratio is given both ways. NumPyro runs its chains in parallel, one CPU device each, as ``ppgen run``
-does. PyMC initialises as it does by default (jitter+adapt_diag), the NumPyro runs as ppgen does (uniform in
-(-2, 2)); all adapt a diagonal mass matrix towards acceptance 0.8. Target: ppgen / hand-written >= 0.8.
+smallest bulk ESS over all scalar parameters (numpyro.diagnostics), divided by the wall time of one call that
+warms up, samples and hands back the draws as numpy arrays. ppgen and hand-written NumPyro start from the same
+points (uniform in (-2, 2)) with the same keys, so their draws, and ESS, are the same: only their seconds differ.
 
-    python bench/nuts.py [--samples 1000] [--warmup 1000] [--chains 2] [--pyro-samples 300]
+Each NumPyro sampler runs once untimed, then ``--repeats`` times timed (median seconds): every run traces its
+model again and loads the compiled sampler from JAX's persistent compilation cache, as a user's next ``ppgen run``
+does (``ppgen.infer.compile_cache``; PyTensor keeps a compile directory in the same way); the untimed run puts it
+there, so neither side times compilation. A full garbage collection runs before every timed run: this process
+holds torch, Pyro, JAX and PyMC, a collection of it takes about 0.3 s, and Python starts one whenever enough
+objects have been made, which would otherwise charge whichever sampler happens to be running then.
+
+PyMC runs once with the same chains, warmup (its "tune") and draws, a process per chain; its seconds are PyMC's
+own ``sampling_time`` (tuning and drawing), and the column "compile s" is the rest of its wall time (building and
+compiling the log-density and its gradient with PyTensor, starting the chain processes), so the ppgen / PyMC
+ratio is given both ways. NumPyro runs its chains in parallel, one CPU device each, as ``ppgen run`` does. PyMC
+initialises as it does by default (jitter+adapt_diag); all adapt a diagonal mass matrix towards acceptance 0.8.
+Target: ppgen / hand-written >= 0.8.
+
+    python bench/nuts.py [--samples 1000] [--warmup 1000] [--chains 2] [--pyro-samples 300] [--repeats 5]
 """
 
 import argparse
+import functools
+import gc
 import logging
+import statistics
 import tempfile
 import time
 import warnings
@@ -36,7 +46,7 @@ import pyro.distributions as pdist
 import torch
 from numpyro.diagnostics import effective_sample_size
 
-from ppgen.infer.mcmc import numpyro_mcmc, pyro_mcmc, request_cpu_devices
+from ppgen.infer.mcmc import numpyro_chain_method, numpyro_mcmc, pyro_mcmc, request_cpu_devices
 from ppgen.models.bayes import load_bayes_model
 from ppgen.spec.workflow import MCMCSpec
 
@@ -157,12 +167,58 @@ def min_ess_per_second(posterior: dict[str, np.ndarray], seconds: float) -> tupl
     return smallest, smallest / seconds
 
 
+def hand_numpyro_mcmc(model, model_kwargs: dict, spec: MCMCSpec) -> dict[str, np.ndarray]:
+    """Draws [chain, draw, ...] of NumPyro's NUTS as a user writes it: its defaults (uniform initialization in
+    (-2, 2), diagonal mass matrix) and the spec's chains, warmup, draws, target acceptance and seed."""
+    from numpyro.infer import MCMC, NUTS
+
+    kernel = NUTS(model, target_accept_prob=spec.target_accept, max_tree_depth=spec.max_tree_depth)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=spec.num_warmup,
+        num_samples=spec.num_samples,
+        num_chains=spec.num_chains,
+        chain_method=numpyro_chain_method(spec),
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(spec.seed), **model_kwargs)
+    return {name: np.asarray(value) for name, value in mcmc.get_samples(group_by_chain=True).items()}
+
+
+def ppgen_numpyro_mcmc(model, jax_data: dict, spec: MCMCSpec) -> dict[str, np.ndarray]:
+    """Draws [chain, draw, ...] of ppgen's NumPyro NUTS on a declarative model, as ``ppgen run`` samples it."""
+    return numpyro_mcmc(model.numpyro_model, {"data": jax_data}, spec).posterior
+
+
+def timed_runs(run, repeats: int) -> tuple[dict[str, np.ndarray], float]:
+    """(draws of the last run, median seconds of ``repeats`` runs after an untimed one), each timed run after a
+    full garbage collection."""
+    run()
+    seconds = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        posterior = run()
+        seconds.append(time.perf_counter() - started)
+    return posterior, statistics.median(seconds)
+
+
+def report(name: str, sampler: str, posterior: dict, seconds: float, latent_names, rates: dict) -> float:
+    """Print one row of the table; returns the sampler's ESS per second."""
+    latent = {k: v for k, v in posterior.items() if k in latent_names}
+    ess, rate = min_ess_per_second(latent, seconds)
+    ratio = rate / rates.get("hand-written NumPyro", rate)
+    print(f"{name:<22} {sampler:<22} {ess:>8.0f} {seconds:>8.2f} {rate:>8.1f} {ratio:>8.2f}")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--pyro-samples", type=int, default=300, help="Pyro's NUTS is slow: fewer draws (and warmup)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each NumPyro sampler (median)")
     args = parser.parse_args()
     request_cpu_devices(args.chains)  # before JAX starts, as `ppgen run` does: chains in parallel, one CPU device each
     torch.set_num_threads(2)
@@ -200,29 +256,29 @@ def main() -> None:
             torch_args = _arguments(hand_pyro, model.data, lambda v: torch.as_tensor(v, dtype=torch.float64))
             jax_data = model.jax_data()
             runs = {
-                "hand-written NumPyro": (numpyro_mcmc, hand_numpyro, hand_args, spec),
-                "ppgen (NumPyro)": (numpyro_mcmc, model.numpyro_model, {"data": jax_data}, spec),
-                "Pyro NUTS (hand)": (pyro_mcmc, hand_pyro, torch_args, pyro_spec),
+                "hand-written NumPyro": functools.partial(hand_numpyro_mcmc, hand_numpyro, hand_args, spec),
+                "ppgen (NumPyro)": functools.partial(ppgen_numpyro_mcmc, model, jax_data, spec),
             }
-            rates = {}
-            for sampler, (sample, fn, kwargs, settings) in runs.items():
-                draws = sample(fn, kwargs, settings)
-                if sample is numpyro_mcmc:  # time a second run: XLA reuses compiled code when the programs match,
-                    draws = sample(fn, kwargs, settings)  # which would favour whichever model runs second
-                latent = {k: v for k, v in draws.posterior.items() if k in model.latent_names}
-                ess, rates[sampler] = min_ess_per_second(latent, draws.seconds)
-                ratio = rates[sampler] / rates["hand-written NumPyro"]
-                figures = f"{ess:>8.0f} {draws.seconds:>8.1f} {rates[sampler]:>8.1f} {ratio:>8.2f}"
-                print(f"{name:<22} {sampler:<22} {figures}")
+            rates, draws = {}, {}
+            for sampler, run in runs.items():
+                draws[sampler], seconds = timed_runs(run, args.repeats)
+                rates[sampler] = report(name, sampler, draws[sampler], seconds, model.latent_names, rates)
+            ppgen_draws, hand_draws = draws["ppgen (NumPyro)"], draws["hand-written NumPyro"]
+            if any(not np.array_equal(ppgen_draws[k], v) for k, v in hand_draws.items()):
+                print(f"{name:<22} note: ppgen's draws differ from the hand-written model's")
+            gc.collect()
+            pyro_draws = pyro_mcmc(hand_pyro, torch_args, pyro_spec)
+            report(name, "Pyro NUTS (hand)", pyro_draws.posterior, pyro_draws.seconds, model.latent_names, rates)
             if pymc is not None:
                 pymc_args = _arguments(hand_pymc, model.data, np.asarray)
+                gc.collect()
                 posterior, seconds, compile_seconds = pymc_nuts(hand_pymc, pymc_args, spec)
                 latent = {k: v for k, v in posterior.items() if k in model.latent_names}
                 ess, rate = min_ess_per_second(latent, seconds)
                 ratio = rate / rates["hand-written NumPyro"]
-                figures = f"{ess:>8.0f} {seconds:>8.1f} {rate:>8.1f} {ratio:>8.2f} {compile_seconds:>9.1f}"
+                figures = f"{ess:>8.0f} {seconds:>8.2f} {rate:>8.1f} {ratio:>8.2f} {compile_seconds:>9.1f}"
                 print(f"{name:<22} {'PyMC NUTS':<22} {figures}")
-                # NumPyro's seconds include its compilation (each run builds new jitted functions), PyMC's do not.
+                # NumPyro's seconds include tracing its model and loading the compiled sampler, PyMC's do not.
                 ours, with_compile = rates["ppgen (NumPyro)"], ess / (seconds + compile_seconds)
                 both = f"{ours / rate:.2f} ({ours / with_compile:.2f} with PyMC's compile time)"
                 print(f"{name:<22} ppgen / PyMC ESS/s: {both}")

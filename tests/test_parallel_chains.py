@@ -18,7 +18,7 @@ import pytest
 
 from ppgen.errors import SpecError
 from ppgen.evaluate import inference_data
-from ppgen.infer.mcmc import numpyro_chain_method, pyro_mcmc
+from ppgen.infer.mcmc import numpyro_chain_method, numpyro_kernel, numpyro_mcmc, pyro_mcmc
 from ppgen.spec.workflow import MCMCSpec
 from ppgen.workflow import infer, load_workflow
 
@@ -55,7 +55,8 @@ arrays = {}
 for method in json.loads(sys.argv[3]):
     spec = workflow.inference.model_copy(update={"chain_method": method})
     assert numpyro_chain_method(spec) == method, method
-    draws = infer(model, workflow.model_copy(update={"inference": spec}))
+    # parallel chains with a progress bar, as `ppgen run` samples by default
+    draws = infer(model, workflow.model_copy(update={"inference": spec}), progress=method == "parallel")
     arrays[method] = draws.posterior["mu"]
     arrays.update({f"{method}.{name}": value for name, value in draws.sample_stats.items()})
 arrays["auto"] = np.array(numpyro_chain_method(workflow.inference))
@@ -65,14 +66,17 @@ np.savez(sys.argv[4], **arrays)
 
 @pytest.fixture(scope="module")
 def numpyro_draws(tmp_path_factory) -> dict[str, np.ndarray]:
-    """Draws of each NumPyro chain method, from one fresh process; about 20 s on 2 busy cores (compiling)."""
+    """Draws of each NumPyro chain method, from one fresh process; about 20 s on 2 busy cores (compiling). Key
+    "stderr": what the process wrote there (the parallel run's progress bar)."""
     path = tmp_path_factory.mktemp("numpyro") / "draws.npz"
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}  # ppgen must ask for devices
+    # ppgen must ask for devices itself (no XLA_FLAGS); NumPyro hides its progress bar when CI is set.
+    hidden = ("XLA_FLAGS", "CI", "PYTEST_XDIST_WORKER")
+    env = {key: value for key, value in os.environ.items() if key not in hidden}
     arguments = [NORMAL, json.dumps(SHORT), json.dumps(NUMPYRO_METHODS), str(path)]
     done = subprocess.run([sys.executable, "-c", NUMPYRO_SCRIPT, *arguments], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(path) as arrays:
-        return dict(arrays)
+        return {**arrays, "stderr": done.stderr}
 
 
 @pytest.mark.slow
@@ -93,6 +97,36 @@ def test_numpyro_chain_methods_give_the_same_draws(numpyro_draws):
             expected, actual = numpyro_draws[f"sequential{name}"], numpyro_draws[f"{method}{name}"]
             assert actual.shape == expected.shape
             np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12, err_msg=f"{method}{name}")
+
+
+@pytest.mark.slow
+def test_parallel_chains_show_a_progress_bar_in_float64(numpyro_draws):
+    # NumPyro's bar returns Python ints from host callbacks, run on JAX's own threads, outside the float64 block
+    # of ppgen.workflow.infer: unless numpyro_mcmc makes x64 process-wide while the chains run, the ints come back
+    # as int32 where the program expects int64, and the parallel run fails.
+    assert "Running chain 1" in numpyro_draws["stderr"]
+
+
+@pytest.mark.slow
+def test_numpyro_mcmc_gives_numpyros_own_draws_and_statistics():
+    # About 5 s (two compilations). numpyro_mcmc reads the step size from the last state instead of collecting it
+    # at every draw; it is fixed after warmup, so it must equal what NumPyro collects draw by draw, and the draws
+    # must be those of NumPyro's own MCMC with the same kernel and key.
+    import jax
+    from numpyro.infer import MCMC
+
+    model = load_workflow(NORMAL)[0]
+    spec = MCMCSpec(num_warmup=60, num_samples=20, num_chains=1, seed=3)
+    with jax.enable_x64(True):
+        data = {"data": model.jax_data()}
+        draws = numpyro_mcmc(model.numpyro_model, data, spec)
+        mcmc = MCMC(numpyro_kernel(model.numpyro_model, spec), num_warmup=60, num_samples=20, progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(3), extra_fields=("adapt_state.step_size", "accept_prob"), **data)
+    np.testing.assert_array_equal(draws.posterior["mu"], np.asarray(mcmc.get_samples(group_by_chain=True)["mu"]))
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    np.testing.assert_array_equal(draws.sample_stats["step_size"], np.asarray(fields["adapt_state.step_size"]))
+    np.testing.assert_array_equal(draws.sample_stats["acceptance_rate"], np.asarray(fields["accept_prob"]))
+    assert draws.sample_stats["step_size"].shape == (1, 20)
 
 
 def test_parallel_without_enough_devices_is_a_spec_error():

@@ -53,6 +53,7 @@ __all__ = [
     "MALA",
     "SGLD",
     "LangevinInfoRecorder",
+    "stack_infos",
 ]
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -596,16 +597,16 @@ class LangevinInfoRecorder:
         self.infos.setdefault(chain, []).append(kernel.last_info)
 
     def sample_stats(self) -> dict[str, np.ndarray]:
-        """acceptance_rate, step_size, lp (float64) and accepted (bool), each [num_chains, num_samples]: one stack and
-        one transfer from the chains' device per statistic."""
+        """acceptance_rate, step_size, lp (float64) and accepted (bool), each [num_chains, num_samples]."""
         if not self.infos:
             raise PpgenError("no sampling steps were recorded: pass the recorder as MCMC(..., hook_fn=recorder)")
-        chains = [self.infos[chain] for chain in sorted(self.infos)]
+        chains = [stack_infos(self.infos[chain]) for chain in sorted(self.infos)]
+        return {key: np.stack([chain[key] for chain in chains]) for key in chains[0]}
 
-        def stacked(field: str) -> np.ndarray:
-            return torch.stack([torch.stack([getattr(i, field) for i in infos]) for infos in chains]).cpu().numpy()
 
-        fields = {"acceptance_rate": "accept_prob", "step_size": "step_size", "lp": "log_density"}
-        stats = {key: stacked(field).astype(np.float64) for key, field in fields.items()}
-        stats["accepted"] = stacked("accepted").astype(bool)
-        return stats
+def stack_infos(infos: list[LangevinInfo]) -> dict[str, np.ndarray]:
+    """One chain's step diagnostics as ArviZ ``sample_stats``: acceptance_rate, step_size, lp (float64) and accepted
+    (bool), each [num_steps], with one transfer from the chain's device per statistic."""
+    fields = {"acceptance_rate": "accept_prob", "step_size": "step_size", "lp": "log_density", "accepted": "accepted"}
+    stats = {key: torch.stack([getattr(info, field) for info in infos]).cpu().numpy() for key, field in fields.items()}
+    return {key: value.astype(bool if key == "accepted" else np.float64) for key, value in stats.items()}

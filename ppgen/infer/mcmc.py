@@ -10,10 +10,12 @@ seeded with seed + c either way, so both give the same draws.
 NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
+import contextlib
 import functools
 import os
 import pickle
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -70,21 +72,54 @@ def numpyro_mcmc(model: Callable, model_kwargs: Mapping, spec: MCMCSpec, progres
         progress_bar=progress,
     )
     started = time.perf_counter()
-    extra = ("diverging", "accept_prob", "adapt_state.step_size", "num_steps", "potential_energy")
-    mcmc.run(jax.random.PRNGKey(spec.seed), extra_fields=extra, **model_kwargs)
-    posterior = {name: np.asarray(value) for name, value in mcmc.get_samples(group_by_chain=True).items()}
+    # The step size is fixed once warmup ends: it is read from the last state rather than collected every draw.
+    extra = ("diverging", "accept_prob", "num_steps", "potential_energy")
+    with _x64_in_host_callbacks() if progress else contextlib.nullcontext():
+        mcmc.run(jax.random.PRNGKey(spec.seed), extra_fields=extra, **model_kwargs)
+        posterior, fields, step_size = jax.device_get(  # one transfer, which waits for the chains
+            (
+                mcmc.get_samples(group_by_chain=True),
+                mcmc.get_extra_fields(group_by_chain=True),
+                mcmc.last_state.adapt_state.step_size,
+            )
+        )
     seconds = time.perf_counter() - started
-    fields = {name: np.asarray(value) for name, value in mcmc.get_extra_fields(group_by_chain=True).items()}
     stats = {
         "diverging": fields["diverging"].astype(bool),
         "acceptance_rate": fields["accept_prob"],
-        "step_size": fields["adapt_state.step_size"],
+        "step_size": np.repeat(np.reshape(step_size, (spec.num_chains, 1)), spec.num_samples, axis=1),
         "n_steps": fields["num_steps"],
         "lp": -fields["potential_energy"],
     }
     if spec.method == "nuts":
         stats["tree_depth"] = np.floor(np.log2(fields["num_steps"])).astype(np.int64) + 1
     return Draws(posterior, stats, seconds)
+
+
+@contextlib.contextmanager
+def _x64_in_host_callbacks():
+    """Let JAX's own threads see this thread's x64 setting while the chains run.
+
+    NumPyro's progress bar returns Python ints from host callbacks, and JAX converts them on the thread that
+    runs the callback. A caller's ``jax.enable_x64`` block holds in its own thread only, so with parallel
+    chains the ints become int32 where the program wants int64, and the run fails. While the chains run, the
+    process-wide flag is set to this thread's value; afterwards it is put back.
+    """
+    import jax
+
+    wanted = bool(jax.config.jax_enable_x64)
+    seen = []  # a fresh thread sees the process-wide flag, not this thread's enable_x64 block
+    reader = threading.Thread(target=lambda: seen.append(bool(jax.config.jax_enable_x64)))
+    reader.start()
+    reader.join()
+    if seen[0] == wanted:
+        yield
+        return
+    jax.config.update("jax_enable_x64", wanted)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", seen[0])
 
 
 def numpyro_chain_method(spec: MCMCSpec) -> str:
@@ -281,11 +316,10 @@ def _pyro_chain(
 def _step_stats(infos: list, diagnostics: dict, num_samples: int) -> dict[str, np.ndarray]:
     """Per-draw statistics of one Pyro chain, from the hook's records and ``MCMC.diagnostics()``."""
     if infos and not isinstance(infos[0], float):  # LangevinInfo tuples
-        return {
-            "acceptance_rate": np.array([float(info.accept_prob) for info in infos]),
-            "step_size": np.array([float(info.step_size) for info in infos]),
-            "lp": np.array([float(info.log_density) for info in infos]),
-        }
+        from ppgen.infer.langevin_kernels import stack_infos
+
+        stats = stack_infos(infos)
+        return {key: stats[key] for key in ("acceptance_rate", "step_size", "lp")}
     diverging = np.zeros(num_samples, dtype=bool)
     diverging[np.asarray(diagnostics.get("divergences", {}).get("chain 0", []), dtype=np.int64)] = True
     acceptance = float(diagnostics.get("acceptance rate", {}).get("chain 0", np.nan))
