@@ -9,12 +9,12 @@ smallest bulk ESS over all scalar parameters (numpyro.diagnostics), divided by t
 warms up, samples and hands back the draws as numpy arrays. ppgen and hand-written NumPyro start from the same
 points (uniform in (-2, 2)) with the same keys, so their draws, and ESS, are the same: only their seconds differ.
 
-Each NumPyro sampler runs once untimed, then ``--repeats`` times timed (median seconds): every run traces its
-model again and loads the compiled sampler from JAX's persistent compilation cache, as a user's next ``ppgen run``
-does (``ppgen.infer.compile_cache``; PyTensor keeps a compile directory in the same way); the untimed run puts it
-there, so neither side times compilation. A full garbage collection runs before every timed run: this process
-holds torch, Pyro, JAX and PyMC, a collection of it takes about 0.3 s, and Python starts one whenever enough
-objects have been made, which would otherwise charge whichever sampler happens to be running then.
+Each NumPyro sampler runs once untimed, then ``--repeats`` times timed, the two in turns (median seconds): every
+run traces its model again and loads the compiled sampler from JAX's persistent compilation cache, as a user's
+next ``ppgen run`` does (``ppgen.infer.compile_cache``; PyTensor keeps a compile directory in the same way); the
+untimed run puts it there, so neither side times compilation. A full garbage collection runs before every timed
+run: this process holds torch, Pyro, JAX and PyMC, a collection of it takes about 0.3 s, and Python starts one
+whenever enough objects have been made, which would otherwise charge whichever sampler happens to be running then.
 
 PyMC runs once with the same chains, warmup (its "tune") and draws, a process per chain; its seconds are PyMC's
 own ``sampling_time`` (tuning and drawing), and the column "compile s" is the rest of its wall time (building and
@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -190,17 +191,19 @@ def ppgen_numpyro_mcmc(model, jax_data: dict, spec: MCMCSpec) -> dict[str, np.nd
     return numpyro_mcmc(model.numpyro_model, {"data": jax_data}, spec).posterior
 
 
-def timed_runs(run, repeats: int) -> tuple[dict[str, np.ndarray], float]:
-    """(draws of the last run, median seconds of ``repeats`` runs after an untimed one), each timed run after a
-    full garbage collection."""
-    run()
-    seconds = []
+def timed_runs(runs: dict[str, Callable], repeats: int) -> dict[str, tuple[dict[str, np.ndarray], float]]:
+    """{name: (draws of its last run, median seconds of ``repeats`` timed runs)}: every run once untimed, then the
+    timed runs in turns (so that a slow spell of the machine falls on all of them), each after a full garbage
+    collection."""
+    draws = {name: run() for name, run in runs.items()}
+    seconds = {name: [] for name in runs}
     for _ in range(repeats):
-        gc.collect()
-        started = time.perf_counter()
-        posterior = run()
-        seconds.append(time.perf_counter() - started)
-    return posterior, statistics.median(seconds)
+        for name, run in runs.items():
+            gc.collect()
+            started = time.perf_counter()
+            draws[name] = run()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: (draws[name], statistics.median(seconds[name])) for name in runs}
 
 
 def report(name: str, sampler: str, posterior: dict, seconds: float, latent_names, rates: dict) -> float:
@@ -260,8 +263,7 @@ def main() -> None:
                 "ppgen (NumPyro)": functools.partial(ppgen_numpyro_mcmc, model, jax_data, spec),
             }
             rates, draws = {}, {}
-            for sampler, run in runs.items():
-                draws[sampler], seconds = timed_runs(run, args.repeats)
+            for sampler, (draws[sampler], seconds) in timed_runs(runs, args.repeats).items():
                 rates[sampler] = report(name, sampler, draws[sampler], seconds, model.latent_names, rates)
             ppgen_draws, hand_draws = draws["ppgen (NumPyro)"], draws["hand-written NumPyro"]
             if any(not np.array_equal(ppgen_draws[k], v) for k, v in hand_draws.items()):
