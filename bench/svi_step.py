@@ -6,7 +6,8 @@ batches of 128 with Adam, drawing each epoch's batches from a random permutation
   sampled KL   ppgen elbo = "trace" (Trace_ELBO)               vs  log p(z) - log q(z) at the sample by hand
 The hand-written loop runs twice: with torch's default Adam (what most loops use) and with the fused
 Adam kernel that ppgen uses. Runs alternate between the systems and the median of the repeats is
-reported, with the ratios ppgen / hand-written (target: <= 1.3 on the CPU, <= 1.1 on a GPU).
+reported, with the ratios ppgen / hand-written (target: <= 1.1 on the CPU and on a GPU; use --repeats 15 on a
+busy machine, where medians of 5 move by about 0.1).
 
 With --device cuda the data, networks and optimizer live on the GPU and each timing runs between two
 CUDA events recorded on the stream and read after synchronizing, so it covers the kernels queued, not
