@@ -84,14 +84,27 @@ def test_summary_of_chosen_variables():
 # ------------------------------------------------------------------------------------ posterior predictive checks
 
 
-def test_p_value_is_the_fraction_of_replicates_at_or_above_the_observed_statistic():
+def test_p_value_is_the_fraction_of_replicates_above_the_observed_statistic_with_ties_counted_half():
     replicated = np.array([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]])  # [chain 1, draw 4, 2 points]
     results = build_inference_data(
         {"mu": np.zeros((1, 4))}, observed_data={"y": np.array([0.0, 2.0])}, posterior_predictive={"y": replicated}
     )
     result, _ = checks.ppc(results, statistics=("mean", "fraction_zeros"))
-    assert result["y"]["mean"] == {"observed": 1.0, "replicated_mean": 1.5, "p_value": 0.75}
+    # means 0, 1, 2, 3 against 1: two above, one tie; fractions of zeros 1, 0, 0, 0 against 0.5: one above
+    assert result["y"]["mean"] == {"observed": 1.0, "replicated_mean": 1.5, "p_value": 0.625}
     assert result["y"]["fraction_zeros"] == {"observed": 0.5, "replicated_mean": 0.25, "p_value": 0.25}
+
+
+def test_a_statistic_every_replicate_ties_raises_no_alarm():
+    """Binary outcomes: the maximum is 1 in the data and in every replicate, which says nothing about the model."""
+    rng = np.random.default_rng(8)
+    y, y_rep = rng.binomial(1, 0.5, size=50), rng.binomial(1, 0.5, size=(CHAINS, 100, 50))
+    results = build_inference_data(
+        {"mu": np.zeros((CHAINS, 100))}, observed_data={"y": y}, posterior_predictive={"y": y_rep}
+    )
+    result, warnings = checks.ppc(results, statistics=("max", "min"))
+    assert result["y"]["max"]["p_value"] == result["y"]["min"]["p_value"] == 0.5
+    assert warnings == []
 
 
 def quantile_sample(n: int) -> np.ndarray:

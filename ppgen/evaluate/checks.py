@@ -157,7 +157,11 @@ def ppc(
     statistics: Sequence[str] = ("mean", "sd", "min", "max"),
     var_names: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
-    """Posterior predictive checks with Bayesian p-values p = P(T(y_rep) >= T(y) | y) (Gelman et al., BDA3, 6.3).
+    """Posterior predictive checks with Bayesian p-values p = P(T(y_rep) > T(y) | y) + P(T(y_rep) = T(y) | y) / 2
+    (Gelman et al., BDA3, 6.3, with ties counted half: the mid-p-value of Lancaster 1961, doi:10.1080/
+    01621459.1961.10482105). Ties happen for discrete data: the maximum of binary outcomes is 1 in almost every
+    replicate, and counting ties in full would give p = 1 and a false alarm; for continuous statistics ties have
+    probability 0 and the two definitions agree.
 
     Args:
         results: with ``observed_data`` y [...] and ``posterior_predictive`` y_rep [chain, draw, ...].
@@ -206,7 +210,7 @@ def _p_value(statistic: Callable[[np.ndarray], np.ndarray], y: np.ndarray, y_rep
     return {
         "observed": observed,
         "replicated_mean": float(np.mean(replicated)),
-        "p_value": float(np.mean(replicated >= observed)),
+        "p_value": float(np.mean(replicated > observed) + np.mean(replicated == observed) / 2),
     }
 
 
