@@ -141,7 +141,7 @@ def test_parallel_without_enough_devices_is_a_spec_error():
 
 
 @pytest.mark.slow
-def test_langevin_chains_in_worker_processes_match_sequential_chains():
+def test_langevin_chains_in_worker_processes_match_sequential_chains(capsys):
     # Two spawned workers importing torch and Pyro: about 8 s on 2 busy cores. Chain c is seeded with seed + c
     # and builds its own kernel wherever it runs, so the draws and each step's LangevinInfo are equal.
     # (Pyro's NUTS in workers: tests/test_executors.py, through a Ray executor.)
@@ -150,7 +150,8 @@ def test_langevin_chains_in_worker_processes_match_sequential_chains():
     runs = {}
     for chain_method in ("sequential", "parallel"):
         spec = workflow.inference.model_copy(update={"chain_method": chain_method})
-        runs[chain_method] = infer(model, workflow.model_copy(update={"inference": spec}))
+        runs[chain_method] = infer(model, workflow.model_copy(update={"inference": spec}), progress=True)
+    assert "chains in workers: 100%" in capsys.readouterr().err  # a bar counts the workers' finished chains
     sequential, parallel = runs["sequential"], runs["parallel"]
     assert parallel.posterior["mu"].shape == (2, 100)
     assert parallel.sample_stats.keys() == sequential.sample_stats.keys() == {"acceptance_rate", "step_size", "lp"}

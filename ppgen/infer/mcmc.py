@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,7 +224,8 @@ def pyro_mcmc(
     Per-draw statistics come from a hook after every step: a Langevin kernel's ``last_info``, or for HMC the
     step size, with acceptance and divergences from Pyro's diagnostics. ``init_strategy`` (default: the spec's)
     and ``max_plate_nesting`` go to HMC/NUTS; models with improper priors need both, since Pyro cannot trace
-    them by sampling. ``progress`` shows a bar for chains run in this process only.
+    them by sampling. ``progress`` shows each chain's bar when they run in this process, and a bar counting
+    finished chains when they run in workers.
     """
     import torch
 
@@ -239,22 +240,29 @@ def pyro_mcmc(
     )
     started = time.perf_counter()
     if executor is not None:
-        results = _chains_in(executor, run_chain, spec.num_chains)
+        results = _chains_in(executor, run_chain, spec.num_chains, progress)
     elif method == "parallel" and spec.num_chains > 1:
         from ppgen.executors import make_executor
 
         _check_picklable(model, kernel, init_strategy)
         with make_executor("process", min(spec.num_chains, os.cpu_count() or 1)) as pool:
-            results = _chains_in(pool, run_chain, spec.num_chains)
+            results = _chains_in(pool, run_chain, spec.num_chains, progress)
     else:
         results = [run_chain(chain, progress) for chain in range(spec.num_chains)]
     seconds = time.perf_counter() - started
     return Draws(stack_chains([draws for draws, _ in results]), stack_chains([stats for _, stats in results]), seconds)
 
 
-def _chains_in(executor: Executor, run_chain: Callable, num_chains: int) -> list:
+def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool) -> list:
+    """The chains' results in chain order; ``progress`` counts finished chains on a bar (workers show none)."""
+    from tqdm.auto import tqdm
+
     futures = [executor.submit(run_chain, chain) for chain in range(num_chains)]
     try:
+        with tqdm(total=num_chains, unit="chain", desc="chains in workers", disable=not progress) as bar:
+            for future in as_completed(futures):
+                future.result()  # the first failure stops the wait
+                bar.update()
         return [future.result() for future in futures]
     finally:
         for future in futures:
