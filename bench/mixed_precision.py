@@ -19,9 +19,9 @@ import pyro
 import torch
 
 from ppgen.evaluate import elbo
+from ppgen.generative_run import load_splits
 from ppgen.infer import fit
 from ppgen.models import build_model
-from ppgen.run import load_splits
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,12 +32,14 @@ def train(spec, splits, precision: str) -> tuple[torch.nn.Module, float, int]:
     """The trained model, its training steps per second (the loop alone, validation left out) and its steps."""
     pyro.set_rng_seed(spec.inference.seed)
     model = build_model(spec.model, splits.event_shape, spec.guide, splits.train.y)
-    settings = spec.inference.model_copy(update={"precision": precision, "time_limit": None, "patience": None})
+    settings = spec.inference.model_copy(
+        update={"precision": precision, "time_limit": None, "patience": None}
+    ).settings()
     data = tuple(splits.train.x if key == "x" else getattr(splits.train, key) for key in model.data_keys)
     result = fit(
         model.model, model.guide, data, settings=settings, batch_transform=splits.batch_transform(), progress=False
     )  # the wall time ends with the last loss read back to the host, so it includes all device work
-    return model, result.steps / result.wall_time, result.steps
+    return model, result.steps / result.seconds, result.steps
 
 
 def validation_elbo(model, splits, seed: int) -> tuple[float, float]:

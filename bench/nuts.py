@@ -1,5 +1,5 @@
 """NUTS effective samples per second on two models, in one run: ppgen's compiled declarative model (NumPyro
-backend, ``ppgen.infer.mcmc.numpyro_mcmc``), the same model hand-written and run with NumPyro's own API as a
+backend, ``ppgen.infer.methods.METHODS["nuts"]``), the same model hand-written and run with NumPyro's own API as a
 NumPyro user would (``MCMC(NUTS(model)).run``), the hand-written model under Pyro's NUTS, and, when PyMC is
 installed (the optional extra ``bench``: pip install 'pymc>=5.28'), the same model under PyMC's NUTS.
 
@@ -27,6 +27,7 @@ Target: ppgen / hand-written >= 0.8.
 """
 
 import argparse
+import dataclasses
 import functools
 import gc
 import logging
@@ -47,9 +48,11 @@ import pyro.distributions as pdist
 import torch
 from numpyro.diagnostics import effective_sample_size
 
-from ppgen.infer.mcmc import numpyro_chain_method, numpyro_mcmc, pyro_mcmc, request_cpu_devices
+from ppgen.infer.mcmc import pyro_mcmc
+from ppgen.infer.methods import METHODS, numpyro_sampler
+from ppgen.infer.numpyro_sampler import numpyro_chain_method, numpyro_mcmc, request_cpu_devices
+from ppgen.infer.posterior_settings import MCMCSettings
 from ppgen.models.bayes import load_bayes_model
-from ppgen.spec.workflow import MCMCSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,7 @@ def logistic_pymc(X, y):
     return model
 
 
-def pymc_nuts(build, data: dict, spec: MCMCSpec) -> tuple[dict[str, np.ndarray], float, float]:
+def pymc_nuts(build, data: dict, spec: MCMCSettings) -> tuple[dict[str, np.ndarray], float, float]:
     """(draws [chain, draw, ...], seconds of tuning and sampling, seconds of everything else) of PyMC's NUTS."""
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -117,7 +120,7 @@ def pymc_nuts(build, data: dict, spec: MCMCSpec) -> tuple[dict[str, np.ndarray],
             tune=spec.num_warmup,
             chains=spec.num_chains,
             cores=spec.num_chains,
-            target_accept=spec.target_accept,
+            target_accept=spec.target_accept_prob,
             random_seed=spec.seed,
             model=build(**data),
             progressbar=False,
@@ -168,12 +171,12 @@ def min_ess_per_second(posterior: dict[str, np.ndarray], seconds: float) -> tupl
     return smallest, smallest / seconds
 
 
-def hand_numpyro_mcmc(model, model_kwargs: dict, spec: MCMCSpec) -> dict[str, np.ndarray]:
+def hand_numpyro_mcmc(model, model_kwargs: dict, spec: MCMCSettings) -> dict[str, np.ndarray]:
     """Draws [chain, draw, ...] of NumPyro's NUTS as a user writes it: its defaults (uniform initialization in
     (-2, 2), diagonal mass matrix) and the spec's chains, warmup, draws, target acceptance and seed."""
     from numpyro.infer import MCMC, NUTS
 
-    kernel = NUTS(model, target_accept_prob=spec.target_accept, max_tree_depth=spec.max_tree_depth)
+    kernel = NUTS(model, target_accept_prob=spec.target_accept_prob, max_tree_depth=spec.max_tree_depth)
     mcmc = MCMC(
         kernel,
         num_warmup=spec.num_warmup,
@@ -186,9 +189,11 @@ def hand_numpyro_mcmc(model, model_kwargs: dict, spec: MCMCSpec) -> dict[str, np
     return {name: np.asarray(value) for name, value in mcmc.get_samples(group_by_chain=True).items()}
 
 
-def ppgen_numpyro_mcmc(model, jax_data: dict, spec: MCMCSpec) -> dict[str, np.ndarray]:
-    """Draws [chain, draw, ...] of ppgen's NumPyro NUTS on a declarative model, as ``ppgen run`` samples it."""
-    return numpyro_mcmc(model.numpyro_model, {"data": jax_data}, spec).posterior
+def ppgen_numpyro_mcmc(model, spec: MCMCSettings) -> dict[str, np.ndarray]:
+    """Draws [chain, draw, ...] of ppgen's NumPyro NUTS on a declarative model, as ``ppgen run`` samples it (the
+    sampler this process kept is dropped first, so that each run traces its model, as a new process does)."""
+    numpyro_sampler.cache_clear()
+    return METHODS["nuts"].run(model, spec).posterior
 
 
 def timed_runs(runs: dict[str, Callable], repeats: int) -> dict[str, tuple[dict[str, np.ndarray], float]]:
@@ -226,8 +231,8 @@ def main() -> None:
     request_cpu_devices(args.chains)  # before JAX starts, as `ppgen run` does: chains in parallel, one CPU device each
     torch.set_num_threads(2)
     torch.set_default_dtype(torch.float64)  # the Pyro column runs in float64 too
-    spec = MCMCSpec(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, seed=1)
-    pyro_spec = spec.model_copy(update=dict(num_warmup=args.pyro_samples, num_samples=args.pyro_samples))
+    spec = MCMCSettings(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, seed=1)
+    pyro_spec = dataclasses.replace(spec, num_warmup=args.pyro_samples, num_samples=args.pyro_samples)
     pymc_version = f"pymc {pymc.__version__}" if pymc else "pymc not installed (pip install 'pymc>=5.28')"
     print(
         f"NUTS, {args.chains} chains x {args.warmup} warmup + {args.samples} draws (Pyro: {args.pyro_samples} + "
@@ -239,7 +244,7 @@ def main() -> None:
     numpyro_mcmc(
         eight_schools_numpyro,
         dict(J=2, y=jnp.zeros(2), sigma=jnp.ones(2)),
-        spec.model_copy(update=dict(num_warmup=10, num_samples=10, num_chains=1)),
+        dataclasses.replace(spec, num_warmup=10, num_samples=10, num_chains=1),
     )
     print(f"{'model':<22} {'sampler':<22} {'min ESS':>8} {'seconds':>8} {'ESS/s':>8} {'vs hand':>8} {'compile s':>9}")
     # Declarative models run in float64 (as Stan does); so do the hand-written ones, for a like-for-like ratio.
@@ -257,10 +262,9 @@ def main() -> None:
             model = load_bayes_model(spec_path)
             hand_args = _arguments(hand_numpyro, model.data, jnp.asarray)
             torch_args = _arguments(hand_pyro, model.data, lambda v: torch.as_tensor(v, dtype=torch.float64))
-            jax_data = model.jax_data()
             runs = {
                 "hand-written NumPyro": functools.partial(hand_numpyro_mcmc, hand_numpyro, hand_args, spec),
-                "ppgen (NumPyro)": functools.partial(ppgen_numpyro_mcmc, model, jax_data, spec),
+                "ppgen (NumPyro)": functools.partial(ppgen_numpyro_mcmc, model, spec),
             }
             rates, draws = {}, {}
             for sampler, (draws[sampler], seconds) in timed_runs(runs, args.repeats).items():

@@ -41,11 +41,13 @@ def run_one(name: str, data: Path, overrides: list[str]) -> dict:
     """Fit one posterior and compare it with its reference; a row of the table (or the error it raised)."""
     from ppgen.evaluate import inference_data
     from ppgen.evaluate.reference import compare_to_reference, load_reference
-    from ppgen.workflow import infer, load_workflow
+    from ppgen.posterior import infer
+    from ppgen.spec.load import load_spec
 
     try:
-        model, workflow, _ = load_workflow(SPECS / f"{name}.toml", overrides=overrides)
-        draws = infer(model, workflow)
+        spec = load_spec(SPECS / f"{name}.toml", overrides=overrides)
+        model = spec.model
+        draws = infer(model, spec.settings)
         comparison = compare_to_reference(draws.posterior, load_reference(data / name))
     except Exception as error:  # one failing posterior should not stop the others
         return {"name": name, "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}

@@ -131,7 +131,7 @@ def run_objective(key: str, train: torch.Tensor, test: torch.Tensor, args, devic
                 batch_transform=dynamic_binarize,
                 progress=False,
             )
-            trained += result.wall_time
+            trained += result.seconds
             done = result.epochs
             value, stderr = nll(vae, test[: args.curve_examples], args.curve_samples)
             curve.append({"epochs": done, "train_minutes": trained / 60, "nll": value, "stderr": stderr})

@@ -1,4 +1,4 @@
-"""Train every model family on MNIST for the same wall-clock budget through ``ppgen.run.run`` (the path
+"""Train every model family on MNIST for the same wall-clock budget through ``ppgen.run`` (the path
 ``ppgen run`` takes) and print one table: test ELBO, importance-sampled NLL, bits/dim, training time and
 sampling speed.
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import pyro
 import torch
 
-from ppgen.run import _draw, load_run, run
+from ppgen.generative_run import load_run
+from ppgen.runner import run
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def main() -> None:
             spec, model, _ = load_run(Path(folder) / "run")
             pyro.set_rng_seed(0)
             started = time.perf_counter()
-            _draw(model, spec, 100, spec.sampling)
+            model.draw(100, spec.sampling)
             rate = 100 / (time.perf_counter() - started)
         test = metrics["test"]
         bits = test.get("nll_discrete_bits_per_dim", test["nll_bits_per_dim"])

@@ -72,7 +72,7 @@ def main() -> None:
         progress=False,
     )
     print(
-        f"trained {result.steps} steps in {result.wall_time:.1f} s;"
+        f"trained {result.steps} steps in {result.seconds:.1f} s;"
         f" best validation ELBO {result.best_validation_elbo:.2f}"
     )
 

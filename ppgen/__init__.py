@@ -1,28 +1,56 @@
 """ppgen: deep generative models and Bayesian analysis as Pyro model/guide pairs.
 
-The names users reach for first are re-exported here; each lives in its own module.
+The names the README uses are re-exported here, each from the module that defines it. They load on first
+use (PEP 562), so ``import ppgen`` is cheap and a NumPyro run does not pay for torch's import.
 """
 
+import importlib
+
 from ppgen.errors import DataError, PpgenError, SpecError, TrainingError
-from ppgen.evaluate import LogLikelihood, bits_per_dim, elbo, log_likelihood
-from ppgen.infer import FitResult, fit
-from ppgen.models import VAE
-from ppgen.spec.load import load_spec
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VAE",
-    "fit",
-    "FitResult",
-    "elbo",
-    "log_likelihood",
-    "LogLikelihood",
-    "bits_per_dim",
-    "load_spec",
-    "PpgenError",
-    "SpecError",
-    "DataError",
-    "TrainingError",
-    "__version__",
-]
+# name -> the module that defines it
+_EXPORTS = {
+    "load_spec": "ppgen.spec.load",
+    "run": "ppgen.runner",
+    # the model zoo and its registry
+    "VAE": "ppgen.models",
+    "ConditionalVAE": "ppgen.models",
+    "HierarchicalVAE": "ppgen.models",
+    "FlowDensity": "ppgen.models",
+    "DDPM": "ppgen.models",
+    "GenerativeFamily": "ppgen.models",
+    "FAMILIES": "ppgen.models",
+    "register_family": "ppgen.models",
+    # SVI for any model/guide pair
+    "fit": "ppgen.infer",
+    "FitResult": "ppgen.infer",
+    "SVISettings": "ppgen.infer",
+    "svi_init": "ppgen.infer",
+    "svi_step": "ppgen.infer",
+    # evaluation
+    "elbo": "ppgen.evaluate",
+    "log_likelihood": "ppgen.evaluate",
+    "LogLikelihood": "ppgen.evaluate",
+    "bits_per_dim": "ppgen.evaluate",
+    # inference methods for declarative models, and the Langevin steps they and the DDPM samplers share
+    "METHODS": "ppgen.infer.methods",
+    "ula_step": "ppgen.samplers",
+    "mala_step": "ppgen.samplers",
+    "sgld_step": "ppgen.samplers",
+}
+
+__all__ = [*_EXPORTS, "PpgenError", "SpecError", "DataError", "TrainingError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ppgen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,4 @@
-"""The ``ppgen`` command line: a thin layer over ``ppgen.run``.
+"""The ``ppgen`` command line: a thin layer over ``ppgen.load_spec`` and ``ppgen.run``.
 
     ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume]
     ppgen evaluate RUN [--num-samples K] [--max-examples N]
@@ -49,40 +49,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from ppgen.infer import distributed
-    from ppgen.run import run
+    from ppgen.runner import run
+    from ppgen.spec.bayes_run import BayesRunSpec
     from ppgen.spec.load import load_spec
-    from ppgen.workflow import is_bayes_spec_file
 
-    if is_bayes_spec_file(args.spec):
-        if distributed.launched():
-            raise PpgenError(
-                f"{args.spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
-                " (its chains run in parallel with inference.chain_method)"
-            )
-        return _run_workflow(args)
     spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
+    bayes = isinstance(spec, BayesRunSpec)
+    if bayes and distributed.launched():
+        raise PpgenError(
+            f"{args.spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
+            " (its chains run in parallel with inference.chain_method)"
+        )
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
-    metrics = run(spec, out, resume=args.resume, progress=None if not args.quiet else False)
-    if distributed.is_main():  # under torchrun every process returns the metrics; one prints them
+    metrics = run(spec, out, resume=args.resume, progress=False if args.quiet else None)
+    if bayes:
+        print((out / "summary.txt").read_text(), end="")
+        print(f"{metrics['method']}: {metrics['seconds']:.1f} s; run folder: {out}")
+    elif distributed.is_main():  # under torchrun every process returns the metrics; one prints them
         _report(metrics)
         print(f"run folder: {out}")
     return 0
 
 
-def _run_workflow(args) -> int:
-    from ppgen.workflow import run_workflow
-
-    if args.resume:
-        raise PpgenError("--resume applies to training runs; a Bayesian run starts afresh")
-    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
-    metrics = run_workflow(args.spec, out, inference=args.inference, overrides=args.set, progress=not args.quiet)
-    print((out / "summary.txt").read_text(), end="")
-    print(f"{metrics['method']}: {metrics['seconds']:.1f} s; run folder: {out}")
-    return 0
-
-
 def _compare(args) -> int:
-    from ppgen.workflow import compare_runs
+    from ppgen.bayesian_run import compare_runs
 
     print(compare_runs(args.runs).to_string())
     return 0
@@ -119,7 +109,7 @@ def _sbc(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ppgen.run import evaluate_run
+    from ppgen.generative_run import evaluate_run
 
     metrics = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
     _report(metrics)
@@ -127,7 +117,7 @@ def _evaluate(args) -> int:
 
 
 def _sample(args) -> int:
-    from ppgen.run import sample_run
+    from ppgen.generative_run import sample_run
 
     path = sample_run(args.run, args.num, args.out, seed=args.seed, device=args.device, sampler=args.sampler)
     print(f"wrote {path}")
@@ -135,7 +125,7 @@ def _sample(args) -> int:
 
 
 def _classify(args) -> int:
-    from ppgen.run import classify_run
+    from ppgen.generative_run import classify_run
 
     metrics = classify_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
     test = metrics["test"]

@@ -33,6 +33,7 @@ from ppgen.precision import full_precision
 __all__ = [
     "GUIDE_FLOWS",
     "DENSITY_FLOWS",
+    "AUTOREGRESSIVE_FLOWS",
     "Flip",
     "ConditionalFlow",
     "DensityFlow",
@@ -41,6 +42,7 @@ __all__ = [
 
 GUIDE_FLOWS = ("iaf", "affine_coupling", "planar", "radial", "spline")
 DENSITY_FLOWS = ("realnvp", "maf", "nice")
+AUTOREGRESSIVE_FLOWS = ("iaf", "spline", "maf")  # masked networks: every hidden width >= the dimension
 
 
 class Flip(T.Transform):

@@ -59,3 +59,13 @@ def synthetic_mnist(tmp_path_factory) -> Path:
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", IMAGE_MAGIC, images)
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", LABEL_MAGIC, labels)
     return directory
+
+
+@pytest.fixture
+def mnist_data(request, monkeypatch):
+    """PPGEN_DATA set to the shared data folder when it exists, else to a folder of synthetic MNIST files."""
+    try:
+        root = request.getfixturevalue("shared_data")
+    except pytest.skip.Exception:
+        root = request.getfixturevalue("synthetic_mnist").parent
+    monkeypatch.setenv("PPGEN_DATA", str(root))

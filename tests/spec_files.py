@@ -5,14 +5,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ppgen.spec.load import is_bayes_tree
 from ppgen.spec.schema import SVISpec
-from ppgen.workflow import is_bayes_spec_file
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODEL_SPECS = sorted((REPO / "models").glob("**/*.toml"))
-# Generative models (ppgen.run) and declarative Bayesian models (ppgen.workflow, with [variables]).
-MODEL_SPECS = [path for path in ALL_MODEL_SPECS if not is_bayes_spec_file(path)]
-BAYES_SPECS = [path for path in ALL_MODEL_SPECS if is_bayes_spec_file(path)]
+# Generative models and declarative Bayesian models (kind = "bayes", with [variables]).
+BAYES_SPECS = [path for path in ALL_MODEL_SPECS if is_bayes_tree(tomllib.loads(path.read_text()))]
+MODEL_SPECS = [path for path in ALL_MODEL_SPECS if path not in BAYES_SPECS]
 
 
 def _is_generative_inference(path: Path) -> bool:

@@ -22,7 +22,7 @@ from scipy import stats
 
 from ppgen.errors import DataError, SpecError
 from ppgen.models.bayes import bayes_model_from_tables, is_bayes_spec, load_bayes_model, pyro_init_to_uniform
-from ppgen.spec.expr import FUNCTIONS
+from ppgen.spec.language import FUNCTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_FILES = sorted(p for p in (REPO / "models").glob("*.toml") if is_bayes_spec(tomllib.loads(p.read_text())))

@@ -28,8 +28,9 @@ from ppgen.calibration import fit_from_spec, run_calibration, simulate_from_spec
 from ppgen.cli import main
 from ppgen.errors import SpecError
 from ppgen.evaluate.sbc import default_num_bins
-from ppgen.infer.langevin import ula_gaussian_stationary_covariance
-from ppgen.workflow import infer, load_workflow
+from ppgen.posterior import infer
+from ppgen.samplers.langevin import ula_gaussian_stationary_covariance
+from ppgen.spec.load import load_spec
 
 SPEC = str(Path(__file__).resolve().parents[1] / "models" / "normal_normal.toml")
 ALPHA = 0.01  # run_sbc's default family-wise level
@@ -48,7 +49,7 @@ ULA_REPLICATES, ULA_DRAWS, ULA_STEP = 100, 19, 1.8  # ULA_STEP: h / s^2
 
 def _posterior_variance() -> float:
     """s^2 = 1 / (1 / tau0^2 + N / sigma^2), from the spec's data."""
-    data = load_workflow(SPEC)[0].data
+    data = load_spec(SPEC).model.data
     return 1.0 / (1.0 / float(data["tau0"]) ** 2 + int(data["N"]) / float(data["sigma"]) ** 2)
 
 
@@ -98,14 +99,14 @@ def test_nuts_passes(nuts_run):
 
 @pytest.mark.slow
 def test_numpyro_sampler_draws_what_infer_draws():
-    # calibration.py runs NumPyro's NUTS kernel in its own compiled loop (MCMC.run recompiles on every call);
-    # given the same data and seed its draws must be those of ppgen.workflow.infer (two chains: the key split).
+    # SBC runs its replicates' chains one after another, in the sampler compiled for the first replicate; given the
+    # same data and seed its draws must be those of ppgen.posterior.infer (two chains: the key split).
     settings = dict(path=SPEC, inference=None, overrides=NUTS)
     _, data = simulate_from_spec(11, **settings)
     draws = fit_from_spec(data, 5, **settings)
-    model, workflow, _ = load_workflow(SPEC, overrides=settings["overrides"])
-    workflow = workflow.model_copy(update={"inference": workflow.inference.model_copy(update={"seed": 5})})
-    expected = infer(model, workflow, data=data).posterior["mu"]
+    loaded = load_spec(SPEC, overrides=settings["overrides"])
+    spec = loaded.settings.model_copy(update={"inference": loaded.settings.inference.model_copy(update={"seed": 5})})
+    expected = infer(loaded.model, spec, data=data).posterior["mu"]
     assert draws["mu"].shape == (2 * NUTS_DRAWS,)
     np.testing.assert_allclose(draws["mu"], expected.reshape(-1), rtol=1e-9, atol=1e-9)
 

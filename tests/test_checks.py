@@ -67,7 +67,7 @@ def test_divergences_are_counted():
     table, warnings = checks.summarize(results)
     assert warnings == [
         "sampler: 3 divergent transitions (0.07% of 4000 draws): the posterior may be biased; "
-        "reparameterize or raise target_accept"
+        "reparameterize or raise target_accept_prob"
     ]
     text = checks.format_summary(table, warnings)
     assert "mu" in text and "\nWarnings:\n- sampler: 3 divergent transitions" in text

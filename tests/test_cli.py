@@ -15,7 +15,7 @@ import torch
 
 from ppgen.cli import main
 from ppgen.evaluate import elbo
-from ppgen.run import load_run
+from ppgen.generative_run import load_run
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ppgen.errors import PpgenError
 from ppgen.evaluate import elbo, log_likelihood
-from ppgen.infer.langevin import langevin_step
 from ppgen.models import DDPM
-from ppgen.models.diffusion import DiscretizedNormal, noise_schedule
+from ppgen.models.diffusion_parts import DiscretizedNormal, noise_schedule
+from ppgen.samplers.langevin import langevin_proposal
 
 Z = 4.0
 
@@ -177,7 +177,7 @@ def test_langevin_steps_keep_a_gaussian_at_the_known_stationary_variance():
     step, chains = 0.2, 20000
     x = torch.randn(chains, 1, dtype=torch.float64) * 3
     for _ in range(200):
-        x = langevin_step(x, -x, step, torch.randn_like(x))
+        x = langevin_proposal(x, -x, step, torch.randn_like(x))
     stationary = 1 / (1 - step / 2)
     assert abs(x.var().item() - stationary) < Z * stationary * math.sqrt(2 / chains)
     assert abs(x.mean().item()) < Z * math.sqrt(stationary / chains)

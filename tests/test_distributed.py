@@ -27,7 +27,7 @@ from ppgen.infer import fit
 from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.infer.objectives import make_objective
 from ppgen.models import VAE
-from ppgen.run import run
+from ppgen.runner import run
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,23 +198,20 @@ def test_the_differentiable_iwae_loss_has_renyi_elbos_loss_and_gradient():
     pyro.set_rng_seed(0)
     vae = VAE(data_dim=20, latent_dim=3, hidden=[16])
     x = torch.bernoulli(torch.full((8, 20), 0.3), generator=torch.Generator().manual_seed(0))
-    objective, cleanup = make_objective(
+    objective = make_objective(
         vae.model, vae.guide, [vae], elbo="iwae", num_particles=4, num_data=8, max_plate_nesting=1
     )
-    try:
-        results = []
-        for loss_and_gradients in (
-            lambda: RenyiELBO(alpha=0, num_particles=4, vectorize_particles=True, max_plate_nesting=2).loss_and_grads(
-                objective.model, objective.guide, x
-            ),
-            lambda: objective.loss_and_backward(x),
-        ):
-            vae.zero_grad(set_to_none=True)
-            pyro.set_rng_seed(1)
-            loss = torch.as_tensor(loss_and_gradients())
-            results.append((loss, [p.grad.clone() for p in vae.parameters()]))
-    finally:
-        cleanup()
+    results = []
+    for loss_and_gradients in (
+        lambda: RenyiELBO(alpha=0, num_particles=4, vectorize_particles=True, max_plate_nesting=2).loss_and_grads(
+            objective.model, objective.guide, x
+        ),
+        lambda: objective.loss_and_backward(x),
+    ):
+        vae.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(1)
+        loss = torch.as_tensor(loss_and_gradients())
+        results.append((loss, [p.grad.clone() for p in vae.parameters()]))
     (expected_loss, expected), (loss, gradients) = results
     torch.testing.assert_close(loss, expected_loss)  # the same draws: equal up to rounding
     for gradient, expected_gradient in zip(gradients, expected):

@@ -61,7 +61,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "runs" / "fa" / "checkpoint.pt").is_file()
-    monkeypatch.chdir(REPO)
+    (tmp_path / "models").symlink_to(REPO / "models")  # the block names specs relative to the repository
     namespace = {"__name__": "readme"}
     exec(compile(blocks[1], "README.md", "exec"), namespace)
     assert namespace["draws"].posterior["mu"].shape == (2, 1000) and namespace["table"].loc["tau", "mean"] > 0
+    assert (
+        namespace["metrics"]["method"] == "nuts"
+        and (tmp_path / "runs" / "eight_schools-python" / "posterior.nc").is_file()
+    )

@@ -14,7 +14,7 @@ from ppgen.cli import main
 from ppgen.errors import PpgenError, SpecError
 from ppgen.executors import make_executor
 from ppgen.infer.mcmc import pyro_mcmc
-from ppgen.workflow import load_workflow
+from ppgen.spec.load import load_spec
 
 SPEC = str(Path(__file__).resolve().parents[1] / "models" / "normal_normal.toml")
 
@@ -71,8 +71,9 @@ def test_sbc_ranks_on_ray_match_those_in_this_process(ray_pool, sbc_in_process, 
 def test_pyro_nuts_chains_as_ray_tasks_match_sequential_chains(ray_pool):
     # Chain c is seeded with seed + c and builds its own kernel wherever it runs: the same draws and statistics.
     overrides = ["inference.backend=pyro", "inference.num_chains=2", "inference.num_warmup=50"]
-    model, workflow, _ = load_workflow(SPEC, overrides=[*overrides, "inference.num_samples=50"])
-    arguments = (model.pyro_model, {"data": model.torch_data()}, workflow.inference)
+    loaded = load_spec(SPEC, overrides=[*overrides, "inference.num_samples=50"])
+    model = loaded.model
+    arguments = (model.pyro_model, {"data": model.torch_data()}, loaded.settings.settings())
     sequential = pyro_mcmc(*arguments, max_plate_nesting=model.max_plate_nesting)
     on_ray = pyro_mcmc(*arguments, max_plate_nesting=model.max_plate_nesting, executor=ray_pool)
     assert on_ray.posterior["mu"].shape == (2, 50)

@@ -9,17 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppgen.errors import SpecError
-from ppgen.models.backends import JaxBackend, TorchBackend
-from ppgen.spec.expr import (
-    BINARY_OPERATORS,
-    DISTRIBUTIONS,
-    FUNCTIONS,
-    UNARY_OPERATORS,
-    build_distribution,
-    evaluate,
-    parse_distribution,
-    parse_expression,
-)
+from ppgen.models.backends import numpyro_backend, pyro_backend
+from ppgen.spec.expr import build_distribution, evaluate, parse_distribution, parse_expression
+from ppgen.spec.language import BINARY_OPERATORS, DISTRIBUTIONS, FUNCTIONS, UNARY_OPERATORS
 
 WHERE = "variables.theta.value"
 
@@ -257,11 +249,11 @@ EXPRESSIONS = [
 
 def _evaluate_in_both(text: str):
     expression = parse_expression(text, WHERE)
-    torch_backend, values = TorchBackend(), []
+    torch_backend, values = pyro_backend(), []
     env = {k: int(v) if v.ndim == 0 else torch_backend.asarray(v) for k, v in DATA.items()}
     values.append(np.asarray(evaluate(expression, env, torch_backend)))
     with jax.enable_x64(True):
-        jax_backend = JaxBackend()
+        jax_backend = numpyro_backend()
         env = {k: int(v) if v.ndim == 0 else jax_backend.asarray(v) for k, v in DATA.items()}
         values.append(np.asarray(evaluate(expression, env, jax_backend)))
     return values
@@ -281,7 +273,7 @@ def test_every_function_and_operator_is_exercised_and_implemented():
     }
     assert set(FUNCTIONS) <= used
     methods = {f.method for f in FUNCTIONS.values()} | set(BINARY_OPERATORS.values()) | set(UNARY_OPERATORS.values())
-    for backend in (TorchBackend(), JaxBackend()):
+    for backend in (pyro_backend(), numpyro_backend()):
         assert all(callable(getattr(backend, method, None)) for method in methods)
         assert set(backend.distributions) == set(DISTRIBUTIONS)
 
@@ -344,12 +336,12 @@ DISTRIBUTION_CASES = [
 @pytest.mark.parametrize("text, value", DISTRIBUTION_CASES)
 def test_backends_agree_on_distributions(text, value):
     call = parse_distribution(text, "variables.z.dist")
-    torch_backend = TorchBackend()
+    torch_backend = pyro_backend()
     env = {k: int(v) if v.ndim == 0 else torch_backend.asarray(v) for k, v in DATA.items()}
     torch_distribution = build_distribution(call, env, torch_backend)
     torch_log_prob = torch_distribution.log_prob(torch.as_tensor(np.asarray(value, dtype=np.float64))).numpy()
     with jax.enable_x64(True):
-        jax_backend = JaxBackend()
+        jax_backend = numpyro_backend()
         env = {k: int(v) if v.ndim == 0 else jax_backend.asarray(v) for k, v in DATA.items()}
         jax_distribution = build_distribution(call, env, jax_backend)
         jax_log_prob = np.asarray(jax_distribution.log_prob(jax.numpy.asarray(np.asarray(value))))
@@ -366,7 +358,7 @@ def test_every_distribution_is_tested():
 
 def test_torch_backend_computes_in_its_dtype():
     """Integer data and Python numbers never fall back to torch's float32 default."""
-    backend = TorchBackend()
+    backend = pyro_backend()
     env = {"n": backend.asarray(np.array([1, 2, 3]))}
     for text in ("n / 2", "n * 0.5", "log(n)", "n + 0.5", "sqrt(2)", "mean(n)", "stack([n, n / 2])"):
         assert evaluate(parse_expression(text, WHERE), env, backend).dtype == torch.float64, text

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import logsumexp
 
 from ppgen.errors import DataError, SpecError
-from ppgen.evaluate import inference_data
+from ppgen.evaluate import arviz_plots, elpd, inference_data
 
 CHAINS, DRAWS, N = 4, 1000, 10
 
@@ -93,7 +93,7 @@ def test_missing_groups_files_and_names_are_reported(results, tmp_path):
         {"mu": np.zeros((2, 10))}, log_likelihood={"a": np.zeros((2, 10, 3)), "b": np.zeros((2, 10, 3))}
     )
     with pytest.raises(SpecError, match="several variables"):
-        inference_data.loo(two)
+        elpd.loo(two)
 
 
 def test_summary_has_the_same_columns_on_every_arviz(results):
@@ -133,7 +133,7 @@ def _pointwise_waic(log_likelihood: np.ndarray) -> np.ndarray:
 def test_waic_is_the_textbook_formula(results, arrays):
     log_likelihood = arrays["log_likelihood"]["y"].reshape(-1, N)
     pointwise = _pointwise_waic(log_likelihood)
-    for estimate in (inference_data.waic(results), inference_data.waic_from_log_likelihood(log_likelihood)):
+    for estimate in (elpd.waic(results), elpd.waic_from_log_likelihood(log_likelihood)):
         assert estimate.method == "waic" and estimate.num_samples == CHAINS * DRAWS and estimate.num_data == N
         np.testing.assert_allclose(estimate.pointwise, pointwise, rtol=1e-10)
         assert estimate.elpd == pytest.approx(pointwise.sum(), rel=1e-10)
@@ -142,7 +142,7 @@ def test_waic_is_the_textbook_formula(results, arrays):
 
 
 def test_loo_estimate_is_consistent(results):
-    estimate = inference_data.loo(results)
+    estimate = elpd.loo(results)
     assert estimate.method == "loo" and estimate.pointwise.shape == estimate.pareto_k.shape == (N,)
     assert estimate.elpd == pytest.approx(estimate.pointwise.sum(), rel=1e-10)
     assert estimate.se == pytest.approx(math.sqrt(N * np.var(estimate.pointwise, ddof=1)), rel=1e-10)
@@ -154,21 +154,21 @@ def test_compare_ranks_by_elpd(arrays):
     posterior, log_likelihood = arrays["posterior"], arrays["log_likelihood"]["y"]
     good = inference_data.build_inference_data(posterior, log_likelihood={"y": log_likelihood})
     worse = inference_data.build_inference_data(posterior, log_likelihood={"y": log_likelihood - 1.0})
-    table = inference_data.compare({"worse": worse, "good": good})
-    assert tuple(table.columns) == inference_data.COMPARE_COLUMNS
+    table = elpd.compare({"worse": worse, "good": good})
+    assert tuple(table.columns) == elpd.COMPARE_COLUMNS
     assert list(table.index) == ["good", "worse"] and list(table["rank"]) == [0, 1]
     np.testing.assert_allclose(table["elpd_diff"], [0.0, N], atol=1e-8)
     assert table["weight"].sum() == pytest.approx(1.0)
     with pytest.raises(SpecError, match="at least two models"):
-        inference_data.compare({"good": good})
+        elpd.compare({"good": good})
 
 
-@pytest.mark.parametrize("plot", ["plot_trace", "plot_rank", "plot_ppc", "plot_khat"])
+@pytest.mark.parametrize("plot", ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k"])
 def test_plots_write_png_and_close_their_figure(plot, results, tmp_path):
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
-    path = getattr(inference_data, plot)(results, tmp_path / f"{plot}.png")
+    path = getattr(arviz_plots, plot)(results, tmp_path / f"{plot}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_fignums() == before
 

@@ -12,7 +12,9 @@ from host_reads import round_trips
 from pyro.infer import MCMC
 
 from ppgen.errors import SpecError, TrainingError
-from ppgen.infer.langevin_kernels import MALA, SGLD, ULA, LangevinInfoRecorder, PolynomialDecay
+from ppgen.infer.langevin_kernels import MALA, SGLD, ULA
+from ppgen.infer.langevin_stats import LangevinInfoRecorder
+from ppgen.samplers.step_size import PolynomialDecay
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
-"""ULA, MALA and SGLD against exact answers: conjugate Gaussian posteriors, a constrained scale by quadrature, ULA's
-closed-form stationary variance and SGLD's first-order one. Tolerances are z = 4 Monte-Carlo standard errors, with the
+"""The Pyro kernels ULA, MALA and SGLD against exact answers: conjugate Gaussian posteriors, a constrained scale by
+quadrature, ULA's closed-form stationary variance and SGLD's first-order one (the steps' maths is tested exactly in
+test_samplers_langevin.py). Tolerances are z = 4 Monte-Carlo standard errors, with the
 MCSE of a mean of a series f(draws) taken as sd(f) / sqrt(ArviZ's ESS of f); a check fails by chance with probability
 about 6e-5 (two-sided normal tail at 4), so the file's dozen or so checks pass with probability > 0.999."""
 
@@ -16,20 +17,18 @@ import torch
 from pyro.infer import MCMC
 
 from ppgen.errors import PpgenError, SpecError, TrainingError
-from ppgen.infer.langevin import (
-    mala_log_accept_ratio,
-    metropolis_accept_prob,
-    ula_gaussian_stationary_covariance,
-)
-from ppgen.infer.langevin_kernels import (
-    MALA,
-    SGLD,
-    ULA,
-    DualAveragingStepSize,
+from ppgen.infer.langevin_adapter import LangevinKernel
+from ppgen.infer.langevin_kernels import MALA, SGLD, ULA
+from ppgen.infer.langevin_stats import LangevinInfoRecorder
+from ppgen.samplers.langevin import (
     LangevinInfo,
-    LangevinInfoRecorder,
-    PolynomialDecay,
+    draw_langevin_noise,
+    draw_mala_noise,
+    mala_step,
+    ula_gaussian_stationary_covariance,
+    ula_step,
 )
+from ppgen.samplers.step_size import ConstantStepSize, PolynomialDecay, ScheduledStepSize
 
 with warnings.catch_warnings():
     # ArviZ 0.2x announces its 1.0 refactor with a FutureWarning on import.
@@ -96,77 +95,6 @@ def scale_model(x):
         pyro.sample("x", dist.Normal(loc, scale), obs=x)
 
 
-# --- the stateless maths: exact identities ---
-
-
-def test_mala_log_accept_ratio_is_the_metropolis_hastings_ratio_of_the_gaussian_proposals():
-    """log p(x') + log N(x; x' + h s', 2h I) - log p(x) - log N(x'; x + h s, 2h I), with torch's Normal densities."""
-    g = torch.Generator().manual_seed(0)
-    x, x_new, score, score_new = (torch.randn(5, 3, generator=g, dtype=torch.float64) for _ in range(4))
-    log_p, log_p_new = (
-        torch.randn(5, generator=g, dtype=torch.float64),
-        torch.randn(5, generator=g, dtype=torch.float64),
-    )
-    h = 0.3
-
-    def log_q(to, start, score_at_start):
-        return dist.Normal(start + h * score_at_start, math.sqrt(2 * h)).log_prob(to).sum(-1)
-
-    expected = log_p_new + log_q(x, x_new, score_new) - log_p - log_q(x_new, x, score)
-    torch.testing.assert_close(mala_log_accept_ratio(x, log_p, score, x_new, log_p_new, score_new, h), expected)
-
-
-def test_mala_log_accept_ratio_is_antisymmetric_and_zero_in_the_limit():
-    """Detailed balance: log r(x -> x') = -log r(x' -> x). As h -> 0 with x' - x = O(h) the ratio vanishes."""
-    g = torch.Generator().manual_seed(1)
-    x, x_new = torch.randn(4, 2, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g, dtype=torch.float64)
-    precision = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
-
-    def log_p_and_score(z):
-        return -0.5 * ((z @ precision) * z).sum(-1), -z @ precision
-
-    forward = mala_log_accept_ratio(x, *log_p_and_score(x), x_new, *log_p_and_score(x_new), 0.2)
-    backward = mala_log_accept_ratio(x_new, *log_p_and_score(x_new), x, *log_p_and_score(x), 0.2)
-    torch.testing.assert_close(forward, -backward)
-    h = 1e-6
-    x_near = x + h * log_p_and_score(x)[1] + math.sqrt(2 * h) * x_new
-    assert mala_log_accept_ratio(x, *log_p_and_score(x), x_near, *log_p_and_score(x_near), h).abs().max() < 1e-4
-
-
-def test_metropolis_accept_prob():
-    log_ratio = torch.tensor([0.5, math.log(0.3), float("nan"), -float("inf")])
-    torch.testing.assert_close(metropolis_accept_prob(log_ratio), torch.tensor([1.0, 0.3, 0.0, 0.0]))
-
-
-def test_ula_gaussian_stationary_covariance_solves_the_lyapunov_equation():
-    """V = A V A^T + 2 h I with A = I - h S^-1 (the stationary covariance of x' = A x + sqrt(2h) xi)."""
-    cov = torch.tensor([[1.0, 0.8], [0.8, 2.0]], dtype=torch.float64)
-    h = 0.1
-    a = torch.eye(2, dtype=torch.float64) - h * torch.linalg.inv(cov)
-    v = ula_gaussian_stationary_covariance(cov, h)
-    torch.testing.assert_close(v, a @ v @ a.T + 2 * h * torch.eye(2, dtype=torch.float64))
-    # In 1-D with h = s the chain is x' = m + sqrt(2 s) xi: independent draws with twice the variance.
-    torch.testing.assert_close(ula_gaussian_stationary_covariance(torch.tensor([[0.3]]), 0.3), torch.tensor([[0.6]]))
-
-
-def test_polynomial_decay_and_its_checks():
-    schedule = PolynomialDecay(a=0.5, b=10.0, gamma=0.55)
-    assert schedule(0) == 0.5 * 10.0**-0.55 and schedule(90) == 0.5 * 100.0**-0.55
-    for bad in ({"a": 0.0}, {"a": 1.0, "b": 0.0}, {"a": 1.0, "gamma": 1.5}, {"a": 1.0, "gamma": -0.1}):
-        with pytest.raises(SpecError, match="PolynomialDecay"):
-            PolynomialDecay(**bad)
-
-
-def test_dual_averaging_finds_the_step_size_of_the_target_acceptance():
-    """With a deterministic acceptance exp(-h) the root of exp(-h) = 0.574 is h* = -log 0.574 = 0.555; dual averaging
-    converges to it (its averaged iterate's error shrinks like t^-1/2; 2000 steps leave well under 5%)."""
-    adaptation = DualAveragingStepSize(initial_step_size=5.0, target_accept_prob=0.574)
-    step_size = adaptation.step_size
-    for _ in range(2000):
-        step_size = adaptation.update(math.exp(-step_size))
-    assert adaptation.final_step_size() == pytest.approx(-math.log(0.574), rel=0.05)
-
-
 # --- one generic test of the kernel interface, for every kernel ---
 
 KERNELS = {
@@ -195,6 +123,21 @@ def test_same_seed_same_draws():
     first, _, _ = run(MALA(normal_model), 20, 20, NORMAL_DATA, seed=3)
     second, _, _ = run(MALA(normal_model), 20, 20, NORMAL_DATA, seed=3)
     np.testing.assert_array_equal(first["mu"], second["mu"])
+
+
+def test_a_kernel_is_a_step_composed_with_a_step_size_rule():
+    """ULA(...) is ``LangevinKernel(ula_step, ...)`` with a constant rule; any step composes with any rule, e.g. MALA's
+    step with a decreasing schedule."""
+    composed = LangevinKernel(ula_step, draw_langevin_noise, ConstantStepSize(0.01), scale_model, name="ULA")
+    x = 1.0 + 2.0 * torch.randn(10, generator=torch.Generator().manual_seed(2))
+    (first, first_stats, _), (second, second_stats, _) = (run(k, 10, 10, x) for k in (ULA(scale_model), composed))
+    for name in ("loc", "scale"):
+        np.testing.assert_array_equal(first[name], second[name])
+    np.testing.assert_array_equal(first_stats["acceptance_rate"], second_stats["acceptance_rate"])
+    schedule = PolynomialDecay(a=0.05, b=10.0)
+    decaying = LangevinKernel(mala_step, draw_mala_noise, ScheduledStepSize(schedule), scale_model, name="MALA")
+    _, stats, _ = run(decaying, 10, 5, x)
+    np.testing.assert_allclose(stats["step_size"][0], [schedule(t) for t in range(5, 15)], rtol=1e-6)
 
 
 # --- MALA: exact for any step size ---

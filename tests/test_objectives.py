@@ -36,74 +36,65 @@ def _loss_and_gradients(objective, vae, x, seed):
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
 def test_compiled_elbos_match_their_uncompiled_twins(vae, x, elbo):
-    eager, eager_cleanup = _objective(vae, elbo=elbo)
-    compiled, compiled_cleanup = _objective(vae, elbo=elbo, jit=True)
-    try:
-        compiled.loss_and_backward(x)  # compile first: tracing draws random numbers of its own
-        for seed in (1, 2):
-            loss, gradients = _loss_and_gradients(eager, vae, x, seed)
-            compiled_loss, compiled_gradients = _loss_and_gradients(compiled, vae, x, seed)
-            torch.testing.assert_close(compiled_loss, loss)
-            for gradient, compiled_gradient in zip(gradients, compiled_gradients):
-                torch.testing.assert_close(compiled_gradient, gradient)
-    finally:
-        eager_cleanup()
-        compiled_cleanup()
+    eager = _objective(vae, elbo=elbo)
+    compiled = _objective(vae, elbo=elbo, jit=True)
+    compiled.loss_and_backward(x)  # compile first: tracing draws random numbers of its own
+    for seed in (1, 2):
+        loss, gradients = _loss_and_gradients(eager, vae, x, seed)
+        compiled_loss, compiled_gradients = _loss_and_gradients(compiled, vae, x, seed)
+        torch.testing.assert_close(compiled_loss, loss)
+        for gradient, compiled_gradient in zip(gradients, compiled_gradients):
+            torch.testing.assert_close(compiled_gradient, gradient)
 
 
 def test_the_compiled_mean_field_elbo_compiles_once(vae, x):
-    objective, cleanup = _objective(vae, elbo="meanfield", jit=True)
-    try:
+    objective = _objective(vae, elbo="meanfield", jit=True)
+    objective.loss_and_backward(x)
+    compiled = objective.elbo._differentiable_loss
+    for _ in range(3):
         objective.loss_and_backward(x)
-        compiled = objective.elbo._differentiable_loss
-        for _ in range(3):
-            objective.loss_and_backward(x)
-        assert objective.elbo._differentiable_loss is compiled and len(compiled.compiled) == 1
-    finally:
-        cleanup()
+    assert objective.elbo._differentiable_loss is compiled and len(compiled.compiled) == 1
 
 
 @pytest.mark.parametrize("options", [{"jit": True}, {"elbo": "iwae", "num_particles": 3}])
-def test_parameters_registered_with_pyro_are_removed_by_the_cleanup(vae, x, options):
-    objective, cleanup = _objective(vae, **options)
+def test_objectives_that_need_param_sites_train_the_modules_without_pyros_parameter_store(vae, x, options):
+    """Compiled ELBOs and RenyiELBO find parameters through pyro.param sites; those are answered by the
+    objective itself, so the modules' parameters get gradients and the global store is left as it was."""
+    pyro.clear_param_store()
+    mine = pyro.param("mine", torch.ones(2))
+    objective = _objective(vae, **options)
+    assert {id(p) for p in objective.parameters()} == {id(p) for p in vae.parameters()}
+    vae.zero_grad(set_to_none=True)
     objective.loss_and_backward(x)
-    registered = [name for name in pyro.get_param_store().keys() if name.startswith("_ppgen_fit")]
-    assert len(registered) == len(list(vae.parameters()))
-    cleanup()
-    assert not [name for name in pyro.get_param_store().keys() if name.startswith("_ppgen_fit")]
+    assert all(p.grad is not None for p in vae.parameters())
+    assert list(pyro.get_param_store().keys()) == ["mine"] and pyro.param("mine") is mine
+    pyro.clear_param_store()
 
 
 def test_the_loss_is_rescaled_from_the_batch_to_the_data_set(vae, x):
-    batch, cleanup = _objective(vae, num_data=8)
-    whole, _ = _objective(vae, num_data=32)
+    batch = _objective(vae, num_data=8)
+    whole = _objective(vae, num_data=32)
     pyro.set_rng_seed(3)
     batch_loss = batch.loss_and_backward(x)
     pyro.set_rng_seed(3)
     torch.testing.assert_close(whole.loss_and_backward(x), 4 * batch_loss)
-    cleanup()
 
 
 def test_the_one_sample_importance_weighted_bound_is_the_elbo(vae, x):
-    trace, _ = _objective(vae)
-    iwae, cleanup = _objective(vae, elbo="iwae", num_particles=1)
-    try:
-        loss, gradients = _loss_and_gradients(trace, vae, x, seed=4)
-        iwae_loss, iwae_gradients = _loss_and_gradients(iwae, vae, x, seed=4)
-        torch.testing.assert_close(iwae_loss.double(), loss.double())
-        for gradient, iwae_gradient in zip(gradients, iwae_gradients):
-            torch.testing.assert_close(iwae_gradient, gradient)
-    finally:
-        cleanup()
+    trace = _objective(vae)
+    iwae = _objective(vae, elbo="iwae", num_particles=1)
+    loss, gradients = _loss_and_gradients(trace, vae, x, seed=4)
+    iwae_loss, iwae_gradients = _loss_and_gradients(iwae, vae, x, seed=4)
+    torch.testing.assert_close(iwae_loss.double(), loss.double())
+    for gradient, iwae_gradient in zip(gradients, iwae_gradients):
+        torch.testing.assert_close(iwae_gradient, gradient)
 
 
 def test_the_importance_weighted_objective_is_the_per_example_bound_the_evaluator_estimates(vae, x):
     """-RenyiELBO(alpha=0, K) / B and the mean of log_likelihood(K) both estimate E[L_K] per example."""
-    objective, cleanup = _objective(vae, elbo="iwae", num_particles=5)
+    objective = _objective(vae, elbo="iwae", num_particles=5)
     pyro.set_rng_seed(5)
-    try:
-        training = torch.stack([-objective.loss_and_backward(x) / len(x) for _ in range(300)])
-    finally:
-        cleanup()
+    training = torch.stack([-objective.loss_and_backward(x) / len(x) for _ in range(300)])
     evaluation = torch.stack(
         [log_likelihood(vae.model, vae.guide, x, num_samples=5).estimate.mean() for _ in range(300)]
     )
@@ -114,7 +105,7 @@ def test_the_importance_weighted_objective_is_the_per_example_bound_the_evaluato
 def test_kl_weight_scales_latent_sites_and_leaves_the_likelihood_alone(vae, x):
     from pyro import poutine
 
-    objective, _ = _objective(vae, kl_warmup=True)
+    objective = _objective(vae, kl_warmup=True)
     objective.set_kl_weight(0.25)
     guide_trace = poutine.trace(objective.guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(objective.model, trace=guide_trace)).get_trace(x)
@@ -155,7 +146,7 @@ def test_the_eager_elbos_give_pyros_loss_and_gradients(ours, pyros, discrete, nu
     x = torch.tensor([0.2, 1.4, -0.3, 1.1])
     model, guide = _mixed_pair(discrete)
     options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 2}
-    objective, cleanup = make_objective(
+    objective = make_objective(
         model, guide, [], elbo=ours, num_data=4, max_plate_nesting=1, num_particles=num_particles
     )
     names = ("q_loc", "q_log_rate", "q_logit") if discrete else ("q_loc", "q_log_rate")
@@ -175,5 +166,4 @@ def test_the_eager_elbos_give_pyros_loss_and_gradients(ours, pyros, discrete, nu
             torch.testing.assert_close(gradient, pyro_gradient)
         assert all(gradient.abs().sum() > 0 for gradient in gradients)
     finally:
-        cleanup()
         pyro.clear_param_store()

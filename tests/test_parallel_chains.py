@@ -18,9 +18,11 @@ import pytest
 
 from ppgen.errors import SpecError
 from ppgen.evaluate import inference_data
-from ppgen.infer.mcmc import numpyro_chain_method, numpyro_kernel, numpyro_mcmc, pyro_mcmc
-from ppgen.spec.workflow import MCMCSpec
-from ppgen.workflow import infer, load_workflow
+from ppgen.infer.mcmc import pyro_mcmc
+from ppgen.infer.numpyro_sampler import numpyro_chain_method, numpyro_kernel, numpyro_mcmc
+from ppgen.infer.posterior_settings import MCMCSettings
+from ppgen.posterior import infer
+from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 NORMAL = str(REPO / "models" / "normal_normal.toml")
@@ -47,19 +49,21 @@ def assert_exact(draws: np.ndarray, data: dict) -> None:
 NUMPYRO_SCRIPT = """
 import json, sys
 import numpy as np
-from ppgen.infer.mcmc import numpyro_chain_method
-from ppgen.workflow import infer, load_workflow
+from ppgen.infer.numpyro_sampler import numpyro_chain_method
+from ppgen.posterior import infer
+from ppgen.spec.load import load_spec
 
-model, workflow, _ = load_workflow(sys.argv[1], overrides=json.loads(sys.argv[2]))
+loaded = load_spec(sys.argv[1], overrides=json.loads(sys.argv[2]))
+model, spec = loaded.model, loaded.settings
 arrays = {}
 for method in json.loads(sys.argv[3]):
-    spec = workflow.inference.model_copy(update={"chain_method": method})
-    assert numpyro_chain_method(spec) == method, method
+    table = spec.inference.model_copy(update={"chain_method": method})
+    assert numpyro_chain_method(table.settings()) == method, method
     # parallel chains with a progress bar, as `ppgen run` samples by default
-    draws = infer(model, workflow.model_copy(update={"inference": spec}), progress=method == "parallel")
+    draws = infer(model, spec.model_copy(update={"inference": table}), progress=method == "parallel")
     arrays[method] = draws.posterior["mu"]
     arrays.update({f"{method}.{name}": value for name, value in draws.sample_stats.items()})
-arrays["auto"] = np.array(numpyro_chain_method(workflow.inference))
+arrays["auto"] = np.array(numpyro_chain_method(spec.settings()))
 np.savez(sys.argv[4], **arrays)
 """
 
@@ -84,7 +88,7 @@ def numpyro_draws(tmp_path_factory) -> dict[str, np.ndarray]:
 def test_numpyro_chain_methods_sample_the_exact_posterior(numpyro_draws, method):
     draws = numpyro_draws[method]
     assert draws.shape == (2, 250)
-    assert_exact(draws, load_workflow(NORMAL)[0].data)
+    assert_exact(draws, load_spec(NORMAL).model.data)
 
 
 @pytest.mark.slow
@@ -102,7 +106,7 @@ def test_numpyro_chain_methods_give_the_same_draws(numpyro_draws):
 @pytest.mark.slow
 def test_parallel_chains_show_a_progress_bar_in_float64(numpyro_draws):
     # NumPyro's bar returns Python ints from host callbacks, run on JAX's own threads, outside the float64 block
-    # of ppgen.workflow.infer: unless numpyro_mcmc makes x64 process-wide while the chains run, the ints come back
+    # of ppgen.posterior.infer: unless the sampler makes x64 process-wide while the chains run, the ints come back
     # as int32 where the program expects int64, and the parallel run fails.
     assert "Running chain 1" in numpyro_draws["stderr"]
 
@@ -115,8 +119,8 @@ def test_numpyro_mcmc_gives_numpyros_own_draws_and_statistics():
     import jax
     from numpyro.infer import MCMC
 
-    model = load_workflow(NORMAL)[0]
-    spec = MCMCSpec(num_warmup=60, num_samples=20, num_chains=1, seed=3)
+    model = load_spec(NORMAL).model
+    spec = MCMCSettings(num_warmup=60, num_samples=20, num_chains=1, seed=3)
     with jax.enable_x64(True):
         data = {"data": model.jax_data()}
         draws = numpyro_mcmc(model.numpyro_model, data, spec)
@@ -135,9 +139,9 @@ def test_parallel_without_enough_devices_is_a_spec_error():
     jax.numpy.zeros(1).block_until_ready()  # JAX has started: its device count is fixed
     chains = jax.local_device_count() + 1
     with pytest.raises(SpecError, match=r"chain_method = 'parallel' needs a JAX device per chain .*XLA_FLAGS"):
-        numpyro_chain_method(MCMCSpec(num_chains=chains, chain_method="parallel"))
-    assert numpyro_chain_method(MCMCSpec(num_chains=chains)) == "vectorized"  # "auto" falls back
-    assert numpyro_chain_method(MCMCSpec(num_chains=1, chain_method="parallel")) == "sequential"
+        numpyro_chain_method(MCMCSettings(num_chains=chains, chain_method="parallel"))
+    assert numpyro_chain_method(MCMCSettings(num_chains=chains)) == "vectorized"  # "auto" falls back
+    assert numpyro_chain_method(MCMCSettings(num_chains=1, chain_method="parallel")) == "sequential"
 
 
 @pytest.mark.slow
@@ -146,11 +150,12 @@ def test_langevin_chains_in_worker_processes_match_sequential_chains(capsys):
     # and builds its own kernel wherever it runs, so the draws and each step's LangevinInfo are equal.
     # (Pyro's NUTS in workers: tests/test_executors.py, through a Ray executor.)
     overrides = ["inference.method=mala", "inference.num_chains=2", "inference.num_warmup=100"]
-    model, workflow, _ = load_workflow(NORMAL, overrides=[*overrides, "inference.num_samples=100"])
+    loaded = load_spec(NORMAL, overrides=[*overrides, "inference.num_samples=100"])
+    model, spec = loaded.model, loaded.settings
     runs = {}
     for chain_method in ("sequential", "parallel"):
-        spec = workflow.inference.model_copy(update={"chain_method": chain_method})
-        runs[chain_method] = infer(model, workflow.model_copy(update={"inference": spec}), progress=True)
+        table = spec.inference.model_copy(update={"chain_method": chain_method})
+        runs[chain_method] = infer(model, spec.model_copy(update={"inference": table}), progress=True)
     assert "chains in workers: 100%" in capsys.readouterr().err  # a bar counts the workers' finished chains
     sequential, parallel = runs["sequential"], runs["parallel"]
     assert parallel.posterior["mu"].shape == (2, 100)
@@ -166,7 +171,7 @@ def test_pyro_rejects_vectorized_chains():
         SpecError,
         match=r"inference.chain_method = 'vectorized' needs inference.backend = 'numpyro'",
     ):
-        load_workflow(NORMAL, overrides=["inference.backend=pyro", "inference.chain_method=vectorized"])
+        load_spec(NORMAL, overrides=["inference.backend=pyro", "inference.chain_method=vectorized"])
 
 
 def test_parallel_pyro_chains_need_a_picklable_model():
@@ -175,6 +180,6 @@ def test_parallel_pyro_chains_need_a_picklable_model():
     def model(x):  # a local function cannot be sent to a worker process
         return x
 
-    spec = MCMCSpec(backend="pyro", num_chains=2, chain_method="parallel")
+    spec = MCMCSettings(backend="pyro", num_chains=2, chain_method="parallel")
     with pytest.raises(SpecError, match=r"chain_method = 'parallel' sends the model .* cannot be pickled"):
         pyro_mcmc(model, {"x": torch.zeros(1)}, spec)

@@ -17,7 +17,8 @@ import pytest
 
 from ppgen.errors import DataError, PpgenError
 from ppgen.evaluate.reference import COMPARISON_COLUMNS, compare_to_reference, load_reference
-from ppgen.workflow import infer, load_workflow
+from ppgen.posterior import infer
+from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "models" / "posteriordb"
@@ -53,8 +54,9 @@ MODEST = ["inference.num_chains=2", "inference.num_warmup=500", "inference.num_s
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NUMPYRO_CASES)
 def test_numpyro_nuts_matches_posteriordb_reference(name, posteriordb):
-    model, workflow, _ = load_workflow(SPECS / f"{name}.toml", overrides=MODEST)
-    draws = infer(model, workflow)
+    loaded = load_spec(SPECS / f"{name}.toml", overrides=MODEST)
+    model = loaded.model
+    draws = infer(model, loaded.settings)
     assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
 
 
@@ -64,8 +66,9 @@ def test_pyro_nuts_matches_posteriordb_reference_with_flat_priors(posteriordb):
     # Pyro's NUTS is slower per step than NumPyro's: fewer draws, so wider (still derived) tolerances.
     name = "mesquite-logmesquite_logvolume"
     budget = ["inference.backend=pyro", "inference.num_warmup=200", "inference.num_samples=250"]
-    model, workflow, _ = load_workflow(SPECS / f"{name}.toml", overrides=[*MODEST, *budget])
-    draws = infer(model, workflow)
+    loaded = load_spec(SPECS / f"{name}.toml", overrides=[*MODEST, *budget])
+    model = loaded.model
+    draws = infer(model, loaded.settings)
     assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
 
 

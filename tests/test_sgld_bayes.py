@@ -17,9 +17,10 @@ from pyro import poutine
 
 from ppgen.errors import SpecError
 from ppgen.models.bayes import bayes_model_from_tables, load_bayes_model
+from ppgen.posterior import infer
+from ppgen.spec.bayes_inference import BayesInferenceSpec, SGLDSpec
+from ppgen.spec.load import load_spec
 from ppgen.spec.subsample import likelihood_plate
-from ppgen.spec.workflow import SGLDSpec, WorkflowSpec
-from ppgen.workflow import infer, load_workflow
 
 with warnings.catch_warnings():  # arviz warns about its coming 1.0 API at import
     warnings.simplefilter("ignore", FutureWarning)
@@ -188,7 +189,7 @@ def test_sgld_has_the_exact_posterior_mean_and_its_own_stationary_variance(linea
     model, design, y, mean, precision = linear
     step_size = 2e-3
     spec = SGLDSpec(num_warmup=200, num_samples=2000, batch_size=B, step_size=step_size, step_decay=0.0, seed=0)
-    draws = infer(model, WorkflowSpec(inference=spec))
+    draws = infer(model, BayesInferenceSpec(inference=spec))
     chain = np.column_stack([draws.posterior["alpha"][0], draws.posterior["beta"][0]])
     covariance = sgld_stationary_covariance(design, y, mean, precision, step_size, B)
     posterior_var = np.diag(np.linalg.inv(precision))
@@ -201,13 +202,14 @@ def test_sgld_has_the_exact_posterior_mean_and_its_own_stationary_variance(linea
 
 def test_sgld_runs_on_logistic_regression_with_the_inference_spec():
     """inference/sgld.toml on models/logistic_regression.toml (minibatches of 10 of 100), with a tiny budget."""
-    model, workflow, _ = load_workflow(
+    loaded = load_spec(
         REPO / "models" / "logistic_regression.toml",
         inference=REPO / "inference" / "sgld.toml",
         overrides=["inference.num_warmup=5", "inference.num_samples=20"],
     )
-    assert workflow.inference.method == "sgld" and workflow.inference.batch_size == 10
-    draws = infer(model, workflow)
+    model = loaded.model
+    assert loaded.settings.inference.method == "sgld" and loaded.settings.inference.batch_size == 10
+    draws = infer(model, loaded.settings)
     assert draws.posterior["alpha"].shape == (1, 20) and draws.posterior["beta"].shape == (1, 20, 3)
     assert all(np.all(np.isfinite(value)) for value in draws.posterior.values())
     assert np.ptp(draws.posterior["alpha"]) > 0
@@ -219,12 +221,12 @@ def test_sgld_runs_on_logistic_regression_with_the_inference_spec():
 def test_sgld_names_a_plate_holding_a_latent_variable():
     model = load_bayes_model(REPO / "models" / "eight_schools.toml")
     with pytest.raises(SpecError, match=r"plates\.school: .*latent variable 'theta_raw'"):
-        infer(model, WorkflowSpec(inference=SGLDSpec(batch_size=4)))
+        infer(model, BayesInferenceSpec(inference=SGLDSpec(batch_size=4)))
 
 
 def test_sgld_names_an_unknown_plate(linear):
     with pytest.raises(SpecError, match=r"plate 'ob'.*did you mean 'obs'"):
-        infer(linear[0], WorkflowSpec(inference=SGLDSpec(plate="ob")))
+        infer(linear[0], BayesInferenceSpec(inference=SGLDSpec(plate="ob")))
 
 
 @pytest.mark.parametrize(

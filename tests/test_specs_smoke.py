@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from spec_files import INFERENCE_SPECS, MODEL_SPECS, REPO
 
-from ppgen.run import run
+from ppgen.runner import run
 from ppgen.spec.load import load_spec
 from ppgen.spec.schema import EvaluationSpec, SVISpec
 
@@ -43,16 +43,6 @@ def test_model_spec_with_inference_spec(model, inference):
     assert (combined.data, combined.model) == (alone.data, alone.model)
     assert combined.inference == SVISpec.model_validate(tables.get("inference", {}))
     assert combined.evaluation == EvaluationSpec.model_validate(tables.get("evaluation", {}))
-
-
-@pytest.fixture
-def mnist_data(request, monkeypatch):
-    """PPGEN_DATA set to the shared data folder when it exists, else to a folder of synthetic MNIST files."""
-    try:
-        root = request.getfixturevalue("shared_data")
-    except pytest.skip.Exception:
-        root = request.getfixturevalue("synthetic_mnist").parent
-    monkeypatch.setenv("PPGEN_DATA", str(root))
 
 
 @pytest.mark.slow

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import os
 import signal
@@ -11,9 +12,11 @@ from torch.distributions import constraints
 
 from ppgen.data import dynamic_binarize
 from ppgen.errors import SpecError, TrainingError, TrainingInterrupted
-from ppgen.infer import fit
-from ppgen.infer.checkpoint import load_checkpoint
+from ppgen.infer import SVISettings, fit, svi_init, svi_step
+from ppgen.infer.checkpoint import load_checkpoint, save_checkpoint
+from ppgen.infer.minibatch import epoch_order
 from ppgen.models import VAE
+from ppgen.spec.schema import SVISpec
 
 
 class Crash(Exception):
@@ -91,6 +94,19 @@ def test_an_interrupted_run_resumed_from_its_checkpoint_ends_in_the_same_paramet
         assert torch.equal(actual, expected), name
     assert resumed_result.steps == reference_result.steps == 4 * (300 // 32)
     assert resumed_result.validation_elbo == reference_result.validation_elbo
+
+
+def test_a_format_1_checkpoint_resumes_like_the_current_format(digits, tmp_path):
+    """Format 1 (one process's random state, every CUDA device's) is still read, and resumes exactly."""
+    reference, _ = _vae_fit(digits, tmp_path / "reference.pt", StepHook(dynamic_binarize))
+    path = tmp_path / "old.pt"
+    with pytest.raises(Crash):
+        _vae_fit(digits, path, StepHook(dynamic_binarize, 20, _raise_crash))
+    state = load_checkpoint(path)
+    save_checkpoint({**state, "format": 1, "rng": {"cpu": state["rng"][0]["cpu"], "cuda": None}}, path)
+    resumed, _ = _vae_fit(digits, path, StepHook(dynamic_binarize), resume=True)
+    for (name, expected), actual in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(actual, expected), name
 
 
 def _store_guide(x):
@@ -286,3 +302,59 @@ def test_resuming_with_another_model_is_refused(digits, tmp_path):
             batch_size=32,
             progress=False,
         )
+
+
+def test_a_users_loop_of_svi_steps_ends_where_fit_does(digits):
+    """svi_init + svi_step over the epochs' seeded orders is fit without its callbacks: the same parameters,
+    exactly (the exponential schedule follows the state's position across the epoch boundary)."""
+    train = digits[0].round()
+    settings = SVISettings(epochs=2, batch_size=32, schedule="exponential", lr_decay=0.5, lr=0.01, seed=3)
+    pyro.set_rng_seed(0)
+    fitted = VAE(data_dim=16, latent_dim=2, hidden=[12])
+    result = fit(fitted.model, fitted.guide, train, settings=settings, progress=False)
+
+    pyro.set_rng_seed(0)
+    vae = VAE(data_dim=16, latent_dim=2, hidden=[12])
+    state = svi_init(vae.model, vae.guide, train[:32], settings, num_data=len(train))
+    losses = []
+    for epoch in range(settings.epochs):
+        order = epoch_order(len(train), settings.seed, epoch)
+        for start in range(0, len(train) - 31, 32):
+            state, loss = svi_step(state, train[order[start : start + 32]])
+            losses.append(loss)
+    assert (state.step, state.epoch, state.batch) == (result.steps, result.epochs, 0) == (18, 2, 0)
+    assert all(loss.shape == () and not loss.requires_grad for loss in losses)
+    for (name, expected), actual in zip(fitted.state_dict().items(), vae.state_dict().values()):
+        assert torch.equal(actual, expected), name
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"elbo": "meanfield", "jit": True}, {"elbo": "iwae", "num_particles": 3}], ids=str
+)
+def test_fit_leaves_pyros_global_parameter_store_as_it_was(digits, options):
+    """Module parameters are trained module-locally on every path, never registered in the global store, even
+    for a while (the batch transform looks at the store before every step); a caller's own entries survive."""
+    train, validation = digits[0].round(), digits[1]
+    pyro.clear_param_store()
+    mine = pyro.param("mine", torch.ones(2))
+    vae = VAE(data_dim=16, latent_dim=2, hidden=[12])
+    seen = []
+
+    def look_at_the_store(x):
+        seen.append(list(pyro.get_param_store().keys()))
+        return x
+
+    fit(
+        vae.model, vae.guide, train, validation, epochs=2, batch_size=100, batch_transform=look_at_the_store,
+        progress=False, **options,
+    )  # fmt: skip
+    assert len(seen) == 1 + 2 * 3 and all(keys == ["mine"] for keys in seen)
+    assert list(pyro.get_param_store().keys()) == ["mine"]
+    assert pyro.param("mine") is mine and torch.equal(mine, torch.ones(2))
+    pyro.clear_param_store()
+
+
+def test_svi_settings_have_the_fields_and_defaults_of_the_spec_table():
+    assert [f.name for f in dataclasses.fields(SVISettings)] == list(SVISpec.model_fields)
+    assert SVISettings(**SVISpec().model_dump()) == SVISettings()
+    assert SVISettings(**SVISpec(lr=0.01, elbo="iwae").model_dump()) == SVISettings(lr=0.01, elbo="iwae")

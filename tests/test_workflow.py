@@ -11,7 +11,9 @@ from test_cli import PNG_MAGIC, REPO, cli
 
 from ppgen.errors import SpecError
 from ppgen.evaluate import inference_data
-from ppgen.workflow import infer, load_workflow, results_of, run_workflow
+from ppgen.posterior import infer, results_of
+from ppgen.runner import run
+from ppgen.spec.load import load_spec
 
 NORMAL, BETA = REPO / "models" / "normal_normal.toml", REPO / "models" / "beta_binomial.toml"
 Z = 4.0  # |error| < 4 standard errors: a false alarm has probability < 1e-4 per check
@@ -49,8 +51,9 @@ SLACK = {"ula": 0.02, "svi": 0.02}
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_samples_the_exact_normal_posterior(method):
-    model, workflow, _ = load_workflow(NORMAL, overrides=METHODS[method])
-    draws = infer(model, workflow)
+    loaded = load_spec(NORMAL, overrides=METHODS[method])
+    model = loaded.model
+    draws = infer(model, loaded.settings)
     assert draws.posterior["mu"].ndim == 2  # [chain, draw]
     assert_matches(draws.posterior["mu"], *exact_normal_posterior(model.data), sd_slack=SLACK.get(method, 0.0))
 
@@ -58,11 +61,12 @@ def test_each_method_samples_the_exact_normal_posterior(method):
 @pytest.mark.slow
 def test_nuts_samples_a_constrained_beta_posterior():
     """p | k ~ Beta(alpha0 + sum k, beta0 + sum (n - k)) (BDA3, section 2.4): the sampler works on logit(p)."""
-    model, workflow, _ = load_workflow(BETA, overrides=SHORT)
+    loaded = load_spec(BETA, overrides=SHORT)
+    model = loaded.model
     data = model.data
     a, b = data["alpha0"] + data["k"].sum(), data["beta0"] + (data["n"] - data["k"]).sum()
     mean, sd = a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
-    draws = infer(model, workflow).posterior["p"]
+    draws = infer(model, loaded.settings).posterior["p"]
     assert ((draws > 0) & (draws < 1)).all()
     # The Beta(21, 28) posterior is close to normal, so the sd check's normal-theory error applies.
     assert_matches(draws, mean, sd)
@@ -70,13 +74,13 @@ def test_nuts_samples_a_constrained_beta_posterior():
 
 @pytest.mark.slow
 def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
-    metrics = run_workflow(NORMAL, tmp_path / "run", overrides=SHORT)
+    metrics = run(load_spec(NORMAL, overrides=SHORT), tmp_path / "run", progress=False)
     results = inference_data.load(tmp_path / "run" / "posterior.nc")
     assert {"posterior", "sample_stats", "observed_data", "posterior_predictive", "log_likelihood"} <= set(
         inference_data.groups(results)
     )
     y = inference_data.get_group(results, "observed_data")["y"].values
-    np.testing.assert_array_equal(y, np.asarray(load_workflow(NORMAL)[0].data["y"]))
+    np.testing.assert_array_equal(y, np.asarray(load_spec(NORMAL).model.data["y"]))
     replicated = inference_data.get_group(results, "posterior_predictive")["y"]
     assert replicated.shape == (2, 500, len(y))
     assert {"diverging", "acceptance_rate", "step_size", "lp"} <= set(inference_data.get_group(results, "sample_stats"))
@@ -92,8 +96,9 @@ def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
 
 @pytest.mark.slow
 def test_deterministic_variables_are_in_the_posterior():
-    model, workflow, _ = load_workflow(REPO / "models" / "eight_schools.toml", overrides=SHORT)
-    draws = infer(model, workflow)
+    loaded = load_spec(REPO / "models" / "eight_schools.toml", overrides=SHORT)
+    model = loaded.model
+    draws = infer(model, loaded.settings)
     posterior = inference_data.get_group(results_of(model, draws), "posterior")
     theta = posterior["theta"].values
     expected = draws.posterior["mu"][..., None] + draws.posterior["tau"][..., None] * draws.posterior["theta_raw"]
@@ -119,12 +124,14 @@ def test_compare_ranks_the_right_model_first(tmp_path):
         (["inference.method=gibbs"], "inference.method: 'gibbs' is not known; expected one of 'nuts', 'hmc'"),
         (["inference.num_chains=0"], "inference.num_chains: input should be greater than 0"),
         (["inference.step_size=0.1"], "inference.step_size: unknown key"),
+        # the key took NumPyro's name, target_accept_prob; the old one is named with the new one
+        (["inference.target_accept=0.9"], "inference.target_accept: unknown key (did you mean 'target_accept_prob'?)"),
         (["guide.family=iaf", "inference.method=mala"], "[guide] applies to inference.method = 'svi'"),
     ],
 )
 def test_inference_mistakes_name_the_key(overrides, message):
     with pytest.raises(SpecError, match=None) as error:
-        load_workflow(NORMAL, overrides=overrides)
+        load_spec(NORMAL, overrides=overrides)
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -143,7 +150,7 @@ def test_compare_needs_bayesian_runs(tmp_path):
 
 @pytest.mark.parametrize("inference", BAYES_INFERENCE_SPECS, ids=lambda path: path.name)
 def test_the_inference_specs_are_valid(inference):
-    load_workflow(NORMAL, inference=inference)
+    load_spec(NORMAL, inference=inference)
 
 
 TOP_LEVEL_BAYES_SPECS = [path for path in BAYES_SPECS if path.parent.name == "models"]  # posteriordb: its own test
@@ -153,12 +160,12 @@ TOP_LEVEL_BAYES_SPECS = [path for path in BAYES_SPECS if path.parent.name == "mo
 @pytest.mark.parametrize("path", TOP_LEVEL_BAYES_SPECS, ids=lambda path: path.name)
 def test_each_declarative_spec_runs(path, tmp_path):
     tiny = ["inference.num_warmup=20", "inference.num_samples=20", "inference.num_chains=1", "evaluation.plots=false"]
-    metrics = run_workflow(path, tmp_path / "run", overrides=tiny)
+    metrics = run(load_spec(path, overrides=tiny), tmp_path / "run", progress=False)
     assert set(metrics["summary"]) and (tmp_path / "run" / "posterior.nc").is_file()
 
 
 def test_the_device_key_is_read_and_checked():
-    model, workflow, _ = load_workflow(NORMAL, overrides=["inference.backend=pyro", "inference.device=auto"])
-    assert workflow.inference.device == "auto"
+    loaded = load_spec(NORMAL, overrides=["inference.backend=pyro", "inference.device=auto"])
+    assert loaded.settings.inference.device == "auto"
     with pytest.raises(SpecError, match="inference.device: 'gpu' is not allowed"):
-        load_workflow(NORMAL, overrides=["inference.device=gpu"])
+        load_spec(NORMAL, overrides=["inference.device=gpu"])

@@ -1,6 +1,6 @@
 """PNG figures of the posterior checks: trace and rank plots, a posterior predictive overlay and Pareto k values.
 
-ArviZ draws the figures (through ``ppgen.evaluate.inference_data``, which closes each one after saving it). Large
+ArviZ draws the figures (through ``ppgen.evaluate.arviz_plots``, which closes each one after saving it). Large
 posteriors are cut to their first ``max_variables`` variables and ``max_elements`` elements of each, so a
 784-dimensional latent does not become a 784-panel figure.
 """
@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import SpecError
-from ppgen.evaluate import inference_data
+from ppgen.evaluate import arviz_plots, inference_data
+from ppgen.evaluate.arviz_plots import plot_pareto_k
 
 __all__ = ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k", "plot_checks"]
 
@@ -55,7 +56,7 @@ def plot_trace(
     max_elements: int = MAX_ELEMENTS,
 ) -> Path:
     """Trace plot (per-chain densities and traces) of the posterior, written to ``path`` as a PNG."""
-    return _plot_posterior(inference_data.plot_trace, results, path, var_names, max_variables, max_elements)
+    return _plot_posterior(arviz_plots.plot_trace, results, path, var_names, max_variables, max_elements)
 
 
 def plot_rank(
@@ -66,7 +67,7 @@ def plot_rank(
     max_elements: int = MAX_ELEMENTS,
 ) -> Path:
     """Rank plot of the posterior (Vehtari et al. 2021, arXiv:1903.08008), written to ``path`` as a PNG."""
-    return _plot_posterior(inference_data.plot_rank, results, path, var_names, max_variables, max_elements)
+    return _plot_posterior(arviz_plots.plot_rank, results, path, var_names, max_variables, max_elements)
 
 
 def _plot_posterior(plot, results, path, var_names, max_variables: int, max_elements: int) -> Path:
@@ -76,12 +77,7 @@ def _plot_posterior(plot, results, path, var_names, max_variables: int, max_elem
 
 def plot_ppc(results: Any, path: str | Path, var_names: Sequence[str] | None = None, num_samples: int = 50) -> Path:
     """Densities of ``num_samples`` replicated data sets overlaid on the observed data's, written as a PNG."""
-    return inference_data.plot_ppc(results, path, var_names=var_names, num_samples=num_samples)
-
-
-def plot_pareto_k(results: Any, path: str | Path, var_name: str | None = None) -> Path:
-    """PSIS-LOO Pareto k of every data point (Vehtari et al. 2024, arXiv:1507.02646), written as a PNG."""
-    return inference_data.plot_khat(results, path, var_name=var_name)
+    return arviz_plots.plot_ppc(results, path, var_names=var_names, num_samples=num_samples)
 
 
 def plot_checks(results: Any, folder: str | Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """Posterior checks: a summary with convergence warnings, posterior predictive checks, LOO/WAIC and model comparison.
 
 Every check returns its numbers and a list of warnings, one line each, naming the variable at fault; a run writes
-the lines to ``summary.txt`` (``format_summary``). Results are read through ``ppgen.evaluate.inference_data``, so
-the checks work on ArviZ 0.x and 1.x alike.
+the lines to ``summary.txt`` (``format_summary``). Results are read through ``ppgen.evaluate.inference_data`` and
+``ppgen.evaluate.elpd``, so the checks work on ArviZ 0.x and 1.x alike.
 """
 
 import math
@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from ppgen.errors import DataError, SpecError
-from ppgen.evaluate import inference_data
+from ppgen.evaluate import elpd, inference_data
 
 __all__ = [
     "RHAT_THRESHOLD",
@@ -137,7 +137,7 @@ def _divergence_warnings(results: Any) -> list[str]:
         return []
     return [
         f"sampler: {count} divergent transitions ({count / diverging.size:.2%} of {diverging.size} draws): "
-        "the posterior may be biased; reparameterize or raise target_accept"
+        "the posterior may be biased; reparameterize or raise target_accept_prob"
     ]
 
 
@@ -225,7 +225,7 @@ def loo(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list
         "very_bad"} counts}, warnings). k above good_k = min(1 - 1/log10(S), 0.7) makes a point's estimate
         unreliable (Vehtari et al. 2024, arXiv:1507.02646); k > 1 makes it unusable.
     """
-    estimate = inference_data.loo(results, var_name=var_name)
+    estimate = elpd.loo(results, var_name=var_name)
     pareto_k = estimate.pareto_k
     good_k = estimate.good_k
     counts = {
@@ -260,7 +260,7 @@ def waic(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], lis
     Returns:
         ({"elpd_waic", "se", "p_waic", "num_data", "num_samples"}, warnings)
     """
-    estimate = inference_data.waic(results, var_name=var_name)
+    estimate = elpd.waic(results, var_name=var_name)
     summary = {
         "elpd_waic": estimate.elpd,
         "se": estimate.se,
@@ -286,4 +286,4 @@ def compare(named_results: Mapping[str, Any], var_name: str | None = None) -> pd
         table indexed by model name, best first, with rank, elpd, p, elpd_diff (>= 0, from the best), weight,
         se, dse (se of the difference) and warning (unreliable Pareto k).
     """
-    return inference_data.compare(named_results, var_name=var_name)
+    return elpd.compare(named_results, var_name=var_name)

@@ -1,6 +1,7 @@
 """Variational inference on models with global latents (declarative Bayesian models, or any Pyro model):
-the ``[guide]`` family maps onto one of Pyro's autoguides, here and nowhere else, and the fitted guide's
-draws come back through the same result path as MCMC draws.
+the guide family maps onto one of Pyro's autoguides, here and nowhere else, and the fitted guide's draws come
+back through the same result path as MCMC draws. The guide's parameters live in the guide (Pyro's module-local
+parameters), never in Pyro's global parameter store.
 
 | guide.family          | Pyro autoguide                                      |
 |-----------------------|-----------------------------------------------------|
@@ -21,7 +22,7 @@ import numpy as np
 import pyro
 import pyro.distributions.transforms as T
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import (
     AutoGuide,
     AutoIAFNormal,
@@ -30,63 +31,67 @@ from pyro.infer.autoguide import (
     AutoNormal,
     AutoNormalizingFlow,
 )
+from pyro.optim.clipped_adam import ClippedAdam
 
 from ppgen.errors import SpecError, TrainingError
 from ppgen.flows import Flip
-from ppgen.infer.mcmc import Draws
-from ppgen.spec.workflow import AutoguideSpec, VariationalSpec
+from ppgen.infer.draws import Draws
+from ppgen.infer.posterior_settings import AutoguideSettings, VariationalSettings
 
 __all__ = ["autoguide", "fit_autoguide"]
 
 
-def autoguide(model: Callable, spec: AutoguideSpec) -> AutoGuide:
-    """The autoguide of ``model`` that the ``[guide]`` table names."""
-    if spec.family == "diagonal":
+def autoguide(model: Callable, settings: AutoguideSettings) -> AutoGuide:
+    """The autoguide of ``model`` of the family that ``settings`` names."""
+    if settings.family == "diagonal":
         return AutoNormal(model)
-    if spec.family == "multivariate_normal":
+    if settings.family == "multivariate_normal":
         return AutoMultivariateNormal(model)
-    if spec.family == "low_rank":
-        return AutoLowRankMultivariateNormal(model, rank=spec.rank)
-    if spec.family == "iaf":
-        return AutoIAFNormal(model, hidden_dim=spec.hidden, num_transforms=spec.flows)
-    layer = {"affine_coupling": T.affine_coupling, "spline": T.spline_coupling}[spec.family]
-    return AutoNormalizingFlow(model, functools.partial(_flow, layer, spec.flows, spec.hidden))
+    if settings.family == "low_rank":
+        return AutoLowRankMultivariateNormal(model, rank=settings.rank)
+    if settings.family == "iaf":
+        return AutoIAFNormal(model, hidden_dim=list(settings.hidden), num_transforms=settings.flows)
+    layer = {"affine_coupling": T.affine_coupling, "spline": T.spline_coupling}[settings.family]
+    return AutoNormalizingFlow(model, functools.partial(_flow, layer, settings.flows, list(settings.hidden)))
 
 
 def fit_autoguide(
-    model: Callable,
-    model_kwargs: Mapping,
-    inference: VariationalSpec,
-    guide_spec: AutoguideSpec,
-    progress: bool = False,
+    model: Callable, model_kwargs: Mapping, settings: VariationalSettings, progress: bool = False
 ) -> tuple[Draws, list[float]]:
-    """Fit the guide by maximizing the ELBO with Adam (decaying learning rate), then draw from it
-    ``inference.num_samples`` times.
+    """Fit the ``settings.guide`` autoguide by maximizing the ELBO with clipped Adam (learning rate decaying from
+    lr to lr * lr_decay), then draw from it ``settings.num_samples`` times. Pyro's global parameter store is
+    neither read nor changed.
 
     Returns the draws ([4, num_samples / 4, ...] when 4 divides num_samples, else one chain) and the loss
     (negative ELBO) every 10 steps.
     """
     from tqdm.auto import tqdm
 
-    pyro.clear_param_store()
-    pyro.set_rng_seed(inference.seed)
-    guide = autoguide(model, guide_spec)
-    # A decaying step size lets the final iterate settle at the optimum instead of jittering around it.
-    decay = inference.lr_decay ** (1 / inference.num_steps)
-    optimizer = pyro.optim.ClippedAdam({"lr": inference.lr, "lrd": decay})
-    svi = SVI(model, guide, optimizer, Trace_ELBO(num_particles=inference.num_particles))
-    losses = []
-    started = time.perf_counter()
-    for step in tqdm(range(inference.num_steps), disable=not progress, desc="svi"):
-        loss = svi.step(**model_kwargs)
-        if not math.isfinite(loss):
-            raise TrainingError(f"the ELBO became {loss} at step {step}: lower inference.lr or check the model")
-        if step % 10 == 0:
-            losses.append(loss)
-    with torch.no_grad():
-        draws = [guide(**model_kwargs) for _ in range(inference.num_samples)]
+    pyro.set_rng_seed(settings.seed)
+    with pyro.settings.context(module_local_params=True):
+        guide = autoguide(model, settings.guide)
+        loss = Trace_ELBO(num_particles=settings.num_particles)(model, guide)
+        losses = []
+        started = time.perf_counter()
+        with torch.no_grad():
+            guide(**model_kwargs)  # an autoguide makes its parameters on its first call
+        # A decaying step size lets the final iterate settle at the optimum instead of jittering around it.
+        decay = settings.lr_decay ** (1 / settings.num_steps)
+        optimizer = ClippedAdam(guide.parameters(), lr=settings.lr, lrd=decay)
+        for step in tqdm(range(settings.num_steps), disable=not progress, desc="svi"):
+            optimizer.zero_grad()
+            value = loss(**model_kwargs)
+            value.backward()
+            optimizer.step()
+            value = value.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"the ELBO became {value} at step {step}: lower inference.lr or check the model")
+            if step % 10 == 0:
+                losses.append(value)
+        with torch.no_grad():
+            draws = [guide(**model_kwargs) for _ in range(settings.num_samples)]
     # The draws are independent, so any split into chains is exchangeable: four let R-hat and ESS be checked.
-    chains = 4 if inference.num_samples % 4 == 0 else 1
+    chains = 4 if settings.num_samples % 4 == 0 else 1
     posterior = {
         name: np.stack([draw[name].cpu().numpy() for draw in draws]).reshape(chains, -1, *draws[0][name].shape)
         for name in draws[0]

@@ -1,14 +1,27 @@
-"""Checkpoint files: written atomically, read without unpickling code."""
+"""Checkpoint files: an ``SVIState`` as plain data, written atomically, read without unpickling code.
+
+Format 2 (written): {"format": 2, "position": {"step", "epoch", "batch"}, "parameters": {"modules", "store"},
+"optimizer", "scheduler", "rng": [each process's {"cpu", "cuda"} random state, in rank order], "train_elbo",
+"validation_elbo", "best", "epochs_since_best"}. Format 1 (read) had one process's "rng", with every CUDA
+device's state.
+"""
 
 import pickle
+import warnings
 from pathlib import Path
 
+import numpy as np
+import pyro
 import torch
 
 from ppgen.errors import TrainingError
 from ppgen.files import atomic_open
+from ppgen.infer import distributed
+from ppgen.infer.svi import SVIState
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "svi_state_dict", "load_svi_state"]
+
+CHECKPOINT_FORMAT = 2  # 2: the random state of every process, in rank order
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -27,3 +40,72 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise TrainingError(f"checkpoint {path} is unreadable or not a ppgen checkpoint: {reason}") from None
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random state: {"cpu": torch's, "cuda": the device's or None}."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def svi_state_dict(state: SVIState, rng: list[dict]) -> dict:
+    """The training state as a checkpoint; ``rng`` holds every process's ``rng_state``, in rank order."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "position": {"step": state.step, "epoch": state.epoch, "batch": state.batch},
+        "parameters": state.parameters(copy=False),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "rng": rng,
+        "train_elbo": [list(pair) for pair in state.train_elbo],
+        "validation_elbo": [list(pair) for pair in state.validation_elbo],
+        "best": state.best,
+        "epochs_since_best": state.epochs_since_best,
+    }
+
+
+def load_svi_state(state: SVIState, saved: dict) -> SVIState:
+    """``state`` (from ``svi_init`` with the same model, guide and settings) continued from the checkpoint
+    ``saved``, this process's random state included; returns it."""
+    if saved.get("format") not in (1, CHECKPOINT_FORMAT):
+        raise TrainingError(f"checkpoint format {saved.get('format')!r} is not {CHECKPOINT_FORMAT}")
+    state.load_parameters(saved["parameters"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.scheduler is not None and saved["scheduler"] is not None:
+        state.scheduler.load_state_dict(saved["scheduler"])
+    position = saved["position"]
+    state.step, state.epoch, state.batch = position["step"], position["epoch"], position["batch"]
+    if state.batch >= state.batches_per_epoch:
+        raise TrainingError(
+            f"the checkpoint stopped at batch {state.batch} of an epoch, but this data set and batch size"
+            f" give {state.batches_per_epoch} batches per epoch"
+        )
+    state.train_elbo = [tuple(pair) for pair in saved["train_elbo"]]
+    state.validation_elbo = [tuple(pair) for pair in saved["validation_elbo"]]
+    state.best = saved["best"]
+    state.epochs_since_best = saved["epochs_since_best"]
+    rng = saved["rng"] if saved["format"] == CHECKPOINT_FORMAT else [_format_1_rng(saved["rng"])]
+    _load_rng_state(state, rng)
+    return state
+
+
+def _load_rng_state(state: SVIState, states: list[dict]) -> None:
+    world = distributed.world_size()
+    if len(states) != world:
+        warnings.warn(
+            f"the checkpoint holds the random state of {len(states)} processes and this run has {world}:"
+            " each process is reseeded, so training goes on but does not repeat an uninterrupted run",
+            stacklevel=4,
+        )
+        seed = np.random.SeedSequence([state.settings.seed, state.step]).generate_state(1, dtype=np.uint32)[0]
+        pyro.set_rng_seed(distributed.rank_seed(int(seed)))
+        return
+    mine = states[distributed.rank()]
+    torch.set_rng_state(mine["cpu"])
+    if mine["cuda"] is not None and state.device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], state.device)
+
+
+def _format_1_rng(rng: dict) -> dict:
+    """A format-1 checkpoint's random state (one process; every CUDA device's) as format 2 has it."""
+    return {"cpu": rng["cpu"], "cuda": rng["cuda"][torch.cuda.current_device()] if rng["cuda"] else None}

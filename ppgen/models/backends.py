@@ -1,99 +1,97 @@
-"""The two backends of the Bayesian model language: torch/Pyro and jax/NumPyro.
+"""The array backend of the Bayesian model language: one class, made for torch/Pyro or for jax/NumPyro.
 
-Each backend implements every operator, function and distribution that ``ppgen.spec.expr`` whitelists
-(method names from its ``FUNCTIONS``, ``BINARY_OPERATORS`` and ``UNARY_OPERATORS`` tables, and a
-``distributions`` dict keyed like ``DISTRIBUTIONS``), plus the three effects a compiled model uses:
-``plate`` (optionally subsampled), ``sample`` and ``deterministic``. The model compiler
-(``ppgen.models.bayes``) is written once against this interface.
+An ``ArrayBackend`` implements every operator, function and distribution of the model language
+(``ppgen.spec.language``: method names from its ``FUNCTIONS``, ``BINARY_OPERATORS`` and ``UNARY_OPERATORS``
+tables, and a ``distributions`` dict keyed like ``DISTRIBUTIONS``) once, over an array module (``torch`` or
+``jax.numpy``) and a distribution library (``pyro.distributions`` or ``numpyro.distributions``). What
+genuinely differs between the two is passed in as two small strategies: the library's dtype rules (``TorchDtypes``,
+``JaxDtypes``) and the three effects a compiled model uses (``Effects``: ``plate``, ``sample``,
+``deterministic``). ``pyro_backend`` and ``numpyro_backend`` assemble them; each imports only its own
+libraries, when called.
 
-The torch backend keeps every float in one dtype (float64 unless the data says otherwise): integer data and
-Python numbers are cast to it wherever a float is meant, so torch's float32 default never creeps in.
+Mixed integer/float operands are computed in the backend's float dtype: float64 for torch unless the data
+says otherwise (torch's float32 default never creeps in), jax's default float (float64 in x64 mode).
 """
 
 import operator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyro
-import pyro.distributions as pyro_dist
-import torch
-from pyro.distributions import constraints as pyro_constraints
 
-__all__ = ["TorchBackend", "JaxBackend"]
+from ppgen.models.dtypes import JaxDtypes, TorchDtypes
+
+__all__ = ["ArrayBackend", "Effects", "pyro_backend", "numpyro_backend"]
 
 
 def _shape(value: Any) -> tuple[int, ...]:
     return tuple(getattr(value, "shape", ()))
 
 
-class TorchBackend:
-    """torch operations and Pyro distributions and effects, with floats in ``dtype`` on ``device``."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float)
 
-    name = "pyro"
 
-    def __init__(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
-        self.dtype = dtype
-        self.device = torch.device("cpu") if device is None else torch.device(device)
-        self.distributions = {
-            "Normal": self._floats(pyro_dist.Normal),
-            "HalfNormal": self._floats(pyro_dist.HalfNormal),
-            "Cauchy": self._floats(pyro_dist.Cauchy),
-            "HalfCauchy": self._floats(pyro_dist.HalfCauchy),
-            "StudentT": self._floats(pyro_dist.StudentT),
-            "HalfStudentT": self._floats(self._half_student_t),
-            "LogNormal": self._floats(pyro_dist.LogNormal),
-            "Exponential": self._floats(pyro_dist.Exponential),
-            "Gamma": self._floats(pyro_dist.Gamma),
-            "InverseGamma": self._floats(pyro_dist.InverseGamma),
-            "Beta": self._floats(pyro_dist.Beta),
-            "Uniform": self._floats(pyro_dist.Uniform),
-            "Bernoulli": self._floats(pyro_dist.Bernoulli),
-            "Binomial": self._floats(pyro_dist.Binomial),
-            "Poisson": self._floats(pyro_dist.Poisson),
-            "NegativeBinomial": self._floats(pyro_dist.NegativeBinomial),
-            "Categorical": self._floats(pyro_dist.Categorical),
-            "Dirichlet": self._floats(pyro_dist.Dirichlet),
-            "MultivariateNormal": self._floats(pyro_dist.MultivariateNormal),
-            "LKJCholesky": lambda dim, concentration=1.0: pyro_dist.LKJCholesky(int(dim), self.floating(concentration)),
-            "Flat": self._floats(self._flat),
-            "FlatOrdered": lambda size: pyro_dist.ImproperUniform(pyro_constraints.ordered_vector, (), (int(size),)),
-            "NormalMixture": self._floats(self._normal_mixture),
-        }
+@dataclass(frozen=True)
+class Effects:
+    """The effects a compiled model calls, from one probabilistic programming library.
 
-    # conversions
-    def asarray(self, value: Any) -> torch.Tensor:
-        """Data as a tensor: floats in this backend's dtype, integers (and booleans) as int64."""
-        if isinstance(value, np.ndarray) and not value.flags.writeable:
-            value = value.copy()  # torch cannot share a read-only buffer (jax hands those out)
-        tensor = torch.as_tensor(value, device=self.device)
-        if tensor.dtype.is_floating_point:
-            return tensor.to(self.dtype)
-        return tensor.to(torch.int64)
+    Attributes:
+        plate: ``(name, size, dim, subsample_size=None)`` -> a plate; with ``subsample_size``, entering it
+            gives that many random indices, the same each time.
+        sample: ``(name, distribution, obs=None)`` -> the site's value.
+        deterministic: ``(name, value, event_dim)`` -> value, recorded as a site.
+    """
 
-    @staticmethod
-    def is_integer(array: torch.Tensor) -> bool:
-        return not (array.dtype.is_floating_point or array.dtype.is_complex)
+    plate: Callable[..., AbstractContextManager]
+    sample: Callable[..., Any]
+    deterministic: Callable[[str, Any, int], Any]
 
-    def floating(self, value: Any) -> torch.Tensor:
-        """A Python number or an integer tensor as a float tensor in this backend's dtype."""
-        if isinstance(value, torch.Tensor):
-            return value if value.dtype == self.dtype else value.to(self.dtype)
-        return torch.as_tensor(value, dtype=self.dtype, device=self.device)
+
+class ArrayBackend:
+    """The language's operators, functions and distributions over one array module and distribution library.
+
+    Args:
+        name: the library's name (``"pyro"`` or ``"numpyro"``).
+        xp: the array module (``torch`` or ``jax.numpy``); its functions are called with ``axis=``.
+        special: its special functions (``torch.special``, ``jax.scipy.special``): expit, logit, logsumexp,
+            softmax.
+        nn: its network functions (``torch.nn.functional``, ``jax.nn``): softplus.
+        distributions: the distribution library (``pyro.distributions``, ``numpyro.distributions``).
+        dtypes: the array module's dtype rules (``TorchDtypes``, ``JaxDtypes``).
+        effects: the library's ``plate``, ``sample`` and ``deterministic``.
+    """
+
+    def __init__(self, name: str, *, xp, special, nn, distributions, dtypes, effects: Effects):
+        self.name, self.xp, self.special, self.nn = name, xp, special, nn
+        self.dtypes, self.effects = dtypes, effects
+        self.asarray, self.floating, self.is_integer = dtypes.asarray, dtypes.floating, dtypes.is_integer
+        self.distributions = self._distribution_table(distributions)
+
+    def __repr__(self) -> str:
+        return f"ArrayBackend({self.name!r})"
+
+    # dtypes
+    def _promote(self, a: Any, b: Any) -> tuple[Any, Any]:
+        """Mixed integer/float operands both in the float dtype (torch would pick its float32 default)."""
+        if self._is_floating(a) or self._is_floating(b):
+            return tuple(self.floating(v) if self.dtypes.is_array(v) else v for v in (a, b))
+        return a, b
+
+    def _is_floating(self, value: Any) -> bool:
+        return isinstance(value, float) or (self.dtypes.is_array(value) and not self.is_integer(value))
+
+    def _same_dtype(self, values) -> list:
+        arrays = [self.dtypes.operand(v) for v in values]
+        return [self.floating(a) for a in arrays] if any(not self.is_integer(a) for a in arrays) else arrays
+
+    def _float_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {key: self.floating(value) for key, value in params.items()}
 
     def _floats(self, constructor):
-        return lambda **params: constructor(**{key: self.floating(value) for key, value in params.items()})
-
-    def _promote(self, a: Any, b: Any) -> tuple[Any, Any]:
-        """Mixed integer/float operands in this dtype (torch would pick its float32 default)."""
-        a_float = isinstance(a, float) or (isinstance(a, torch.Tensor) and a.dtype.is_floating_point)
-        b_float = isinstance(b, float) or (isinstance(b, torch.Tensor) and b.dtype.is_floating_point)
-        if a_float or b_float:
-            return (
-                self.floating(a) if isinstance(a, torch.Tensor) else a,
-                self.floating(b) if isinstance(b, torch.Tensor) else b,
-            )
-        return a, b
+        return lambda **params: constructor(**self._float_params(params))
 
     # operators
     def add(self, a, b):
@@ -106,14 +104,14 @@ class TorchBackend:
         return operator.mul(*self._promote(a, b))
 
     def truediv(self, a, b):
-        if isinstance(a, int | float) and isinstance(b, int | float):
+        if _is_number(a) and _is_number(b):
             return a / b
         return self.floating(a) / self.floating(b)
 
     def pow(self, a, b):
-        if isinstance(a, int | float) and isinstance(b, int | float):
+        if _is_number(a) and _is_number(b):
             return float(a) ** b  # never Python's unbounded integer power
-        return self.floating(a) ** (b if isinstance(b, int | float) else self.floating(b))
+        return self.floating(a) ** (b if _is_number(b) else self.floating(b))
 
     def matmul(self, a, b):
         return self.floating(a) @ self.floating(b)
@@ -122,333 +120,143 @@ class TorchBackend:
     pos = staticmethod(operator.pos)
 
     def getitem(self, value, index):
-        return (value if isinstance(value, torch.Tensor) else self.floating(value))[index]
+        return self.dtypes.operand(value)[index]
 
     # functions
     def exp(self, x):
-        return torch.exp(self.floating(x))
+        return self.xp.exp(self.floating(x))
 
     def log(self, x):
-        return torch.log(self.floating(x))
+        return self.xp.log(self.floating(x))
 
     def log1p(self, x):
-        return torch.log1p(self.floating(x))
+        return self.xp.log1p(self.floating(x))
 
     def expm1(self, x):
-        return torch.expm1(self.floating(x))
+        return self.xp.expm1(self.floating(x))
 
     def sqrt(self, x):
-        return torch.sqrt(self.floating(x))
+        return self.xp.sqrt(self.floating(x))
 
     def abs(self, x):
-        return torch.abs(self.floating(x))
+        return self.xp.abs(self.floating(x))
 
     def sigmoid(self, x):
-        return torch.sigmoid(self.floating(x))
+        return self.special.expit(self.floating(x))
 
     def logit(self, x):
-        return torch.logit(self.floating(x))
+        return self.special.logit(self.floating(x))
 
     def softplus(self, x):
-        return torch.nn.functional.softplus(self.floating(x))
+        return self.nn.softplus(self.floating(x))
 
     def tanh(self, x):
-        return torch.tanh(self.floating(x))
+        return self.xp.tanh(self.floating(x))
 
     def sum(self, x, dim=None):
-        x = x if isinstance(x, torch.Tensor) else self.floating(x)
-        return torch.sum(x) if dim is None else torch.sum(x, dim=int(dim))
+        return self.xp.sum(self.dtypes.operand(x), axis=None if dim is None else int(dim))
 
     def mean(self, x, dim=None):
-        return torch.mean(self.floating(x)) if dim is None else torch.mean(self.floating(x), dim=int(dim))
+        return self.xp.mean(self.floating(x), axis=None if dim is None else int(dim))
 
     def cumsum(self, x, dim=-1):
-        return torch.cumsum(self.floating(x), dim=int(dim))
+        return self.xp.cumsum(self.floating(x), axis=int(dim))
 
     def logsumexp(self, x, dim=-1):
-        return torch.logsumexp(self.floating(x), dim=int(dim))
+        return self.special.logsumexp(self.floating(x), axis=int(dim))
 
     def softmax(self, x, dim=-1):
-        return torch.softmax(self.floating(x), dim=int(dim))
-
-    def _same_dtype(self, values) -> list[torch.Tensor]:
-        tensors = [v if isinstance(v, torch.Tensor) else self.floating(v) for v in values]
-        if any(t.dtype.is_floating_point for t in tensors):
-            tensors = [self.floating(t) for t in tensors]
-        return tensors
+        return self.special.softmax(self.floating(x), axis=int(dim))
 
     def stack(self, values, dim=0):
-        return torch.stack(self._same_dtype(values), dim=int(dim))
+        return self.xp.stack(self._same_dtype(values), axis=int(dim))
 
     def concatenate(self, values, dim=0):
-        return torch.cat(self._same_dtype(values), dim=int(dim))
+        return self.xp.concatenate(self._same_dtype(values), axis=int(dim))
 
     def transpose(self, x):
-        return (x if isinstance(x, torch.Tensor) else self.floating(x)).transpose(-1, -2)
+        return self.xp.swapaxes(self.dtypes.operand(x), -1, -2)
 
     def cholesky(self, x):
-        return torch.linalg.cholesky(self.floating(x))
+        return self.xp.linalg.cholesky(self.floating(x))
 
     def eye(self, n):
-        return torch.eye(int(n), dtype=self.dtype, device=self.device)
+        return self.xp.eye(int(n), **self.dtypes.float_options())
 
     def diag(self, x):
-        return torch.diag(self.floating(x))
+        return self.xp.diag(self.floating(x))
 
     def zeros(self, n):
-        return torch.zeros(int(n), dtype=self.dtype, device=self.device)
+        return self.xp.zeros(int(n), **self.dtypes.float_options())
 
     def ones(self, n):
-        return torch.ones(int(n), dtype=self.dtype, device=self.device)
-
-    def cov_exp_quad(self, x, alpha, rho):
-        x = self.floating(x)
-        x = x[:, None] if x.dim() == 1 else x
-        squared_distance = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-        return self.floating(alpha) ** 2 * torch.exp(-0.5 * squared_distance / self.floating(rho) ** 2)
-
-    def lags(self, y, num_lags):
-        y, num_lags = self.floating(y), int(num_lags)
-        length = y.shape[0]
-        return torch.stack([y[num_lags - 1 - k : length - 1 - k] for k in range(num_lags)], dim=-1)
-
-    def arma11_errors(self, y, mu, phi, theta):
-        y, mu, phi, theta = (self.floating(v) for v in (y, mu, phi, theta))
-        previous = torch.cat([mu.reshape(1), y[:-1]])
-        innovations = y - mu - phi * previous
-        # err[t] = sum_{s <= t} (-theta)**(t - s) innovations[s]: a lower-triangular Toeplitz matrix of the
-        # powers of -theta (cumulative products, exact for a negative base), without a length-T Python loop.
-        length = y.shape[0]
-        powers = torch.cumprod(torch.cat([self.ones(1), (-theta).expand(length - 1)]), dim=0)
-        steps = torch.arange(length, device=self.device)
-        lag = steps[:, None] - steps[None, :]
-        weights = torch.where(lag >= 0, powers[lag.clamp(min=0)], self.floating(0.0))
-        return weights @ innovations
-
-    # distributions that are not one library class
-    def _half_student_t(self, df, scale=None):
-        scale = self.floating(1.0 if scale is None else scale)
-        return pyro_dist.FoldedDistribution(pyro_dist.StudentT(df, torch.zeros_like(scale), scale))
-
-    def _flat(self, lower=None, upper=None):
-        batch_shape = np.broadcast_shapes(*(_shape(b) for b in (lower, upper) if b is not None))
-        if lower is not None and upper is not None:
-            support = pyro_constraints.interval(lower, upper)
-        elif lower is not None:
-            support = pyro_constraints.greater_than(lower)
-        elif upper is not None:
-            support = pyro_constraints.less_than(upper)
-        else:
-            support = pyro_constraints.real
-        return pyro_dist.ImproperUniform(support, batch_shape, ())
-
-    @staticmethod
-    def _normal_mixture(weights, loc, scale):
-        return pyro_dist.MixtureSameFamily(pyro_dist.Categorical(probs=weights), pyro_dist.Normal(loc, scale))
-
-    # effects
-    def plate(self, name: str, size: int, dim: int, subsample_size: int | None = None) -> AbstractContextManager:
-        """A plate; with ``subsample_size``, entering it gives that many random indices, the same each time."""
-        return pyro.plate(name, size, subsample_size=subsample_size, dim=dim, device=self.device)
-
-    def sample(self, name: str, distribution, obs=None):
-        if obs is not None and not obs.dtype.is_floating_point:
-            obs = obs.to(self.dtype)  # torch's discrete log-densities want float counts
-        return pyro.sample(name, distribution, obs=obs)
-
-    @staticmethod
-    def deterministic(name: str, value, event_dim: int):
-        return pyro.deterministic(name, value, event_dim=event_dim)
-
-
-class JaxBackend:
-    """jax.numpy operations and NumPyro distributions and effects (floats in jax's default float dtype)."""
-
-    name = "numpyro"
-
-    def __init__(self):
-        import jax
-        import jax.numpy as jnp
-        import numpyro
-        import numpyro.distributions as numpyro_dist
-
-        self._jax, self._jnp, self._numpyro, self._dist = jax, jnp, numpyro, numpyro_dist
-        self._constraints = numpyro_dist.constraints
-        d = numpyro_dist
-        self.distributions = {
-            "Normal": self._floats(d.Normal),
-            "HalfNormal": self._floats(d.HalfNormal),
-            "Cauchy": self._floats(d.Cauchy),
-            "HalfCauchy": self._floats(d.HalfCauchy),
-            "StudentT": self._floats(d.StudentT),
-            "HalfStudentT": self._floats(self._half_student_t),
-            "LogNormal": self._floats(d.LogNormal),
-            "Exponential": self._floats(d.Exponential),
-            "Gamma": self._floats(d.Gamma),
-            "InverseGamma": self._floats(d.InverseGamma),
-            "Beta": self._floats(d.Beta),
-            "Uniform": self._floats(d.Uniform),
-            "Bernoulli": self._floats(d.Bernoulli),
-            "Binomial": lambda total_count, **params: d.Binomial(total_count, **self._float_params(params)),
-            "Poisson": self._floats(d.Poisson),
-            "NegativeBinomial": self._floats(d.NegativeBinomial),
-            "Categorical": self._floats(d.Categorical),
-            "Dirichlet": self._floats(d.Dirichlet),
-            "MultivariateNormal": self._floats(d.MultivariateNormal),
-            "LKJCholesky": lambda dim, concentration=1.0: d.LKJCholesky(int(dim), self.floating(concentration)),
-            "Flat": self._floats(self._flat),
-            "FlatOrdered": lambda size: d.ImproperUniform(self._constraints.ordered_vector, (), (int(size),)),
-            "NormalMixture": self._floats(self._normal_mixture),
-        }
-
-    # conversions
-    def asarray(self, value: Any):
-        """Data as a jax array (jax's default int and float widths)."""
-        array = self._jnp.asarray(value)
-        return array.astype(self._default(self._jnp.int64)) if array.dtype == bool else array
-
-    def is_integer(self, array) -> bool:
-        return bool(self._jnp.issubdtype(array.dtype, self._jnp.integer))
-
-    def floating(self, value: Any):
-        """A Python number or an integer array as an array of jax's default float dtype."""
-        array = self._jnp.asarray(value)
-        if self._jnp.issubdtype(array.dtype, self._jnp.floating):
-            return array
-        return array.astype(self._default(self._jnp.float64))
-
-    def _default(self, dtype):
-        """float64/int64 when jax's x64 mode is on, else their 32-bit versions."""
-        return self._jax.dtypes.canonicalize_dtype(dtype)
-
-    def _float_params(self, params: dict) -> dict:
-        return {key: self.floating(value) for key, value in params.items()}
-
-    def _floats(self, constructor):
-        return lambda **params: constructor(**self._float_params(params))
-
-    # operators (jax promotes integers to its default float by itself)
-    add = staticmethod(operator.add)
-    sub = staticmethod(operator.sub)
-    mul = staticmethod(operator.mul)
-
-    def truediv(self, a, b):
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            return a / b
-        return self._jnp.true_divide(a, b)
-
-    def pow(self, a, b):
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            return float(a) ** b
-        return self._jnp.power(self.floating(a), b if isinstance(b, int | float) else self.floating(b))
-
-    def matmul(self, a, b):
-        return self._jnp.matmul(self.floating(a), self.floating(b))
-
-    neg = staticmethod(operator.neg)
-    pos = staticmethod(operator.pos)
-
-    def getitem(self, value, index):
-        return self._jnp.asarray(value)[index]
-
-    # functions
-    def exp(self, x):
-        return self._jnp.exp(self.floating(x))
-
-    def log(self, x):
-        return self._jnp.log(self.floating(x))
-
-    def log1p(self, x):
-        return self._jnp.log1p(self.floating(x))
-
-    def expm1(self, x):
-        return self._jnp.expm1(self.floating(x))
-
-    def sqrt(self, x):
-        return self._jnp.sqrt(self.floating(x))
-
-    def abs(self, x):
-        return self._jnp.abs(self.floating(x))
-
-    def sigmoid(self, x):
-        return self._jax.nn.sigmoid(self.floating(x))
-
-    def logit(self, x):
-        return self._jax.scipy.special.logit(self.floating(x))
-
-    def softplus(self, x):
-        return self._jax.nn.softplus(self.floating(x))
-
-    def tanh(self, x):
-        return self._jnp.tanh(self.floating(x))
-
-    def sum(self, x, dim=None):
-        return self._jnp.sum(self._jnp.asarray(x), axis=None if dim is None else int(dim))
-
-    def mean(self, x, dim=None):
-        return self._jnp.mean(self.floating(x), axis=None if dim is None else int(dim))
-
-    def cumsum(self, x, dim=-1):
-        return self._jnp.cumsum(self.floating(x), axis=int(dim))
-
-    def logsumexp(self, x, dim=-1):
-        return self._jax.scipy.special.logsumexp(self.floating(x), axis=int(dim))
-
-    def softmax(self, x, dim=-1):
-        return self._jax.nn.softmax(self.floating(x), axis=int(dim))
-
-    def stack(self, values, dim=0):
-        return self._jnp.stack([self._jnp.asarray(v) for v in values], axis=int(dim))
-
-    def concatenate(self, values, dim=0):
-        return self._jnp.concatenate([self._jnp.asarray(v) for v in values], axis=int(dim))
-
-    def transpose(self, x):
-        return self._jnp.swapaxes(self._jnp.asarray(x), -1, -2)
-
-    def cholesky(self, x):
-        return self._jnp.linalg.cholesky(self.floating(x))
-
-    def eye(self, n):
-        return self._jnp.eye(int(n))
-
-    def diag(self, x):
-        return self._jnp.diag(self.floating(x))
-
-    def zeros(self, n):
-        return self._jnp.zeros(int(n))
-
-    def ones(self, n):
-        return self._jnp.ones(int(n))
+        return self.xp.ones(int(n), **self.dtypes.float_options())
 
     def cov_exp_quad(self, x, alpha, rho):
         x = self.floating(x)
         x = x[:, None] if x.ndim == 1 else x
         squared_distance = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-        return self.floating(alpha) ** 2 * self._jnp.exp(-0.5 * squared_distance / self.floating(rho) ** 2)
+        return self.floating(alpha) ** 2 * self.xp.exp(-0.5 * squared_distance / self.floating(rho) ** 2)
 
     def lags(self, y, num_lags):
         y, num_lags = self.floating(y), int(num_lags)
         length = y.shape[0]
-        return self._jnp.stack([y[num_lags - 1 - k : length - 1 - k] for k in range(num_lags)], axis=-1)
+        return self.xp.stack([y[num_lags - 1 - k : length - 1 - k] for k in range(num_lags)], axis=-1)
 
     def arma11_errors(self, y, mu, phi, theta):
-        jnp = self._jnp
+        xp = self.xp
         y, mu, phi, theta = (self.floating(v) for v in (y, mu, phi, theta))
-        previous = jnp.concatenate([jnp.reshape(mu, (1,)), y[:-1]])
+        previous = xp.concatenate([xp.reshape(mu, (1,)), y[:-1]])
         innovations = y - mu - phi * previous
+        # err[t] = sum_{s <= t} (-theta)**(t - s) innovations[s]: a lower-triangular Toeplitz matrix of the
+        # powers of -theta (cumulative products, exact for a negative base), without a length-T Python loop.
         length = y.shape[0]
-        powers = jnp.cumprod(jnp.concatenate([jnp.ones(1), jnp.broadcast_to(-theta, (length - 1,))]))
-        lag = np.arange(length)[:, None] - np.arange(length)[None, :]
-        weights = jnp.where(lag >= 0, powers[np.maximum(lag, 0)], 0.0)
-        return weights @ innovations
+        powers = xp.cumprod(xp.concatenate([self.ones(1), xp.broadcast_to(-theta, (length - 1,))]), axis=0)
+        steps = np.arange(length)
+        lag = self.asarray(np.maximum(steps[:, None] - steps[None, :], 0))
+        return xp.tril(powers[lag]) @ innovations
 
-    # distributions that are not one library class
-    def _half_student_t(self, df, scale=1.0):
-        return self._dist.FoldedDistribution(self._dist.StudentT(df, self._jnp.zeros_like(scale), scale))
+    # distributions
+    def _distribution_table(self, d) -> dict[str, Callable[..., Any]]:
+        floats = self._floats
+        return {
+            "Normal": floats(d.Normal),
+            "HalfNormal": floats(d.HalfNormal),
+            "Cauchy": floats(d.Cauchy),
+            "HalfCauchy": floats(d.HalfCauchy),
+            "StudentT": floats(d.StudentT),
+            "HalfStudentT": floats(lambda df, scale=None: self._half_student_t(d, df, scale)),
+            "LogNormal": floats(d.LogNormal),
+            "Exponential": floats(d.Exponential),
+            "Gamma": floats(d.Gamma),
+            "InverseGamma": floats(d.InverseGamma),
+            "Beta": floats(d.Beta),
+            "Uniform": floats(d.Uniform),
+            "Bernoulli": floats(d.Bernoulli),
+            # total_count is a count: each library casts it to the dtype of the probabilities itself
+            "Binomial": lambda total_count, **params: d.Binomial(total_count, **self._float_params(params)),
+            "Poisson": floats(d.Poisson),
+            "NegativeBinomial": floats(d.NegativeBinomial),
+            "Categorical": floats(d.Categorical),
+            "Dirichlet": floats(d.Dirichlet),
+            "MultivariateNormal": floats(d.MultivariateNormal),
+            "LKJCholesky": lambda dim, concentration=1.0: d.LKJCholesky(int(dim), self.floating(concentration)),
+            "Flat": floats(lambda lower=None, upper=None: self._flat(d, lower, upper)),
+            "FlatOrdered": lambda size: d.ImproperUniform(d.constraints.ordered_vector, (), (int(size),)),
+            "NormalMixture": floats(
+                lambda weights, loc, scale: d.MixtureSameFamily(d.Categorical(probs=weights), d.Normal(loc, scale))
+            ),
+        }
 
-    def _flat(self, lower=None, upper=None):
-        c = self._constraints
+    def _half_student_t(self, d, df, scale=None):
+        """|t| for t ~ StudentT(df, 0, scale)."""
+        scale = self.floating(1.0 if scale is None else scale)
+        return d.FoldedDistribution(d.StudentT(df, self.xp.zeros_like(scale), scale))
+
+    @staticmethod
+    def _flat(d, lower=None, upper=None):
+        """The improper uniform density on the real line, or on (lower, inf), (-inf, upper), (lower, upper)."""
+        c = d.constraints
         batch_shape = np.broadcast_shapes(*(_shape(b) for b in (lower, upper) if b is not None))
         if lower is not None and upper is not None:
             support = c.interval(lower, upper)
@@ -458,19 +266,59 @@ class JaxBackend:
             support = c.less_than(upper)
         else:
             support = c.real
-        return self._dist.ImproperUniform(support, batch_shape, ())
+        return d.ImproperUniform(support, batch_shape, ())
 
-    def _normal_mixture(self, weights, loc, scale):
-        d = self._dist
-        return d.MixtureSameFamily(d.Categorical(probs=weights), d.Normal(loc, scale))
 
-    # effects
-    def plate(self, name: str, size: int, dim: int, subsample_size: int | None = None) -> AbstractContextManager:
-        """A plate; with ``subsample_size``, entering it gives that many random indices, the same each time."""
-        return self._numpyro.plate(name, size, subsample_size=subsample_size, dim=dim)
+def pyro_backend(dtype=None, device=None) -> ArrayBackend:
+    """torch operations, Pyro distributions and effects; floats in ``dtype`` (float64 by default) on ``device``."""
+    import pyro
+    import pyro.distributions
+    import torch
 
-    def sample(self, name: str, distribution, obs=None):
-        return self._numpyro.sample(name, distribution, obs=obs)
+    dtypes = TorchDtypes(dtype, device)
 
-    def deterministic(self, name: str, value, event_dim: int):
-        return self._numpyro.deterministic(name, value)
+    def plate(name: str, size: int, dim: int, subsample_size: int | None = None):
+        return pyro.plate(name, size, subsample_size=subsample_size, dim=dim, device=dtypes.device)
+
+    def sample(name: str, distribution, obs=None):
+        if obs is not None and not obs.dtype.is_floating_point:
+            obs = obs.to(dtypes.dtype)  # torch's discrete log-densities want float counts
+        return pyro.sample(name, distribution, obs=obs)
+
+    def deterministic(name: str, value, event_dim: int):
+        return pyro.deterministic(name, value, event_dim=event_dim)
+
+    return ArrayBackend(
+        "pyro",
+        xp=torch,
+        special=torch.special,
+        nn=torch.nn.functional,
+        distributions=pyro.distributions,
+        dtypes=dtypes,
+        effects=Effects(plate, sample, deterministic),
+    )
+
+
+def numpyro_backend() -> ArrayBackend:
+    """jax.numpy operations, NumPyro distributions and effects (floats in jax's default float dtype)."""
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.special
+    import numpyro
+    import numpyro.distributions
+
+    def plate(name: str, size: int, dim: int, subsample_size: int | None = None):
+        return numpyro.plate(name, size, subsample_size=subsample_size, dim=dim)
+
+    def deterministic(name: str, value, event_dim: int):
+        return numpyro.deterministic(name, value)  # NumPyro infers the event dims itself
+
+    return ArrayBackend(
+        "numpyro",
+        xp=jnp,
+        special=jax.scipy.special,
+        nn=jax.nn,
+        distributions=numpyro.distributions,
+        dtypes=JaxDtypes(),
+        effects=Effects(plate, numpyro.sample, deterministic),
+    )

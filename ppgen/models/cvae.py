@@ -1,5 +1,6 @@
 """The conditional VAE: p(x | y, z) p(z) with labels y observed, and q(z | x, y) (Sohn et al. 2015)."""
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -10,6 +11,7 @@ from torch.nn.functional import one_hot
 
 from ppgen.errors import PpgenError
 from ppgen.flows import center
+from ppgen.models.family import GenerativeFamily, guide_options
 from ppgen.nets import AmortizedNormal, likelihood_head, mlp
 
 __all__ = ["ConditionalVAE"]
@@ -17,7 +19,7 @@ __all__ = ["ConditionalVAE"]
 _NEEDS_LABELS = "the conditional VAE needs labels: call it with (x, y), y a tensor [N] of class indices"
 
 
-class ConditionalVAE(PyroModule):
+class ConditionalVAE(GenerativeFamily, PyroModule):
     """A VAE whose decoder and guide also see the class label y; the model is p(x | y), so the
     importance-sampled likelihood of (x, y) is log p(x | y).
 
@@ -27,7 +29,9 @@ class ConditionalVAE(PyroModule):
         The other arguments are those of ``ppgen.models.VAE``.
     """
 
+    kind = "cvae"
     data_keys = ("x", "y")
+    classifies = True
 
     def __init__(
         self,
@@ -56,6 +60,20 @@ class ConditionalVAE(PyroModule):
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
 
+    @classmethod
+    def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "ConditionalVAE":
+        """The classes and log p(y) come from the training ``labels`` [N]."""
+        if labels is None:
+            raise PpgenError("model.kind = 'cvae' needs labelled data: pass the training labels")
+        counts = torch.bincount(labels).double()
+        return cls(
+            math.prod(event_shape),
+            num_classes=len(counts),
+            class_log_prior=(counts / counts.sum()).log(),
+            **spec.model_dump(exclude={"kind"}),
+            **guide_options(guide, [spec.latent_dim]),
+        )
+
     def prior(self) -> dist.Distribution:
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
 
@@ -81,6 +99,10 @@ class ConditionalVAE(PyroModule):
         likelihood = self.decoder(self._join(z, self._labels(labels)))
         return likelihood.mean if mean else likelihood.sample()
 
+    def draw(self, num_samples: int, sampling) -> torch.Tensor:
+        """[num_samples, D] decoder means, for every class in turn."""
+        return self.sample(torch.arange(num_samples, device=self.prior_loc.device) % self.num_classes)
+
     @torch.no_grad()
     def transfer(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Style transfer: encode x [N, D] with its labels ``source`` [N], decode with ``target`` [N]."""
@@ -89,6 +111,7 @@ class ConditionalVAE(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[N, D] decoder means at the centre of q(z | x, y) for x [N, D] and y [N]."""
         return self.transfer(x, y, y)
 
     def _labels(self, y: torch.Tensor | None) -> torch.Tensor:

@@ -38,78 +38,22 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule
 from torch.distributions import constraints, kl_divergence
-from torch.special import log_ndtr
 
 from ppgen.errors import PpgenError
-from ppgen.infer.langevin import langevin_step
+from ppgen.models.diffusion_parts import DiscretizedNormal, noise_schedule
+from ppgen.models.family import GenerativeFamily
 from ppgen.nets import SmallUNet, TimeMLP
 from ppgen.precision import full_precision
+from ppgen.samplers.langevin import init_state, ula_step
 
-__all__ = ["DDPM", "DiscretizedNormal", "noise_schedule"]
+__all__ = ["DDPM"]
 
 _SCALAR = torch.Size()
-
-
-def noise_schedule(
-    num_steps: int, schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02
-) -> torch.Tensor:
-    """beta_1..beta_T [T] in float64. "linear" spaces beta from beta_start to beta_end, both given for
-    T = 1000 and scaled by 1000 / T (Nichol & Dhariwal 2021, arXiv:2102.09672) so that abar_T stays near 0
-    for short chains; "cosine" is their cosine schedule of abar_t."""
-    if schedule == "linear":
-        scale = 1000.0 / num_steps
-        if beta_end * scale >= 1:
-            raise ValueError(
-                f"the linear schedule scales beta_end = {beta_end} by 1000 / T to {beta_end * scale:g}, which must stay"
-                f" below 1: use more steps than {num_steps}"
-            )
-        betas = torch.linspace(beta_start * scale, beta_end * scale, num_steps, dtype=torch.float64)
-    elif schedule == "cosine":
-        s = 0.008
-        steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-        alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; expected 'linear' or 'cosine'")
-    return betas.clamp(max=0.999)
-
-
-class DiscretizedNormal(TorchDistribution):
-    """A Normal(loc, scale) on [0, 1] discretized to ``levels`` values k / (levels - 1): each value gets the
-    mass of its bin, the two end bins extended to -inf and +inf (Ho et al. 2020, eq. 13)."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
-    has_rsample = False
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, levels: int, validate_args=None):
-        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
-        self.levels = levels
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        return DiscretizedNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape), self.levels)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.loc.clamp(0.0, 1.0)
-
-    def sample(self, sample_shape=_SCALAR) -> torch.Tensor:
-        with torch.no_grad():
-            draw = torch.normal(
-                self.loc.expand(sample_shape + self.loc.shape), self.scale.expand(sample_shape + self.loc.shape)
-            )
-            return (draw.clamp(0.0, 1.0) * (self.levels - 1)).round() / (self.levels - 1)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        half_bin = 0.5 / (self.levels - 1)
-        upper = torch.where(value >= 1 - half_bin, math.inf, (value + half_bin - self.loc) / self.scale)
-        lower = torch.where(value <= half_bin, -math.inf, (value - half_bin - self.loc) / self.scale)
-        # log(Phi(upper) - Phi(lower)), evaluated on the side of the mean where it does not cancel.
-        flip = lower > 0
-        a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
-        log_b, log_a = log_ndtr(b), log_ndtr(a)
-        return log_b + torch.log1p(-torch.exp(log_a - log_b).clamp(max=1 - 1e-12))
+_SAMPLER_KEYS = {  # each sampler's settings in the [sampling] table
+    "ancestral": (),
+    "pc": ("corrector_steps", "snr"),
+    "langevin": ("langevin_steps", "step_size", "noise_levels"),
+}
 
 
 class _ReverseChain(TorchDistribution):
@@ -167,7 +111,7 @@ class _ForwardChain(TorchDistribution):
         return dist.Normal(alphas.sqrt() * previous, betas.sqrt()).log_prob(trajectory).sum((-1, -2))
 
 
-class DDPM(PyroModule):
+class DDPM(GenerativeFamily, PyroModule):
     """Args:
     data_dim: D. event_shape: the shape of one example (the U-Net needs (H, W)).
     num_steps: T. schedule, beta_start, beta_end: see ``noise_schedule``.
@@ -180,7 +124,8 @@ class DDPM(PyroModule):
         program scores every step.
     """
 
-    data_keys = ("x",)
+    kind = "ddpm"
+    kl_per_site = False  # the chain's T sites are its ELBO's terms, not layers
 
     def __init__(
         self,
@@ -205,7 +150,7 @@ class DDPM(PyroModule):
             raise ValueError("a diffusion chain needs at least 2 steps")
         self.data_dim, self.num_steps, self.levels = data_dim, num_steps, levels
         self.decoder_kind, self.time_subsample = decoder, time_subsample
-        self.trajectory_length = num_steps  # (example, sample) pairs cost T network calls in the chain pair
+        self.calls_per_pair = num_steps  # an (example, sample) pair of the chain pair costs T network calls
         betas = torch.cat(
             [torch.zeros(1, dtype=torch.float64), noise_schedule(num_steps, schedule, beta_start, beta_end)]
         )
@@ -229,6 +174,10 @@ class DDPM(PyroModule):
             self.net = SmallUNet(tuple(event_shape), channels, time_dim)
         else:
             self.net = TimeMLP(data_dim, hidden, time_dim, activation)
+
+    @classmethod
+    def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "DDPM":
+        return cls(math.prod(event_shape), event_shape=event_shape, **spec.model_dump(exclude={"kind"}))
 
     # -- the chain's distributions --------------------------------------------------------------------
     # Their arguments are valid by construction, and checking them (Pyro validates by default) would read a flag
@@ -322,6 +271,14 @@ class DDPM(PyroModule):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("trajectory", _ForwardChain(self, self._y0(x)))
 
+    def evaluation_pair(self) -> tuple:
+        """The whole-chain pair: the training pair subsamples steps, and its weights would not estimate log p(x)."""
+        return self.chain_model, self.chain_guide
+
+    def analytic_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """``chain_elbo`` over chunks of 256 examples: the same ELBO as the training pair's, far less noise."""
+        return torch.cat([self.chain_elbo(chunk) for chunk in x.split(256)])
+
     @torch.no_grad()
     def chain_elbo(self, x: torch.Tensor, steps_per_call: int = 50) -> torch.Tensor:
         """The ELBO [N] with all T terms: each KL in closed form at one draw of y_t ~ q(y_t | y_0)."""
@@ -370,22 +327,35 @@ class DDPM(PyroModule):
         likelihood = self.decoder(y_1)
         return likelihood.mean if mean else likelihood.sample()
 
+    def draw(self, num_samples: int, sampling) -> torch.Tensor:
+        """[num_samples, D] examples by ``sampling.sampler``, with that sampler's keys of the ``[sampling]`` table."""
+        keys = _SAMPLER_KEYS[sampling.sampler]
+        return self.sample(num_samples, sampler=sampling.sampler, **{key: getattr(sampling, key) for key in keys})
+
     @torch.no_grad()
     def sample_predictor_corrector(self, num_samples: int, corrector_steps: int = 1, snr: float = 0.16) -> torch.Tensor:
-        """y_1 [n, D]: each ancestral step (predictor) followed by Langevin steps on q(y_t) (corrector) whose
-        step size sets the signal-to-noise ratio ||eps sqrt(2 step) z|| / ||step score|| to ``snr``
-        (Song et al. 2021, arXiv:2011.13456, Algorithm 5)."""
+        """y_1 [n, D]: each ancestral step (predictor) followed by Langevin steps on q(y_t) (corrector, ``ula_step``
+        on the score) whose step size sets the signal-to-noise ratio ||eps sqrt(2 step) z|| / ||step score|| to
+        ``snr`` (Song et al. 2021, arXiv:2011.13456, Algorithm 5)."""
         y = torch.randn(num_samples, self.data_dim, device=self.betas.device)
         steps = range(self.num_steps, 0, -1)
+
+        def score_only(step: torch.Tensor):  # q(y_t) is known only through its score
+            return lambda y_t: (None, self.score(y_t, step))
+
         for t, step in zip(steps, self._step_tensors(steps)):
+            state = init_state(y, score_only(step))
             for _ in range(corrector_steps):
-                score = self.score(y, step)
                 noise = torch.randn_like(y)
-                ratio = snr * noise.norm(dim=-1, keepdim=True) / score.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-                step_size = 2 * self.alphas[t] * ratio.square()
-                y = langevin_step(y, score, step_size, noise)
+                score_norm = state.score.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                ratio = snr * noise.norm(dim=-1, keepdim=True) / score_norm
+                state, _ = ula_step(state, score_only(step), 2 * self.alphas[t] * ratio.square(), noise)
+            y = state.position
             if t > 1:
-                y = self.reverse_step(y, step).sample()
+                # The ancestral step p(y_t-1 | y_t): its mean mu(y_t, t) = (y_t + beta_t score) / sqrt(alpha_t) from the
+                # state's score, which saves the network call of ``reverse_step``.
+                loc = (y + self.betas[t] * state.score) / self.alphas[t].sqrt()
+                y = loc + self.reverse_scale(step) * torch.randn_like(y)
         return y
 
     @torch.no_grad()
@@ -394,14 +364,24 @@ class DDPM(PyroModule):
     ) -> torch.Tensor:
         """y_1 [n, D] by annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1) on the
         marginals q(y_t) of ``noise_levels`` steps from T down to 1, with steps step_size (1 - abar_t) /
-        (1 - abar_1) so that the size of the step follows the noise level."""
+        (1 - abar_1) so that the size of the step follows the noise level; each step is a ``ula_step`` on the score."""
         y = torch.randn(num_samples, self.data_dim, device=self.betas.device)
         levels = (
             torch.linspace(self.num_steps, 1, min(noise_levels, self.num_steps)).round().long().unique_consecutive()
         )
         levels = levels.tolist()  # made on the CPU: no device round trip
-        for t, step in zip(levels, self._step_tensors(levels)):
+        steps = self._step_tensors(levels)
+
+        def score_only(step: torch.Tensor):  # q(y_t) is known only through its score
+            return lambda y_t: (None, self.score(y_t, step))
+
+        state = init_state(y, score_only(steps[0]))
+        for level, (t, step) in enumerate(zip(levels, steps)):
             size = step_size * (1 - self.alpha_bars[t]) / (1 - self.alpha_bars[1])
-            for _ in range(langevin_steps):
-                y = langevin_step(y, self.score(y, step), size, torch.randn_like(y))
-        return y
+            for k in range(langevin_steps):
+                # A level's last step scores its move under the next level's marginal, where the chain goes on: one
+                # network call per step, as with no state carried.
+                last = k == langevin_steps - 1 and level + 1 < len(steps)
+                target = score_only(steps[level + 1] if last else step)
+                state, _ = ula_step(state, target, size, torch.randn_like(state.position))
+        return state.position

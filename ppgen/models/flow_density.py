@@ -1,25 +1,27 @@
 """A normalizing-flow density x = f(z), z ~ N(0, I), as a Pyro model with no latent sites: fitting it by
 SVI with an empty guide is maximum likelihood, and its ELBO is the exact log-likelihood."""
 
+import math
 from collections.abc import Sequence
 
 import pyro
 import torch
 from pyro.nn import PyroModule
 
-from ppgen.flows import DensityFlow
+from ppgen.flows import AUTOREGRESSIVE_FLOWS, DensityFlow
+from ppgen.models.family import GenerativeFamily, check_autoregressive_widths
 
 __all__ = ["FlowDensity"]
 
 
-class FlowDensity(PyroModule):
+class FlowDensity(GenerativeFamily, PyroModule):
     """Args:
     data_dim: D.
     family: "realnvp", "maf" or "nice" (see ``ppgen.flows``).
     layers: number of flow layers. hidden: widths of each layer's network.
     """
 
-    data_keys = ("x",)
+    kind = "flow"
 
     def __init__(self, data_dim: int, family: str = "realnvp", layers: int = 4, hidden: Sequence[int] = (64, 64)):
         super().__init__()
@@ -27,6 +29,13 @@ class FlowDensity(PyroModule):
             raise ValueError(f"{family} coupling layers need at least two dimensions")
         self.data_dim = data_dim
         self.flow = DensityFlow(family, data_dim, layers, hidden)
+
+    @classmethod
+    def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "FlowDensity":
+        data_dim = math.prod(event_shape)
+        if spec.family in AUTOREGRESSIVE_FLOWS:
+            check_autoregressive_widths("model.hidden", spec.hidden, data_dim)
+        return cls(data_dim, **spec.model_dump(exclude={"kind"}))
 
     def model(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, D] observed, or None to draw one example."""

@@ -9,6 +9,7 @@ product of the message with the generative prior p(z_l | z_l+1) = N(mu_l, sigma_
 Either guide's layers may be pushed through normalizing flows conditioned on the layer's features.
 """
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -19,13 +20,15 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppgen.flows import ConditionalFlow, center
+from ppgen.models.family import GenerativeFamily, guide_options
 from ppgen.nets import MIN_SCALE, AmortizedNormal, likelihood_head, mlp, trunk
 from ppgen.precision import full_precision
+from ppgen.spec.schema import GuideSpec
 
 __all__ = ["HierarchicalVAE"]
 
 
-class HierarchicalVAE(PyroModule):
+class HierarchicalVAE(GenerativeFamily, PyroModule):
     """Sites "z_1" (next to x) ... "z_L" inside the "data" plate.
 
     Args:
@@ -36,7 +39,7 @@ class HierarchicalVAE(PyroModule):
         The other arguments are those of ``ppgen.models.VAE``.
     """
 
-    data_keys = ("x",)
+    kind = "hvae"
 
     def __init__(
         self,
@@ -92,6 +95,12 @@ class HierarchicalVAE(PyroModule):
                 )
         self.register_buffer("top_loc", torch.zeros(dims[-1]))
         self.register_buffer("top_scale", torch.ones(dims[-1]))
+
+    @classmethod
+    def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "HierarchicalVAE":
+        guide = guide or GuideSpec()
+        options = {**spec.model_dump(exclude={"kind"}), **guide_options(guide, spec.latent_dims)}
+        return cls(math.prod(event_shape), structure=guide.structure, **options)
 
     def model(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, D] observed, or None to draw one example."""

@@ -1,5 +1,6 @@
 """The variational autoencoder as a Pyro model/guide pair (Kingma & Welling 2013, arXiv:1312.6114)."""
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -8,12 +9,13 @@ import torch
 from pyro.nn import PyroModule
 
 from ppgen.flows import center
+from ppgen.models.family import GenerativeFamily, guide_options
 from ppgen.nets import AmortizedNormal, likelihood_head, mlp
 
 __all__ = ["VAE"]
 
 
-class VAE(PyroModule):
+class VAE(GenerativeFamily, PyroModule):
     """p(z) = N(0, I), p(x | z) from an MLP decoder, and an amortized guide q(z | x): a diagonal Gaussian,
     optionally pushed through normalizing flows conditioned on the encoder's features.
 
@@ -28,7 +30,7 @@ class VAE(PyroModule):
         guide_flows, guide_hidden: flow layers, and the hidden widths of their networks.
     """
 
-    data_keys = ("x",)
+    kind = "vae"
 
     def __init__(
         self,
@@ -50,6 +52,11 @@ class VAE(PyroModule):
         self.decoder = likelihood_head(likelihood, decoder_net, likelihood_scale)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
+
+    @classmethod
+    def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "VAE":
+        options = spec.model_dump(exclude={"kind"})
+        return cls(math.prod(event_shape), **options, **guide_options(guide, [spec.latent_dim]))
 
     def prior(self) -> dist.Distribution:
         """p(z), with event shape [Z]."""

@@ -41,9 +41,6 @@ A ``value`` that depends on no stochastic variable is transformed data: computed
 site. Names in expressions refer to variables first, then to data.
 """
 
-import csv
-import difflib
-import json
 import keyword
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,15 +48,16 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import DataError, SpecError
+from ppgen.errors import SpecError
+from ppgen.spec.data_files import as_array, read_data_file
 from ppgen.spec.expr import DistributionCall, Expression, parse_distribution, parse_expression
+from ppgen.suggest import CLAUSE, suggest
 
-__all__ = ["Variable", "BayesSpec", "is_bayes_spec", "parse_bayes_spec", "load_model_data", "read_data_file"]
+__all__ = ["Variable", "BayesSpec", "is_bayes_spec", "parse_bayes_spec", "load_model_data"]
 
 MODEL_KEYS = ("kind", "name", "data_file")
 VARIABLE_KEYS = ("dist", "value", "observed", "plate", "shape")
 BAYES_TABLES = ("model", "data", "plates", "variables")
-DATA_SUFFIXES = (".json", ".npz", ".csv")
 
 
 @dataclass(frozen=True)
@@ -103,82 +101,11 @@ def is_bayes_spec(tables: dict) -> bool:
     return isinstance(tables, dict) and "variables" in tables
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _table(tables: dict, key: str, source: str) -> dict:
     table = tables.get(key, {})
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [{key}] must be a table, not {type(table).__name__}")
     return table
-
-
-def _as_array(value: Any, where: str, error: type[Exception] = DataError) -> np.ndarray:
-    """Numbers and (nested) lists of them as int64 when every entry is an integer (or a boolean), else float64."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, OverflowError, TypeError) as exception:
-        raise error(f"{where}: not a rectangular array of numbers ({exception})") from None
-    if array.dtype.kind in "biu":
-        return array.astype(np.int64)
-    if array.dtype.kind == "f":
-        return array.astype(np.float64)
-    raise error(f"{where}: expected a number or a (nested) list of numbers, not {str(value)[:60]!r}")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-        raise DataError(f"data file {path}: not valid JSON ({error})") from None
-    if not isinstance(content, dict):
-        raise DataError(f"data file {path}: expected a JSON object of named arrays, not {type(content).__name__}")
-    return content
-
-
-def _read_npz(path: Path) -> dict[str, Any]:
-    try:  # allow_pickle=False: opening a user's file must never run code
-        with open(path, "rb") as file, np.lib.npyio.NpzFile(file, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"data file {path}: not a readable .npz archive ({error})") from None
-
-
-def _column(cells: list[str]) -> list[int] | list[float]:
-    try:
-        return [int(cell) for cell in cells]
-    except ValueError:
-        return [float(cell) for cell in cells]
-
-
-def _read_csv(path: Path) -> dict[str, Any]:
-    with open(path, newline="") as file:
-        rows = [row for row in csv.reader(file) if row]
-    if len(rows) < 2:
-        raise DataError(f"data file {path}: expected a header row of column names and at least one row")
-    header, body = [name.strip() for name in rows[0]], rows[1:]
-    if any(len(row) != len(header) for row in body):
-        raise DataError(f"data file {path}: every row must have {len(header)} cells, like the header")
-    columns = {}
-    for index, name in enumerate(header):
-        try:
-            columns[name] = _column([row[index].strip() for row in body])
-        except ValueError:
-            raise DataError(f"data file {path}: column {name!r} holds a cell that is not a number") from None
-    return columns
-
-
-def read_data_file(path: Path) -> dict[str, np.ndarray]:
-    """A data file as named arrays: a JSON object, an .npz archive, or a .csv file with a header (columns)."""
-    path = Path(path)
-    if path.suffix not in DATA_SUFFIXES:
-        raise DataError(f"data file {path}: unsupported type; use one of {', '.join(DATA_SUFFIXES)}")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    reader = {".json": _read_json, ".npz": _read_npz, ".csv": _read_csv}[path.suffix]
-    return {str(key): _as_array(value, f"data file {path}: {key!r}") for key, value in reader(path).items()}
 
 
 def load_model_data(tables: dict, base_dir: Path, source: str) -> dict[str, np.ndarray]:
@@ -190,7 +117,7 @@ def load_model_data(tables: dict, base_dir: Path, source: str) -> dict[str, np.n
             raise SpecError(f"{source}: model.data_file must be a path string, not {data_file!r}")
         data.update(read_data_file(Path(base_dir) / data_file))
     for key, value in _table(tables, "data", source).items():
-        data[key] = _as_array(value, f"{source}: data.{key}", SpecError)
+        data[key] = as_array(value, f"{source}: data.{key}", SpecError)
     return data
 
 
@@ -221,7 +148,7 @@ def _parse_variable(name: str, entry: Any, plates: dict[str, Expression]) -> Var
     for key in entry:
         if key not in VARIABLE_KEYS:
             raise SpecError(
-                f"{where}.{key}: unknown key{_suggest(key, VARIABLE_KEYS)} (keys: {', '.join(VARIABLE_KEYS)})"
+                f"{where}.{key}: unknown key{suggest(key, VARIABLE_KEYS, CLAUSE)} (keys: {', '.join(VARIABLE_KEYS)})"
             )
     if ("dist" in entry) == ("value" in entry):
         raise SpecError(f"{where}: give exactly one of 'dist' (a distribution) and 'value' (an expression)")
@@ -233,7 +160,8 @@ def _parse_variable(name: str, entry: Any, plates: dict[str, Expression]) -> Var
     plate_names = _string_list(entry.get("plate", []), f"{where}.plate")
     for plate in plate_names:
         if plate not in plates:
-            raise SpecError(f"{where}.plate: unknown plate {plate!r}{_suggest(plate, plates)} (declare it in [plates])")
+            hint = suggest(plate, plates, CLAUSE)
+            raise SpecError(f"{where}.plate: unknown plate {plate!r}{hint} (declare it in [plates])")
     if len(set(plate_names)) != len(plate_names):
         raise SpecError(f"{where}.plate: a plate is listed twice in {list(plate_names)}")
     shape = entry.get("shape", [])
@@ -259,23 +187,23 @@ def _resolve_names(variables: dict[str, Variable], data: dict, plates: dict[str,
     for plate, size in plates.items():
         for name in size.names:
             if name not in data:
-                raise SpecError(f"plates.{plate}: unknown data {name!r}{_suggest(name, data)}")
+                raise SpecError(f"plates.{plate}: unknown data {name!r}{suggest(name, data, CLAUSE)}")
     resolved = {}
     for variable in variables.values():
         for expression in _expressions(variable):
             for name in expression.names:
                 if name not in known:
-                    raise SpecError(f"{expression.where}: unknown name {name!r}{_suggest(name, known)}")
+                    raise SpecError(f"{expression.where}: unknown name {name!r}{suggest(name, known, CLAUSE)}")
         for entry in variable.shape:
             for name in entry.names:
                 if name not in data:
-                    raise SpecError(f"{entry.where}: unknown data {name!r}{_suggest(name, data)}")
+                    raise SpecError(f"{entry.where}: unknown data {name!r}{suggest(name, data, CLAUSE)}")
         depends = [name for e in _expressions(variable) for name in e.names if name in variables]
         if variable.observed is not None and variable.observed not in data:
             if variable.observed not in variables or variable.observed == variable.name:
                 raise SpecError(
                     f"variables.{variable.name}.observed: {variable.observed!r} is neither a data key nor another"
-                    f" variable{_suggest(variable.observed, known - {variable.name} | set(data))}"
+                    f" variable{suggest(variable.observed, known - {variable.name} | set(data), CLAUSE)}"
                 )
             depends.append(variable.observed)
         resolved[variable.name] = replace(variable, depends=tuple(dict.fromkeys(depends)))
@@ -340,7 +268,8 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
     model = _table(tables, "model", source)
     for key in model:
         if key not in MODEL_KEYS:
-            raise SpecError(f"{source}: model.{key}: unknown key{_suggest(key, MODEL_KEYS)} for a Bayesian model")
+            hint = suggest(key, MODEL_KEYS, CLAUSE)
+            raise SpecError(f"{source}: model.{key}: unknown key{hint} for a Bayesian model")
     if model.get("kind", "bayes") != "bayes":
         raise SpecError(f"{source}: model.kind = {model['kind']!r}, but a spec with [variables] is kind 'bayes'")
     name = model.get("name", Path(source).stem)

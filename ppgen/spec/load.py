@@ -1,34 +1,58 @@
-"""Read TOML run specs, apply ``--set key=value`` overrides, and validate them into a RunSpec."""
+"""Read a TOML run spec once, apply an inference spec and ``--set key=value`` overrides, and validate it: into a
+``RunSpec`` for a generative model, or a ``BayesRunSpec`` for a declarative Bayesian one (``kind = "bayes"``)."""
 
-import difflib
 import tomllib
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
 from ppgen.errors import SpecError
 from ppgen.spec.schema import RunSpec
+from ppgen.suggest import suggest
 
-__all__ = ["load_spec", "read_tree", "validate_tree", "parse_override", "validate_spec", "dump_spec"]
+if TYPE_CHECKING:
+    from ppgen.spec.bayes_run import BayesRunSpec
+
+__all__ = ["load_spec", "is_bayes_tree", "read_tree", "validate_tree", "parse_override", "validate_spec", "dump_spec"]
 
 T = TypeVar("T", bound=BaseModel)
 
-INFERENCE_TABLES = ("inference", "evaluation", "sampling")
+INFERENCE_TABLES = ("inference", "evaluation", "sampling")  # what an inference spec file may replace
+MODEL_TABLES = tuple(table for table in RunSpec.model_fields if table not in INFERENCE_TABLES)
 
 
-def load_spec(path: str | Path, *, inference: str | Path | None = None, overrides: Iterable[str] = ()) -> RunSpec:
-    """Read a model spec, let an inference spec replace its ``[inference]``/``[evaluation]`` tables,
-    apply ``key=value`` overrides, and validate. An error names the file or override at fault.
+def load_spec(
+    path: str | Path, *, inference: str | Path | None = None, overrides: Iterable[str] = ()
+) -> "RunSpec | BayesRunSpec":
+    """The run a spec file describes: read the file once, let an inference spec replace its inference tables,
+    apply ``key=value`` overrides, and validate. A spec of ``model.kind = "bayes"`` (or with ``[variables]``)
+    gives a ``BayesRunSpec``, any other a ``RunSpec``. An error names the file or override at fault.
 
     Relative paths written in a spec file are relative to that file; relative paths given as
     overrides are relative to the current directory.
     """
-    tree, sources = read_tree(path, inference=inference, overrides=overrides)
+    tree = _read_toml(path)
+    if is_bayes_tree(tree):
+        from ppgen.spec.bayes_run import INFERENCE_TABLES as BAYES_INFERENCE_TABLES
+        from ppgen.spec.bayes_run import MODEL_TABLES as BAYES_MODEL_TABLES
+        from ppgen.spec.bayes_run import bayes_run_spec
+
+        tables = {"inference_tables": BAYES_INFERENCE_TABLES, "model_tables": BAYES_MODEL_TABLES}
+        tree, sources = read_tree(path, inference=inference, overrides=overrides, tree=tree, **tables)
+        return bayes_run_spec(tree, sources, path)
+    tree, sources = read_tree(path, inference=inference, overrides=overrides, tree=tree)
     return validate_tree(RunSpec, tree, sources, str(path))
+
+
+def is_bayes_tree(tree: dict) -> bool:
+    """Whether parsed spec tables describe a declarative Bayesian model: ``model.kind = "bayes"`` or a
+    ``[variables]`` table."""
+    model = tree.get("model")
+    return "variables" in tree or (isinstance(model, dict) and model.get("kind") == "bayes")
 
 
 def read_tree(
@@ -37,19 +61,21 @@ def read_tree(
     inference: str | Path | None = None,
     overrides: Iterable[str] = (),
     inference_tables: tuple[str, ...] = INFERENCE_TABLES,
+    model_tables: tuple[str, ...] = MODEL_TABLES,
+    tree: dict | None = None,
 ) -> tuple[dict, dict[str, str]]:
-    """The TOML tables of a model spec with an inference spec's tables and the overrides applied, and the
-    file or override each table or key came from (for error messages)."""
-    tree = _read_toml(path)
+    """The TOML tables of a model spec (``tree`` when the file was already read) with an inference spec's tables
+    and the overrides applied, and the file or override each table or key came from (for error messages)."""
+    tree = _read_toml(path) if tree is None else tree
     sources = {table: str(path) for table in tree}
     if inference is not None:
         extra = _read_toml(inference)
         for table in extra:
             if table not in inference_tables:
-                if table in tree or table in RunSpec.model_fields:
+                if table in tree or table in model_tables:
                     raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
                 raise SpecError(
-                    f"{inference}: [{table}] is not an inference spec table{_suggest(table, inference_tables)}"
+                    f"{inference}: [{table}] is not an inference spec table{suggest(table, inference_tables)}"
                 )
             sources[table] = str(inference)
         tree.update(extra)
@@ -172,7 +198,7 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     ):
         return f"{key}: expected a table (got {value!r})"
     if kind == "extra_forbidden":
-        return f"{key}: unknown key{_suggest(name, holder.model_fields if holder else ())}"
+        return f"{key}: unknown key{suggest(name, holder.model_fields if holder else ())}"
     if kind in ("union_tag_not_found", "union_tag_invalid"):
         tag = _tag_field(holder, key)
         known = ", ".join(repr(t) for t in _tags(holder, name))
@@ -181,7 +207,7 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
         return f"{key}.{tag}: {value.get(tag)!r} is not known; expected one of {known}"
     if kind == "literal_error":
         choices = [c.strip(" '") for c in error["ctx"]["expected"].replace(" or ", ", ").split(",")]
-        return f"{key}: {value!r} is not allowed; expected {error['ctx']['expected']}{_suggest(str(value), choices)}"
+        return f"{key}: {value!r} is not allowed; expected {error['ctx']['expected']}{suggest(str(value), choices)}"
     if kind == "value_error":  # from a cross-field check, whose message names its keys
         return message
     if kind == "missing":
@@ -246,8 +272,3 @@ def _tag_field(holder: type[BaseModel] | None, key: str) -> str:
     field = holder.model_fields.get(key.rsplit(".", 1)[-1]) if holder else None
     members = _table_types(field.annotation) if field else []
     return next((f for m in members for f in TAG_FIELDS if f in m.model_fields), "kind")
-
-
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -5,9 +5,12 @@ reference for the TOML keys (see ``models/*.toml`` and ``inference/*.toml``).
 """
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+
+if TYPE_CHECKING:
+    from ppgen.infer.settings import SVISettings
 
 __all__ = [
     "DataSpec",
@@ -67,7 +70,30 @@ class DataSpec(_Table):
 Likelihood = Literal["bernoulli", "gaussian", "continuous_bernoulli"]
 
 
-class VAESpec(_Table):
+class _ModelTable(_Table):
+    """A ``[model]`` table, carrying what the run's other tables may hold for its family."""
+
+    takes_guide: ClassVar[bool] = False  # has latent variables, so a [guide] table applies
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)  # the sampling.sampler values it can draw with
+
+    def check(self, data: DataSpec) -> None:
+        """Raise ValueError, naming the keys, when the table contradicts itself or the ``[data]`` table."""
+
+
+class _LatentVariableTable(_ModelTable):
+    """The ``[model]`` table of a family with latent variables, a guide and a ``likelihood`` key."""
+
+    takes_guide: ClassVar[bool] = True
+
+    def check(self, data: DataSpec) -> None:
+        if self.likelihood == "bernoulli" and data.binarize == "none":
+            raise ValueError(
+                "model.likelihood = 'bernoulli' needs binary data: set data.binarize to 'dynamic' or "
+                "'threshold', or use likelihood 'continuous_bernoulli' or 'gaussian'"
+            )
+
+
+class VAESpec(_LatentVariableTable):
     """The ``[model]`` table of a variational autoencoder (Kingma & Welling 2013, arXiv:1312.6114)."""
 
     kind: Literal["vae"] = "vae"
@@ -78,7 +104,7 @@ class VAESpec(_Table):
     likelihood_scale: Literal["learned"] | PositiveFloat = "learned"  # Gaussian likelihood only
 
 
-class CVAESpec(_Table):
+class CVAESpec(_LatentVariableTable):
     """The ``[model]`` table of a conditional VAE p(x | y, z) p(z), q(z | x, y) (Sohn et al. 2015);
     the number of classes is read from the training labels."""
 
@@ -90,7 +116,7 @@ class CVAESpec(_Table):
     likelihood_scale: Literal["learned"] | PositiveFloat = "learned"
 
 
-class HVAESpec(_Table):
+class HVAESpec(_LatentVariableTable):
     """The ``[model]`` table of a hierarchical VAE p(z_L) prod_l p(z_l | z_l+1) p(x | z_1)."""
 
     kind: Literal["hvae"] = "hvae"
@@ -102,7 +128,7 @@ class HVAESpec(_Table):
     likelihood_scale: Literal["learned"] | PositiveFloat = "learned"
 
 
-class FlowSpec(_Table):
+class FlowSpec(_ModelTable):
     """The ``[model]`` table of a normalizing-flow density x = f(z), z ~ N(0, I), fitted by maximum likelihood."""
 
     kind: Literal["flow"] = "flow"
@@ -111,7 +137,7 @@ class FlowSpec(_Table):
     hidden: list[PositiveInt] = [64, 64]
 
 
-class DDPMSpec(_Table):
+class DDPMSpec(_ModelTable):
     """The ``[model]`` table of a denoising diffusion model (Ho et al. 2020) as a latent chain."""
 
     kind: Literal["ddpm"] = "ddpm"
@@ -129,6 +155,20 @@ class DDPMSpec(_Table):
     levels: Annotated[int, Field(ge=2)] = 256  # pixel values of the discretized decoder: 17 for digits
     time_subsample: PositiveInt = 1  # steps drawn per example in each training step
 
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral", "pc", "langevin")
+
+    def check(self, data: DataSpec) -> None:
+        if self.schedule == "linear" and self.beta_end * 1000 / self.num_steps >= 1:
+            raise ValueError(
+                f"model.num_steps = {self.num_steps} is too few for the linear schedule with beta_end ="
+                f" {self.beta_end}: it scales beta_end by 1000 / T, which must stay below 1"
+            )
+        if (data.binarize != "none") != (self.decoder == "bernoulli"):
+            raise ValueError(
+                f"model.decoder = {self.decoder!r} does not fit data.binarize = {data.binarize!r}:"
+                " use decoder 'bernoulli' for binarized data and 'discretized_gaussian' otherwise"
+            )
+
 
 def _model_kind(table) -> str | None:
     """A [model] table's kind; "vae" when the table leaves it out."""
@@ -145,7 +185,6 @@ ModelSpec = Annotated[
     | Annotated[DDPMSpec, Tag("ddpm")],
     Discriminator(_model_kind),
 ]
-LATENT_VARIABLE_MODELS = ("vae", "cvae", "hvae")
 
 
 class GuideSpec(_Table):
@@ -183,17 +222,20 @@ class SVISpec(_Table):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the training loss under autocast; parameters stay fp32
 
     @model_validator(mode="after")
-    def _check_jit(self):
-        if self.jit and self.precision == "bf16":
-            raise ValueError("inference.precision = 'bf16' is not available with jit (use jit = false)")
-        if self.jit and self.elbo == "iwae":
-            raise ValueError("inference.jit is not available with elbo = 'iwae' (Pyro has no compiled RenyiELBO)")
-        if self.kl_warmup and (self.jit or self.elbo == "iwae"):
-            raise ValueError(
-                "inference.kl_warmup needs elbo 'trace' or 'meanfield' without jit (a compiled loss fixes the"
-                " weight; the importance-weighted bound has no separate KL part)"
-            )
+    def _check_settings(self):
+        self.settings()  # the engine's own checks across keys (jit, iwae, bf16, KL warm-up)
         return self
+
+    def settings(self) -> "SVISettings":
+        """The engine's settings of this table (``ppgen.fit`` takes them)."""
+        from pydantic import ValidationError
+
+        from ppgen.infer.settings import SVISettings  # not at import: ppgen.models reads these tables
+
+        try:
+            return SVISettings(**self.model_dump())
+        except ValidationError as error:  # a check across keys, whose message names them
+            raise ValueError(error.errors()[0]["ctx"]["error"]) from None
 
 
 class SamplingSpec(_Table):
@@ -229,46 +271,22 @@ class RunSpec(_Table):
 
     @model_validator(mode="after")
     def _check_guide_applies(self):
-        if self.model.kind not in LATENT_VARIABLE_MODELS and self.guide != GuideSpec():
+        if not self.model.takes_guide and self.guide != GuideSpec():
             raise ValueError(
                 f"[guide] does not apply to model.kind = {self.model.kind!r}, which has no latent variables"
             )
         return self
 
     @model_validator(mode="after")
-    def _check_linear_schedule(self):
-        model = self.model
-        if model.kind == "ddpm" and model.schedule == "linear" and model.beta_end * 1000 / model.num_steps >= 1:
-            raise ValueError(
-                f"model.num_steps = {model.num_steps} is too few for the linear schedule with beta_end ="
-                f" {model.beta_end}: it scales beta_end by 1000 / T, which must stay below 1"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _check_sampler_applies(self):
-        if self.model.kind != "ddpm" and self.sampling.sampler != "ancestral":
+        if self.sampling.sampler not in self.model.samplers:
             raise ValueError(
                 f"sampling.sampler = {self.sampling.sampler!r} needs a diffusion model (model.kind = 'ddpm')"
             )
         return self
 
     @model_validator(mode="after")
-    def _check_diffusion_decoder_matches_data(self):
-        if self.model.kind == "ddpm":
-            binary = self.data.binarize != "none"
-            if binary != (self.model.decoder == "bernoulli"):
-                raise ValueError(
-                    f"model.decoder = {self.model.decoder!r} does not fit data.binarize = {self.data.binarize!r}:"
-                    " use decoder 'bernoulli' for binarized data and 'discretized_gaussian' otherwise"
-                )
-        return self
-
-    @model_validator(mode="after")
-    def _check_likelihood_matches_data(self):
-        if getattr(self.model, "likelihood", None) == "bernoulli" and self.data.binarize == "none":
-            raise ValueError(
-                "model.likelihood = 'bernoulli' needs binary data: set data.binarize to 'dynamic' or "
-                "'threshold', or use likelihood 'continuous_bernoulli' or 'gaussian'"
-            )
+    def _check_model(self):
+        # Checked here, not in the [model] table, so that an error names the override of the key at fault.
+        self.model.check(self.data)
         return self

@@ -19,11 +19,11 @@ A local latent variable in the subsampled plate is rejected: SGLD's chain state 
 could, with a guide that subsamples alike, but that is not offered here).
 """
 
-import difflib
 from dataclasses import dataclass
 
 from ppgen.errors import SpecError
 from ppgen.spec.bayes import BayesSpec, Variable
+from ppgen.suggest import CLAUSE, suggest
 
 __all__ = ["SubsamplePlan", "subsample_plan", "likelihood_plate"]
 
@@ -45,11 +45,6 @@ class SubsamplePlan:
     observed: frozenset[str]
 
 
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _expression_names(variable: Variable) -> list[str]:
     expressions = [variable.value] if variable.value is not None else list(variable.dist.params.values())
     return list(dict.fromkeys(name for expression in expressions for name in expression.names))
@@ -63,7 +58,7 @@ def subsample_plan(spec: BayesSpec, plate: str, batch_size: int) -> SubsamplePla
         read from outside; or a batch size that is not a positive integer.
     """
     if plate not in spec.plates:
-        raise SpecError(f"cannot subsample plate {plate!r}: it is not in [plates]{_suggest(plate, spec.plates)}")
+        raise SpecError(f"cannot subsample plate {plate!r}: it is not in [plates]{suggest(plate, spec.plates, CLAUSE)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SpecError(f"plates.{plate}: the minibatch size must be a positive integer, not {batch_size!r}")
     inside = {name: v for name, v in spec.variables.items() if plate in v.plates}

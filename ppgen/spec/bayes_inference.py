@@ -1,14 +1,22 @@
-"""Typed specs of a Bayesian workflow run on a declarative model: how to infer (NUTS, HMC, Langevin, SGLD
-or SVI with an autoguide) and what to check afterwards.
+"""The inference side of a declarative Bayesian spec: how to infer (NUTS, HMC, Langevin, SGLD or SVI with an
+autoguide) and what to check afterwards.
 
 The model itself (``[model]``, ``[data]``, ``[plates]``, ``[variables]``) is validated by
-``ppgen.spec.bayes``; this module holds the ``[inference]``, ``[guide]`` and ``[evaluation]`` tables.
+``ppgen.spec.bayes``; this module holds the ``[inference]``, ``[guide]`` and ``[evaluation]`` tables, and turns
+them into the engines' plain settings (``BayesInferenceSpec.settings()``, ``ppgen.infer.posterior_settings``).
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
+from ppgen.infer.posterior_settings import (
+    AutoguideSettings,
+    LangevinSettings,
+    MCMCSettings,
+    SGLDSettings,
+    VariationalSettings,
+)
 from ppgen.spec.schema import Seed, _Table
 
 __all__ = [
@@ -18,8 +26,8 @@ __all__ = [
     "AutoguideSpec",
     "VariationalSpec",
     "PosteriorInferenceSpec",
-    "ChecksSpec",
-    "WorkflowSpec",
+    "BayesEvaluationSpec",
+    "BayesInferenceSpec",
 ]
 
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -30,15 +38,27 @@ Device = Literal["auto", "cpu", "cuda"]
 PyroChainMethod = Literal["auto", "sequential", "parallel"]
 
 
-class MCMCSpec(_Table):
+class _InferenceTable(_Table):
+    """An ``[inference]`` table, which converts into the engine's settings."""
+
+    _settings: ClassVar[type]
+
+    def settings(self, guide: "AutoguideSpec | None" = None):
+        """The engine's settings of this table (``guide``: the ``[guide]`` table, read by SVI only)."""
+        return self._settings(**self.model_dump())
+
+
+class MCMCSpec(_InferenceTable):
     """``[inference]`` for Hamiltonian Monte Carlo: NUTS (Hoffman & Gelman 2014, 1111.4246) or static HMC."""
+
+    _settings: ClassVar[type] = MCMCSettings
 
     method: Literal["nuts", "hmc"] = "nuts"
     backend: Literal["numpyro", "pyro"] = "numpyro"  # pyro runs any Pyro model, on the CPU or CUDA
     num_chains: PositiveInt = 4
     num_warmup: PositiveInt = 1000
     num_samples: PositiveInt = 1000  # per chain
-    target_accept: Probability = 0.8
+    target_accept_prob: Probability = 0.8
     dense_mass: bool = False
     max_tree_depth: PositiveInt = 10  # nuts
     num_steps: PositiveInt = 16  # hmc: leapfrog steps per trajectory
@@ -62,15 +82,17 @@ class MCMCSpec(_Table):
         return self
 
 
-class LangevinSpec(_Table):
+class LangevinSpec(_InferenceTable):
     """``[inference]`` for Langevin kernels: Metropolis-adjusted (MALA) or unadjusted (ULA) Langevin."""
+
+    _settings: ClassVar[type] = LangevinSettings
 
     method: Literal["mala", "ula"] = "mala"
     num_chains: PositiveInt = 4
     num_warmup: PositiveInt = 1000
     num_samples: PositiveInt = 1000  # per chain
     step_size: PositiveFloat = 0.1  # initial (mala, adapted in warmup) or fixed (ula) step size
-    target_accept: Probability = 0.574  # mala: the optimal rate of Roberts & Rosenthal 1998
+    target_accept_prob: Probability = 0.574  # mala: the optimal rate of Roberts & Rosenthal 1998
     adapt_step_size: bool = True
     init_strategy: InitStrategy = "uniform"
     chain_method: PyroChainMethod = "auto"
@@ -78,8 +100,10 @@ class LangevinSpec(_Table):
     device: Device = "cpu"  # auto | cpu | cuda
 
 
-class SGLDSpec(_Table):
+class SGLDSpec(_InferenceTable):
     """``[inference]`` for stochastic-gradient Langevin dynamics (Welling & Teh 2011) on minibatches."""
+
+    _settings: ClassVar[type] = SGLDSettings
 
     method: Literal["sgld"] = "sgld"
     num_chains: PositiveInt = 1
@@ -105,8 +129,11 @@ class AutoguideSpec(_Table):
     flows: PositiveInt = 2  # flow families
     hidden: list[PositiveInt] = [32]
 
+    def settings(self) -> AutoguideSettings:
+        return AutoguideSettings(family=self.family, rank=self.rank, flows=self.flows, hidden=tuple(self.hidden))
 
-class VariationalSpec(_Table):
+
+class VariationalSpec(_InferenceTable):
     """``[inference]`` for SVI with an autoguide, then posterior draws from the guide (ADVI when diagonal)."""
 
     method: Literal["svi"] = "svi"
@@ -117,6 +144,9 @@ class VariationalSpec(_Table):
     num_samples: PositiveInt = 4000  # draws from the fitted guide
     seed: Seed = 0
     device: Device = "cpu"  # auto | cpu | cuda
+
+    def settings(self, guide: AutoguideSpec | None = None) -> VariationalSettings:
+        return VariationalSettings(**self.model_dump(), guide=(guide or AutoguideSpec()).settings())
 
 
 def _method(table) -> str:
@@ -134,7 +164,7 @@ PosteriorInferenceSpec = Annotated[
 ]
 
 
-class ChecksSpec(_Table):
+class BayesEvaluationSpec(_Table):
     """``[evaluation]`` of a Bayesian run: the checks made after inference."""
 
     statistics: list[str] = ["mean", "sd", "min", "max"]  # posterior predictive test statistics
@@ -142,12 +172,16 @@ class ChecksSpec(_Table):
     plots: bool = True
 
 
-class WorkflowSpec(_Table):
+class BayesInferenceSpec(_Table):
     """The inference side of a Bayesian run: ``[inference]``, ``[guide]`` and ``[evaluation]``."""
 
     inference: PosteriorInferenceSpec = MCMCSpec()
     guide: AutoguideSpec = AutoguideSpec()
-    evaluation: ChecksSpec = ChecksSpec()
+    evaluation: BayesEvaluationSpec = BayesEvaluationSpec()
+
+    def settings(self) -> MCMCSettings | LangevinSettings | SGLDSettings | VariationalSettings:
+        """The ``[inference]`` method's settings (with the ``[guide]`` for SVI), for ``ppgen.infer.methods``."""
+        return self.inference.settings(self.guide)
 
     @model_validator(mode="after")
     def _check_guide_applies(self):

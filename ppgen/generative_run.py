@@ -1,33 +1,34 @@
-"""One run from a spec to a run folder: data -> model -> SVI -> evaluation -> files.
+"""One generative run from a spec to a run folder: data -> model -> SVI -> evaluation -> files.
 
 A run folder holds ``spec.toml`` (the resolved spec), ``checkpoint.pt`` (training state, for
 ``resume``), ``model.pt`` (the fitted parameters), ``metrics.json``, ``elbo.png`` and ``samples.png``.
-The CLI commands are thin wrappers over ``run``, ``evaluate_run`` and ``sample_run``. Under ``torchrun``,
-``run`` trains in every process (see ``ppgen.infer.distributed``) and process 0 alone writes the folder.
+``ppgen.run`` calls ``run_generative`` for a ``RunSpec``; the CLI's evaluate, sample and classify commands are
+thin wrappers over ``evaluate_run``, ``sample_run`` and ``classify_run``. Under ``torchrun``, ``run_generative``
+trains in every process (see ``ppgen.infer.distributed``) and process 0 alone writes the folder.
 """
 
-import json
 import time
 from pathlib import Path
 
 import pyro
 import torch
 
-import ppgen
+from ppgen import __version__
 from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
 from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl, log_likelihood
-from ppgen.files import atomic_open, write_text_atomic
+from ppgen.files import atomic_open
 from ppgen.infer import FitResult, distributed, fit
 from ppgen.infer.checkpoint import load_checkpoint
-from ppgen.models import build_model
+from ppgen.models import GenerativeFamily, as_family, build_model, family_of
 from ppgen.plots import plot_elbo_curve, plot_examples
+from ppgen.run_folder import CHECKPOINT_FILE, MODEL_FILE, SPEC_FILE, RunFolder
 from ppgen.spec.load import dump_spec, load_spec
-from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec, SamplingSpec
+from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec
 
 __all__ = [
-    "run",
+    "run_generative",
     "evaluate_run",
     "sample_run",
     "classify_run",
@@ -37,45 +38,46 @@ __all__ = [
     "classify_accuracy",
 ]
 
-SPEC_FILE, CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE = "spec.toml", "checkpoint.pt", "model.pt", "metrics.json"
 MODEL_FORMAT = 1
 
 
-def run(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict:
+def run_generative(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict:
     """Train and evaluate the model a spec describes, writing the run folder ``out``; returns the metrics.
 
     Under torchrun every process trains its share of each batch; then process 0 alone evaluates the model
     and writes the folder, while the others wait for it and return the same metrics.
     """
-    out = Path(out)
+    folder = RunFolder(out)
     distributed.setup(spec.inference.device)
-    _prepare_folder(out, spec, resume, create=distributed.is_main())
+    folder.start(resume=resume, create=distributed.is_main())
+    if resume:
+        _check_resumable(folder, spec)
     distributed.barrier()  # every process has checked the folder before process 0 writes to it
     splits = load_splits(spec.data)
     pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters, the same in every process
     model = _build(spec, splits)
     if distributed.is_main():
-        write_text_atomic(out / SPEC_FILE, dump_spec(spec))
+        folder.write_spec(dump_spec(spec))
     result = fit(
         model.model,
         model.guide,
         _data(model, splits, "train", fixed=False),
         _data(model, splits, "validation"),
-        settings=spec.inference,
-        checkpoint=out / CHECKPOINT_FILE,
+        settings=spec.inference.settings(),
+        checkpoint=folder / CHECKPOINT_FILE,
         resume=resume,
         batch_transform=splits.batch_transform(),
         progress=progress,
     )
     if not distributed.is_main():
         return distributed.broadcast_object()
-    with atomic_open(out / MODEL_FILE) as file:
+    with atomic_open(folder / MODEL_FILE) as file:
         torch.save({"format": MODEL_FORMAT, "state_dict": model.state_dict()}, file)
-    plot_elbo_curve(result.train_elbo, result.validation_elbo, out / "elbo.png")
+    plot_elbo_curve(result.train_elbo, result.validation_elbo, folder / "elbo.png")
     metrics = {"training": _training_summary(result), **evaluate_model(model, splits, spec.evaluation)}
     metrics["versions"] = _versions()
-    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    _plot_samples(model, splits, spec, out / "samples.png")
+    folder.write_metrics(metrics)
+    _plot_samples(model, splits, spec, folder / "samples.png")
     return distributed.broadcast_object(metrics)
 
 
@@ -84,12 +86,17 @@ def load_splits(spec: DataSpec) -> Splits:
     return load_data(**spec.model_dump(exclude_none=True))
 
 
-def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, torch.nn.Module, Splits]:
+def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, GenerativeFamily, Splits]:
     """The spec, the fitted model (on ``device``, default the spec's) and the data of a finished run."""
     folder = Path(folder)
     if not (folder / SPEC_FILE).is_file():
         raise PpgenError(f"{folder} is not a run folder (no {SPEC_FILE})")
     spec = load_spec(folder / SPEC_FILE)
+    if not isinstance(spec, RunSpec):
+        raise PpgenError(
+            f"{folder} holds a Bayesian run: evaluate, sample and classify work on trained generative models"
+            " (for Bayesian runs see posterior.nc, summary.txt and ppgen compare)"
+        )
     if not (folder / MODEL_FILE).is_file():
         raise PpgenError(
             f"{folder} has no fitted model ({MODEL_FILE}); finish the run with:"
@@ -106,24 +113,27 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
     importance-sampled log-likelihood on the test split, in nats per example and bits per dimension
     (-log p / (D ln 2)); for labelled models the accuracy of classification by likelihood; for dequantized
     data bits per dimension of the discrete pixels; and for latent-variable models the KL part of the test
-    ELBO per latent site (``kl_per_site``: a site near 0 nats has collapsed onto its prior)."""
+    ELBO per latent site (``kl_per_site``: a site near 0 nats has collapsed onto its prior).
+
+    ``model`` is a zoo family, or any PyroModule with ``model`` and ``guide`` methods (see ``as_family``).
+    """
     started = time.perf_counter()
     model.eval()
-    device = next(model.parameters()).device
+    family = as_family(model)
+    device = next(model.parameters(), torch.empty(0)).device  # a pair may have no parameters: the CPU
     metrics = {}
     for name in ("train", "validation", "test"):
-        data = tuple(t.to(device) for t in _data(model, splits, name))
-        if hasattr(model, "chain_elbo"):  # every step's KL in closed form: the same ELBO, far less noise
-            value = torch.cat([model.chain_elbo(chunk) for chunk in data[0].split(256)])
-        else:
-            value = elbo(model.model, model.guide, *data, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size)
+        data = tuple(t.to(device) for t in _data(family, splits, name))
+        value = family.analytic_elbo(*data)
+        if value is None:
+            value = elbo(
+                family.model, family.guide, *data, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size
+            )
         metrics[name] = {"num_examples": len(data[0]), **_in_units("elbo", value.mean().item(), splits)}
-    test = tuple(t[: spec.max_examples].to(device) for t in _data(model, splits, "test"))
-    # A model whose training program subsamples (a diffusion chain) offers a whole-chain pair for this.
-    pair = (model.chain_model, model.chain_guide) if hasattr(model, "chain_model") else (model.model, model.guide)
-    # A fixed chunk counts whole diffusion trajectories; a chosen one measures the chain directly.
-    chunk_size = None if spec.chunk_size is None else max(1, spec.chunk_size // getattr(model, "trajectory_length", 1))
-    estimate = log_likelihood(*pair, *test, num_samples=spec.num_samples, chunk_size=chunk_size)
+    test = tuple(t[: spec.max_examples].to(device) for t in _data(family, splits, "test"))
+    # A chunk counts (example, sample) pairs; a costlier pair (a whole diffusion chain) takes a smaller one.
+    chunk_size = None if spec.chunk_size is None else max(1, spec.chunk_size // family.calls_per_pair)
+    estimate = log_likelihood(*family.evaluation_pair(), *test, num_samples=spec.num_samples, chunk_size=chunk_size)
     log_p = estimate.estimate.mean().item()
     metrics["test"].update(
         nll=-log_p,
@@ -137,13 +147,13 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
         nll_num_examples=len(test[0]),
         nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
     )
-    if "y" in model.data_keys:
-        accuracy = classify_accuracy(model, test, spec.classify_samples, spec.chunk_size)
+    if family.classifies:
+        accuracy = classify_accuracy(family, test, spec.classify_samples, spec.chunk_size)
         metrics["test"].update(
             accuracy=accuracy, accuracy_num_samples=spec.classify_samples, accuracy_num_examples=len(test[0])
         )
-    if not hasattr(model, "chain_model"):  # a diffusion chain's T sites are its ELBO's terms, not layers
-        kl_per_site = latent_kl(model.model, model.guide, test, num_samples=1)
+    if family.kl_per_site:
+        kl_per_site = latent_kl(family.model, family.guide, test, num_samples=1)
         if kl_per_site:
             metrics["test"]["kl_per_site"] = kl_per_site
     metrics["evaluation_seconds"] = time.perf_counter() - started
@@ -152,9 +162,10 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
 
 
 def classify_accuracy(
-    model, data: tuple[torch.Tensor, torch.Tensor], num_samples: int, chunk_size: int | None
+    model: GenerativeFamily, data: tuple[torch.Tensor, torch.Tensor], num_samples: int, chunk_size: int | None
 ) -> float:
-    """Accuracy of predicting argmax_y log p(x | y) + log p(y), with importance-sampled log p(x | y)."""
+    """Accuracy of predicting argmax_y log p(x | y) + log p(y), with importance-sampled log p(x | y), for a
+    family that ``classifies``."""
     x, y = data
     predictions = classify(model.model, model.guide, x, model.class_log_prior, num_samples, chunk_size)
     return (predictions == y).double().mean().item()
@@ -169,10 +180,9 @@ def evaluate_run(
     updates = {"num_samples": num_samples, "max_examples": max_examples}
     evaluation = spec.evaluation.model_copy(update={k: v for k, v in updates.items() if v is not None})
     pyro.set_rng_seed(spec.inference.seed)
-    metrics_path = folder / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = RunFolder(folder).read_metrics()
     metrics.update(evaluate_model(model, splits, evaluation))
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    RunFolder(folder).write_metrics(metrics)
     return metrics
 
 
@@ -182,18 +192,17 @@ def classify_run(
     """Classify a labelled run's test set by likelihood and record the accuracy in its metrics.json."""
     folder = Path(folder)
     spec, model, splits = load_run(folder, device)
-    if "y" not in model.data_keys:
+    if not model.classifies:
         raise PpgenError(f"{folder} holds a {spec.model.kind!r}, which has no labels to classify (use a 'cvae')")
     pyro.set_rng_seed(spec.inference.seed)
     device = next(model.parameters()).device
     test = tuple(t[:max_examples].to(device) for t in _data(model, splits, "test"))
     accuracy = classify_accuracy(model, test, num_samples, spec.evaluation.chunk_size)
-    metrics_path = folder / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = RunFolder(folder).read_metrics()
     metrics.setdefault("test", {}).update(
         accuracy=accuracy, accuracy_num_samples=num_samples, accuracy_num_examples=len(test[0])
     )
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    RunFolder(folder).write_metrics(metrics)
     return metrics
 
 
@@ -210,21 +219,23 @@ def sample_run(
     (diffusion models) overrides the spec's ``[sampling]`` table."""
     spec, model, splits = load_run(folder, device)
     sampling = spec.sampling if sampler is None else spec.sampling.model_copy(update={"sampler": sampler})
-    if sampling.sampler != "ancestral" and spec.model.kind != "ddpm":
+    if sampling.sampler not in spec.model.samplers:
         raise PpgenError(f"sampler {sampling.sampler!r} needs a diffusion model; {folder} holds a {spec.model.kind!r}")
     pyro.set_rng_seed(seed)
-    samples = _draw(model, spec, num_samples, sampling)
+    samples = model.draw(num_samples, sampling)
     plot_examples([(f"{num_samples} samples ({sampling.sampler})", samples)], splits.event_shape, out)
     return Path(out)
 
 
-def _build(spec: RunSpec, splits: Splits) -> torch.nn.Module:
-    if spec.model.kind == "cvae" and splits.train.y is None:
-        raise PpgenError(f"model.kind = 'cvae' needs labelled data; data.name = {spec.data.name!r} has no labels")
+def _build(spec: RunSpec, splits: Splits) -> GenerativeFamily:
+    if "y" in family_of(spec.model).data_keys and splits.train.y is None:
+        raise PpgenError(
+            f"model.kind = {spec.model.kind!r} needs labelled data; data.name = {spec.data.name!r} has no labels"
+        )
     return build_model(spec.model, splits.event_shape, spec.guide, splits.train.y)
 
 
-def _data(model, splits: Splits, name: str, fixed: bool = True) -> tuple[torch.Tensor, ...]:
+def _data(model: GenerativeFamily, splits: Splits, name: str, fixed: bool = True) -> tuple[torch.Tensor, ...]:
     """The tensors a model takes (its ``data_keys``) from one split; ``fixed`` training data are binarized
     or dequantized once (evaluation), otherwise left for the trainer's per-batch transform."""
     split = getattr(splits, name)
@@ -241,57 +252,33 @@ def _in_units(name: str, log_prob: float, splits: Splits) -> dict:
     return figures
 
 
-def _draw(model, spec: RunSpec, num_samples: int, sampling: SamplingSpec) -> torch.Tensor:
-    if spec.model.kind == "ddpm":
-        settings = {
-            "ancestral": {},
-            "pc": {"corrector_steps": sampling.corrector_steps, "snr": sampling.snr},
-            "langevin": {
-                "langevin_steps": sampling.langevin_steps,
-                "step_size": sampling.step_size,
-                "noise_levels": sampling.noise_levels,
-            },
-        }[sampling.sampler]
-        return model.sample(num_samples, sampler=sampling.sampler, **settings)
-    if spec.model.kind == "cvae":  # every class in turn
-        return model.sample(torch.arange(num_samples, device=model.prior_loc.device) % model.num_classes)
-    return model.sample(num_samples)
-
-
-def _plot_samples(model, splits: Splits, spec: RunSpec, path: Path) -> None:
+def _plot_samples(model: GenerativeFamily, splits: Splits, spec: RunSpec, path: Path) -> None:
     if splits.event_shape == (2,):
-        samples = _draw(model, spec, len(splits.test.x), spec.sampling)
+        samples = model.draw(len(splits.test.x), spec.sampling)
         plot_examples([("test data", splits.test.x), ("samples", samples)], splits.event_shape, path)
         return
-    samples = _draw(model, spec, 64, spec.sampling)
+    samples = model.draw(64, spec.sampling)
     panels = [("samples", samples)]
-    if hasattr(model, "reconstruct"):
-        width = min(8, len(splits.test.x))
-        rows = min(4, len(splits.test.x) // width)
-        data = tuple(t[: rows * width].to(samples.device) for t in _data(model, splits, "test"))
-        reconstructions = model.reconstruct(*data)
+    width = min(8, len(splits.test.x))
+    rows = min(4, len(splits.test.x) // width)
+    data = tuple(t[: rows * width].to(samples.device) for t in _data(model, splits, "test"))
+    reconstructions = model.reconstruct(*data)
+    if reconstructions is not None:
         # Rows alternate: `width` test examples, then their reconstructions.
         pairs = torch.stack([data[0].reshape(rows, width, -1), reconstructions.reshape(rows, width, -1)], dim=1)
         panels.append(("test examples / reconstructions", pairs.reshape(2 * rows * width, -1)))
     plot_examples(panels, splits.event_shape, path, columns=8)
 
 
-def _prepare_folder(out: Path, spec: RunSpec, resume: bool, create: bool = True) -> None:
-    if not resume:
-        if any((out / name).exists() for name in (SPEC_FILE, CHECKPOINT_FILE, METRICS_FILE)):
-            raise PpgenError(f"{out} already holds a run: pass --resume to continue it, or --out to write elsewhere")
-        if create:
-            out.mkdir(parents=True, exist_ok=True)
-        return
-    if not (out / CHECKPOINT_FILE).is_file():
-        raise PpgenError(f"cannot resume: {out} has no {CHECKPOINT_FILE}")
-    saved = load_spec(out / SPEC_FILE)
+def _check_resumable(folder: RunFolder, spec: RunSpec) -> None:
+    """Only the [inference], [evaluation] and [sampling] tables may change when a run resumes."""
+    saved = load_spec(folder / SPEC_FILE)
     for table in ("data", "model", "guide"):
         before, now = getattr(saved, table).model_dump(), getattr(spec, table).model_dump()
         changed = [key for key in now if before.get(key) != now[key]]
         if changed:
             raise PpgenError(
-                f"cannot resume {out}: {table}.{changed[0]} was {before.get(changed[0])!r} and is now"
+                f"cannot resume {folder}: {table}.{changed[0]} was {before.get(changed[0])!r} and is now"
                 f" {now[changed[0]]!r} (only [inference], [evaluation] and [sampling] may change on resume)"
             )
 
@@ -303,10 +290,10 @@ def _training_summary(result: FitResult) -> dict:
         "stop_reason": result.stop_reason,
         "best_validation_elbo": result.best_validation_elbo,
         "final_train_elbo": result.train_elbo[-1][1] if result.train_elbo else None,
-        "seconds": result.wall_time,
+        "seconds": result.seconds,
         "device": result.device,
     }
 
 
 def _versions() -> dict:
-    return {"ppgen": ppgen.__version__, "torch": torch.__version__, "pyro": pyro.__version__}
+    return {"ppgen": __version__, "torch": torch.__version__, "pyro": pyro.__version__}

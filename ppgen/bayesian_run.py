@@ -1,0 +1,68 @@
+"""One Bayesian run from a declarative spec: infer -> results -> checks -> run folder.
+
+``ppgen.run`` calls ``run_bayes`` for a ``BayesRunSpec``: the ``[inference]`` method draws from the posterior,
+``ppgen.posterior`` turns the draws into ArviZ results, and ``ppgen.evaluate.checks`` checks them. A run folder
+holds ``spec.toml`` (the model and inference tables as run), ``posterior.nc`` (ArviZ
+results), ``summary.txt``, ``metrics.json`` and PNG plots (trace/rank, posterior predictive, Pareto k).
+"""
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from ppgen.errors import PpgenError
+from ppgen.evaluate import checks, inference_data
+from ppgen.posterior import infer, results_of
+from ppgen.run_folder import POSTERIOR_FILE, SUMMARY_FILE, RunFolder
+from ppgen.spec.bayes_run import BayesRunSpec, dump_bayes_spec
+
+__all__ = ["run_bayes", "compare_runs"]
+
+
+def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) -> dict:
+    """Fit a declarative model, check the fit, and write the run folder ``out``; returns the metrics."""
+    folder = RunFolder(out)
+    folder.start(resumable=False)
+    folder.write_spec(dump_bayes_spec(spec, folder.path))
+    started = time.perf_counter()
+    model, settings = spec.model, spec.settings
+    draws = infer(model, settings, progress=progress)
+    results = results_of(model, draws, seed=getattr(settings.inference, "seed", 0))
+    inference_data.save(results, folder / POSTERIOR_FILE)
+    table, warnings = checks.summarize(results)
+    evaluation = settings.evaluation
+    metrics: dict = {
+        "model": model.name,
+        "method": settings.inference.method,
+        "seconds": draws.seconds,
+        "total_seconds": time.perf_counter() - started,
+        "summary": json.loads(table.to_json(orient="index")),
+    }
+    predictive = checks.ppc(results, statistics=evaluation.statistics)
+    metrics["ppc"], ppc_warnings = predictive
+    warnings = [*warnings, *ppc_warnings]
+    if evaluation.loo:
+        metrics["loo"], loo_warnings = checks.loo(results)
+        warnings += loo_warnings
+    metrics["warnings"] = warnings
+    folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))
+    folder.write_metrics(metrics)
+    if evaluation.plots:
+        from ppgen.evaluate.check_plots import plot_checks
+
+        plot_checks(results, folder.path)
+    return metrics
+
+
+def compare_runs(folders: Iterable[str | Path]):
+    """Rank finished runs by their expected log pointwise predictive density (PSIS-LOO)."""
+    named = {}
+    for folder in folders:
+        path = Path(folder) / POSTERIOR_FILE
+        if not path.is_file():
+            raise PpgenError(f"{folder}: no {POSTERIOR_FILE} (is it a Bayesian run folder?)")
+        named[Path(folder).name] = inference_data.load(path)
+    if len(named) < 2:
+        raise PpgenError("compare needs at least two run folders with different names")
+    return checks.compare(named)

@@ -1,0 +1,182 @@
+"""The posterior inference methods of declarative models, one registry entry each: ``METHODS[name].run(model,
+settings, data=None, progress=False) -> Draws``.
+
+| name      | settings                | engine                                                          |
+|-----------|-------------------------|-----------------------------------------------------------------|
+| nuts, hmc | ``MCMCSettings``        | NumPyro (``ppgen.infer.numpyro_sampler``) or Pyro (``mcmc``)    |
+| mala, ula | ``LangevinSettings``    | ppgen's Langevin kernels, run by ``ppgen.infer.mcmc.pyro_mcmc`` |
+| sgld      | ``SGLDSettings``        | SGLD on minibatches of one plate, run by ``pyro_mcmc``          |
+| svi       | ``VariationalSettings`` | an autoguide fitted by SVI, then draws from it (``autoguides``) |
+
+``model`` is a compiled declarative model (``ppgen.models.bayes.BayesModel``); ``data`` replaces some of its data
+(numpy arrays, e.g. simulated ones for calibration). How chains run is resolved once, by ``chain_method``.
+A new method is one class with a ``run`` method and one entry here.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Protocol
+
+from ppgen.infer.bayes_data import float64, jax_data, torch_data
+from ppgen.infer.draws import Draws
+from ppgen.infer.mcmc import pyro_init_strategy, pyro_mcmc
+from ppgen.infer.numpyro_sampler import NumpyroSampler, numpyro_chain_method
+from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings, VariationalSettings
+
+__all__ = ["InferenceMethod", "METHODS", "HMC", "Langevin", "SGLD", "AutoguideSVI", "chain_method", "numpyro_sampler"]
+
+
+class InferenceMethod(Protocol):
+    """What every entry of ``METHODS`` does."""
+
+    def run(self, model, settings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        """Posterior draws [chain, draw, ...] of the model's latent variables."""
+
+
+def chain_method(settings) -> str:
+    """How the chains run: "sequential", "vectorized" or "parallel". NumPyro: ``numpyro_chain_method`` (which asks
+    JAX for devices, so call this before JAX's first computation); Pyro: "auto" is "sequential", since each
+    worker process takes seconds to import torch and Pyro."""
+    if getattr(settings, "backend", "pyro") == "numpyro":
+        return numpyro_chain_method(settings)
+    if settings.num_chains == 1 or settings.chain_method == "auto":
+        return "sequential"
+    return settings.chain_method
+
+
+class HMC:
+    """NUTS or static HMC (``MCMCSettings``), compiled with NumPyro or run by Pyro."""
+
+    def run(self, model, settings: MCMCSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        method = chain_method(settings)
+        if settings.backend == "numpyro":
+            with float64():
+                given = jax_data(model, data)
+                observed = {key: given[key] for key in model.spec.observed_data_keys if key in given}
+                if set(data or ()) <= set(observed):
+                    sampler = numpyro_sampler(model, dataclasses.replace(settings, seed=0, chain_method="auto"))
+                else:  # data that may set shapes is held fixed, in a sampler of its own
+                    sampler = _numpyro_sampler(model, settings, given)
+                return sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
+        init = _pyro_init(model, settings)
+        return pyro_mcmc(
+            model.pyro_model,
+            {"data": torch_data(model, data, settings.device)},
+            dataclasses.replace(settings, chain_method=method),
+            progress=progress,
+            init_strategy=init,
+            max_plate_nesting=model.max_plate_nesting,
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def numpyro_sampler(model, settings: MCMCSettings) -> NumpyroSampler:
+    """The compiled sampler of ``model`` given its observed data, kept for later calls (SBC's replicates) with the
+    same settings (pass them with seed 0 and chain_method "auto": each call gives its own); call it in
+    ``float64()``."""
+    return _numpyro_sampler(model, settings, model.jax_data())
+
+
+def _numpyro_sampler(model, settings: MCMCSettings, given: dict) -> NumpyroSampler:
+    observed = set(model.spec.observed_data_keys)
+    fixed = {key: value for key, value in given.items() if key not in observed}
+    return NumpyroSampler(functools.partial(_observed_model, model.numpyro_model, fixed), settings)
+
+
+def _observed_model(numpyro_model, fixed: dict, observed: dict) -> None:
+    """The NumPyro model with the data that sets shapes fixed and the observed data as a (traced) argument."""
+    numpyro_model({**fixed, **observed})
+
+
+class Langevin:
+    """Metropolis-adjusted (MALA) or unadjusted (ULA) Langevin (``LangevinSettings``), run by Pyro."""
+
+    def run(self, model, settings: LangevinSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        options = dict(init_strategy=_pyro_init(model, settings), max_plate_nesting=model.max_plate_nesting)
+        return pyro_mcmc(
+            model.pyro_model,
+            {"data": torch_data(model, data, settings.device)},
+            dataclasses.replace(settings, chain_method=chain_method(settings)),
+            kernel=functools.partial(_langevin_kernel, settings, options),
+            progress=progress,
+            **options,
+        )
+
+
+def _langevin_kernel(settings: LangevinSettings, options: dict, model):
+    """The MALA or ULA MCMCKernel of ``settings`` for ``model`` (module level, so that workers can unpickle it)."""
+    from ppgen.infer.langevin_kernels import MALA, ULA
+
+    if settings.method == "mala":
+        return MALA(
+            model,
+            step_size=settings.step_size,
+            adapt_step_size=settings.adapt_step_size,
+            target_accept_prob=settings.target_accept_prob,
+            **options,
+        )
+    return ULA(model, step_size=settings.step_size, **options)
+
+
+class SGLD:
+    """Stochastic-gradient Langevin dynamics (``SGLDSettings``) on minibatches of one plate, drawn afresh at every
+    step (Welling & Teh 2011), run by Pyro."""
+
+    def run(self, model, settings: SGLDSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        from ppgen.spec.subsample import likelihood_plate
+
+        subsample = {settings.plate or likelihood_plate(model.spec): settings.batch_size}
+        model.subsample_plans(subsample)  # a plate that cannot be minibatched is named before sampling starts
+        init = _pyro_init(model, settings)
+        draws = pyro_mcmc(
+            functools.partial(model.pyro_model, subsample=subsample),
+            {"data": torch_data(model, data, settings.device)},
+            dataclasses.replace(settings, chain_method=chain_method(settings)),
+            kernel=functools.partial(_sgld_kernel, settings, init),
+            progress=progress,
+            init_strategy=init,
+            max_plate_nesting=model.max_plate_nesting,
+        )
+        return draws.thinned(settings.thin)
+
+
+def _sgld_kernel(settings: SGLDSettings, init_strategy, model):
+    """The SGLD MCMCKernel of ``settings`` for ``model``: step sizes a (b + t)^-gamma."""
+    from ppgen.infer.langevin_kernels import SGLD
+    from ppgen.samplers.step_size import PolynomialDecay
+
+    schedule = PolynomialDecay(settings.step_size, settings.step_offset, settings.step_decay)
+    return SGLD(model, step_size=schedule, init_strategy=init_strategy)
+
+
+class AutoguideSVI:
+    """An autoguide fitted by SVI (``VariationalSettings``; ADVI when diagonal), then draws from it."""
+
+    def run(self, model, settings: VariationalSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        from ppgen.infer.autoguides import fit_autoguide
+
+        return fit_autoguide(model.pyro_model, {"data": torch_data(model, data, settings.device)}, settings, progress)[
+            0
+        ]
+
+
+def _pyro_init(model, settings):
+    """Pyro's initialization strategy of ``settings``; "uniform" is Pyro's uniform start that also starts improper
+    priors, on the device the model computes on."""
+    if settings.init_strategy != "uniform":
+        return pyro_init_strategy(settings.init_strategy)
+    from ppgen.device import resolve_device
+    from ppgen.models.initialization import pyro_init_to_uniform
+
+    return pyro_init_to_uniform(device=resolve_device(settings.device))
+
+
+METHODS: dict[str, InferenceMethod] = {
+    "nuts": HMC(),
+    "hmc": HMC(),
+    "mala": Langevin(),
+    "ula": Langevin(),
+    "sgld": SGLD(),
+    "svi": AutoguideSVI(),
+}

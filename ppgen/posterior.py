@@ -1,0 +1,56 @@
+"""The posterior of a declarative model: draws by the ``[inference]`` method (``infer``), then ArviZ results
+(``results_of``).
+
+Every inference method (``ppgen.infer.methods.METHODS``) hands back draws [chain, draw, ...] of the latent
+variables; one result path then adds the deterministic variables, the posterior predictive and the pointwise
+log-likelihood (from the NumPyro compilation of the same spec, vectorized over draws) and builds the ArviZ results.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ppgen.evaluate import inference_data
+from ppgen.infer.bayes_data import float64, jax_data
+from ppgen.infer.draws import Draws
+from ppgen.infer.methods import METHODS
+from ppgen.models.bayes import BayesModel
+from ppgen.spec.bayes_inference import BayesInferenceSpec
+
+__all__ = ["infer", "results_of"]
+
+
+def infer(model: BayesModel, spec: BayesInferenceSpec, data: Mapping | None = None, progress: bool = False) -> Draws:
+    """Posterior draws of the latent variables by the ``[inference]`` method, given ``data`` (default the
+    model's own data; numpy arrays, e.g. simulated ones for calibration)."""
+    return METHODS[spec.inference.method].run(model, spec.settings(), data=data, progress=progress)
+
+
+def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, seed: int = 0):
+    """ArviZ results from latent draws: posterior (latent and deterministic variables), sample_stats,
+    observed_data, posterior_predictive and pointwise log_likelihood of every observed variable."""
+    import jax
+    from numpyro.infer import Predictive, log_likelihood
+
+    chains, num_draws = draws.posterior[model.latent_names[0]].shape[:2]
+    flat = draws.flat(model.latent_names)
+    with float64():
+        given = jax_data(model, data)
+        observed_keys = set(model.spec.observed_data_keys)
+        unobserved = {key: value for key, value in given.items() if key not in observed_keys}
+        predictive = Predictive(model.numpyro_model, posterior_samples=flat)(jax.random.PRNGKey(seed), data=unobserved)
+        pointwise = log_likelihood(model.numpyro_model, flat, data=given)  # also has prior terms (factor_names)
+        observed = dict(model.observed_values)
+        observed.update({name: np.asarray(given[key]) for name, key in model.observed.items() if key in given})
+
+    def per_chain(values: dict) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v).reshape(chains, num_draws, *np.shape(v)[1:]) for k, v in values.items()}
+
+    deterministic = per_chain({k: predictive[k] for k in model.deterministic_names if k in predictive})
+    return inference_data.build_inference_data(
+        posterior={**draws.posterior, **deterministic},
+        sample_stats=draws.sample_stats or None,
+        observed_data=observed,
+        posterior_predictive=per_chain({name: predictive[name] for name in model.observed}),
+        log_likelihood=per_chain({name: pointwise[name] for name in model.observed}),
+    )
