@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ppgen.errors import PpgenError
 from ppgen.evaluate import checks, inference_data
-from ppgen.posterior import infer, results_of
+from ppgen.posterior import draws_only, infer, results_of
 from ppgen.run_folder import POSTERIOR_FILE, SUMMARY_FILE, RunFolder
 from ppgen.spec.bayes_run import BayesRunSpec, dump_bayes_spec
 
@@ -28,9 +28,17 @@ def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) ->
     started = time.perf_counter()
     model, settings = spec.model, spec.settings
     draws = infer(model, settings, progress=progress)
-    results = results_of(model, draws, seed=getattr(settings.inference, "seed", 0))
+    # The draws reach the disk before anything else can fail: the posterior predictive, LOO and plots follow.
+    inference_data.save(draws_only(draws), folder / POSTERIOR_FILE)
+    try:
+        results = results_of(model, draws, seed=getattr(settings.inference, "seed", 0))
+    except PpgenError as error:
+        raise PpgenError(
+            f"{error} (the posterior draws are saved in {folder / POSTERIOR_FILE}; the checks after sampling did"
+            " not run)"
+        ) from None
     inference_data.save(results, folder / POSTERIOR_FILE)
-    table, warnings = checks.summarize(results)
+    table, warnings = checks.summarize(results, max_tree_depth=getattr(settings.inference, "max_tree_depth", None))
     evaluation = settings.evaluation
     metrics: dict = {
         "model": model.name,
@@ -42,9 +50,11 @@ def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) ->
     predictive = checks.ppc(results, statistics=evaluation.statistics)
     metrics["ppc"], ppc_warnings = predictive
     warnings = [*warnings, *ppc_warnings]
-    if evaluation.loo:
+    if evaluation.loo and inference_data.has_pointwise_log_likelihood(results):
         metrics["loo"], loo_warnings = checks.loo(results)
         warnings += loo_warnings
+    elif evaluation.loo:
+        warnings.append("loo: skipped, the likelihood has no data points to leave out (one term per draw, no plate)")
     metrics["warnings"] = warnings
     folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))
     folder.write_metrics(metrics)

@@ -17,7 +17,7 @@ from ppgen.infer.methods import METHODS
 from ppgen.models.bayes import BayesModel
 from ppgen.spec.bayes_inference import BayesInferenceSpec
 
-__all__ = ["infer", "results_of"]
+__all__ = ["infer", "results_of", "draws_only"]
 
 
 def infer(model: BayesModel, spec: BayesInferenceSpec, data: Mapping | None = None, progress: bool = False) -> Draws:
@@ -54,3 +54,9 @@ def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, see
         posterior_predictive=per_chain({name: predictive[name] for name in model.observed}),
         log_likelihood=per_chain({name: pointwise[name] for name in model.observed}),
     )
+
+
+def draws_only(draws: Draws):
+    """ArviZ results holding just the latent draws [chain, draw, ...] and their sample_stats: what a run saves as
+    soon as sampling ends, before the steps that can still fail."""
+    return inference_data.build_inference_data(posterior=draws.posterior, sample_stats=draws.sample_stats or None)

@@ -73,6 +73,84 @@ def test_divergences_are_counted():
     assert "mu" in text and "\nWarnings:\n- sampler: 3 divergent transitions" in text
 
 
+def healthy_sample_stats(seed: int) -> dict[str, np.ndarray]:
+    """Sample stats of a sound NUTS run: depths 3-5 of 10, one step size 0.5 per chain, iid energies (E-BFMI ~ 2)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "diverging": np.zeros((CHAINS, DRAWS), dtype=bool),
+        "tree_depth": rng.integers(3, 6, size=(CHAINS, DRAWS)),
+        "step_size": np.full((CHAINS, DRAWS), 0.5),
+        "energy": rng.normal(size=(CHAINS, DRAWS)),
+    }
+
+
+def sampler_warnings(sample_stats: dict[str, np.ndarray], max_tree_depth: int | None = 10) -> list[str]:
+    results = build_inference_data({"mu": iid_normal(20)}, sample_stats=sample_stats)
+    return checks.summarize(results, max_tree_depth=max_tree_depth)[1]
+
+
+def test_a_sound_sampler_gives_no_sampler_warning():
+    assert sampler_warnings(healthy_sample_stats(21)) == []
+
+
+def test_draws_at_the_maximum_tree_depth_warn_above_one_percent():
+    sample_stats = healthy_sample_stats(22)
+    sample_stats["tree_depth"][0, :40] = 10  # 40 of 4000 draws: exactly 1%, not above it
+    assert sampler_warnings(sample_stats) == []
+    sample_stats["tree_depth"][0, 40] = 10
+    assert sampler_warnings(sample_stats) == [
+        "sampler: 41 transitions (1.03% of 4000 draws) hit the maximum tree depth 10: their trajectories were cut "
+        "short and the chains explore slowly; raise inference.max_tree_depth, or reparameterize; a dense mass matrix "
+        "(inference.dense_mass = true) helps correlated posteriors"
+    ]
+    assert sampler_warnings(sample_stats, max_tree_depth=11) == []  # compared with the setting, not the data
+    assert sampler_warnings(sample_stats, max_tree_depth=None) == []  # no setting, no check
+
+
+@pytest.mark.parametrize(
+    "step_sizes, collapsed",
+    [((0.5, 0.4, 0.6, 5e-4), "3"), ((0.5, 0.04, 0.6, 0.45), "1"), ((2e-4, 5e-4, 3e-4, 4e-4), "0, 1, 2, 3")],
+)
+def test_a_collapsed_step_size_warns(step_sizes, collapsed):
+    sample_stats = healthy_sample_stats(23)
+    sample_stats["step_size"] = np.repeat(np.array(step_sizes)[:, None], DRAWS, axis=1)
+    (line,) = sampler_warnings(sample_stats)
+    assert line.startswith(f"sampler: the adapted step size collapsed in chains {collapsed} (smallest ")
+    assert line.endswith("reparameterize, check for funnels (non-centred scales), or raise inference.num_warmup")
+
+
+def test_step_sizes_within_tenfold_of_the_median_chain_are_fine():
+    sample_stats = healthy_sample_stats(24)
+    sample_stats["step_size"] = np.repeat(np.array([0.5, 0.06, 0.6, 0.45])[:, None], DRAWS, axis=1)
+    assert sampler_warnings(sample_stats) == []
+
+
+def test_small_langevin_step_sizes_are_not_hamiltonian_collapse():
+    # SGLD's steps are 1e-4 by design; without ``diverging`` the stats are not from HMC or NUTS.
+    step_size = np.full((CHAINS, DRAWS), 1e-4)
+    assert sampler_warnings({"step_size": step_size}) == []
+    assert len(sampler_warnings({"step_size": step_size, "diverging": np.zeros((CHAINS, DRAWS), dtype=bool)})) == 1
+
+
+def test_bfmi_matches_a_hand_computation():
+    energy = np.array([[1.0, 3.0, 2.0, 6.0], [0.0, 1.0, 2.0, 3.0]])
+    # chain 0: mean 3, squared deviations 4 + 0 + 1 + 9 = 14, squared steps 4 + 1 + 16 = 21 -> 1.5;
+    # chain 1: mean 1.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, squared steps 3 -> 0.6.
+    np.testing.assert_allclose(checks.bfmi(energy), [1.5, 0.6], rtol=1e-15)
+
+
+def test_low_bfmi_warns_for_its_chains():
+    # A random walk in energy: steps of sd 0.1 against a spread of order sqrt(DRAWS) * 0.1, so E-BFMI << 0.3.
+    sample_stats = healthy_sample_stats(25)
+    sample_stats["energy"][2] = np.cumsum(np.random.default_rng(26).normal(0, 0.1, size=DRAWS))
+    values = checks.bfmi(sample_stats["energy"])
+    assert values[2] < 0.05 and np.all(np.delete(values, 2) > 1.5)  # iid draws: E-BFMI ~ 2
+    assert sampler_warnings(sample_stats) == [
+        f"sampler: E-BFMI {values[2]:.2f} < 0.3 in chains 2: the momentum resampling explores the energy poorly; "
+        "reparameterize (e.g. non-centred) or use a dense mass matrix (inference.dense_mass = true)"
+    ]
+
+
 def test_summary_of_chosen_variables():
     results = build_inference_data({"mu": iid_normal(0), "tau": iid_normal(1)})
     table, _ = checks.summarize(results, var_names=["tau"])

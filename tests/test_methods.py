@@ -79,6 +79,16 @@ def test_each_method_hands_back_draws_of_every_latent_by_chain_and_draw(method):
     assert all(value.shape == shape for value in draws.sample_stats.values())
 
 
+@pytest.mark.slow
+def test_numpyro_nuts_draws_carry_the_hamiltonian_for_e_bfmi():
+    # The energy is the potential energy -lp plus a kinetic energy >= 0, at every draw.
+    model = load_spec(NORMAL).model
+    settings = MCMCSettings(num_warmup=10, num_samples=8, num_chains=2, chain_method="sequential")
+    stats = METHODS["nuts"].run(model, settings).sample_stats
+    assert stats["energy"].shape == stats["tree_depth"].shape == (2, 8)
+    assert np.all(np.isfinite(stats["energy"])) and np.all(stats["energy"] >= -stats["lp"])
+
+
 def test_pyro_chains_resolve_auto_to_sequential():
     settings = MCMCSettings(backend="pyro", num_chains=2)
     assert chain_method(settings) == "sequential"

@@ -169,3 +169,54 @@ def test_the_device_key_is_read_and_checked():
     assert loaded.settings.inference.device == "auto"
     with pytest.raises(SpecError, match="inference.device: 'gpu' is not allowed"):
         load_spec(NORMAL, overrides=["inference.device=gpu"])
+
+
+@pytest.mark.slow
+def test_a_failure_after_sampling_leaves_the_draws_on_disk(tmp_path):
+    # arK's likelihood reads its own observed data, which the posterior predictive step cannot give it yet (issue
+    # 12); whatever fails after sampling, the draws are written first and the error says where they are.
+    out = tmp_path / "run"
+    budget = ("inference.num_chains=1", "inference.num_warmup=30", "inference.num_samples=30")
+    spec = REPO / "models" / "posteriordb" / "arK-arK.toml"
+    result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+    assert result.code == 2
+    assert result.err.endswith(
+        f"(the posterior draws are saved in {out / 'posterior.nc'}; the checks after sampling did not run)\n"
+    )
+    posterior = inference_data.get_group(inference_data.load(out / "posterior.nc"), "posterior")
+    assert posterior["alpha"].shape == (1, 30) and np.isfinite(posterior["alpha"].values).all()
+
+
+@pytest.mark.slow
+def test_a_plate_less_likelihood_runs_end_to_end(tmp_path):
+    # One multivariate-normal observation: its log-likelihood has one term per draw, which once crashed the
+    # Pareto-k plot after the results were written. LOO has nothing to leave out, and says so.
+    spec = tmp_path / "mvn.toml"
+    spec.write_text(
+        '[data]\ny = [0.5, -0.2, 1.1]\n\n[variables]\nmu = { dist = "Normal(0, 1)", shape = [3] }\n'
+        'y = { dist = "MultivariateNormal(mu, eye(3))", observed = "y" }\n'
+    )
+    budget = ("inference.num_chains=2", "inference.num_warmup=100", "inference.num_samples=100")
+    out = tmp_path / "run"
+    result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+    assert result.code == 0, result.err
+    assert {"trace.png", "rank.png", "ppc.png"} <= {path.name for path in out.iterdir()}
+    assert not (out / "pareto_k.png").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "loo" not in metrics and any(line.startswith("loo: skipped") for line in metrics["warnings"])
+
+
+@pytest.mark.slow
+def test_a_run_whose_trees_saturate_says_so(tmp_path):
+    # A depth limit of 1 leaves every NUTS transition at the limit: the summary must name it and the fix.
+    budget = (
+        "inference.num_chains=1",
+        "inference.num_warmup=50",
+        "inference.num_samples=50",
+        "inference.max_tree_depth=1",
+    )
+    out = tmp_path / "run"
+    result = cli("run", NORMAL, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+    assert result.code == 0, result.err
+    assert "hit the maximum tree depth 1" in (out / "summary.txt").read_text()
+    assert "inference.max_tree_depth" in (out / "summary.txt").read_text()

@@ -82,12 +82,12 @@ def plot_ppc(results: Any, path: str | Path, var_names: Sequence[str] | None = N
 
 def plot_checks(results: Any, folder: str | Path) -> list[Path]:
     """Every plot the results allow, into ``folder``: trace.png and rank.png, ppc.png (with observed data and
-    replicates) and pareto_k.png (with a single log-likelihood variable). Returns the paths written."""
+    replicates) and pareto_k.png (with a single log-likelihood variable over data points). Returns the paths written."""
     folder = Path(folder)
     present = inference_data.groups(results)
     written = [plot_trace(results, folder / "trace.png"), plot_rank(results, folder / "rank.png")]
     if "observed_data" in present and "posterior_predictive" in present:
         written.append(plot_ppc(results, folder / "ppc.png"))
-    if "log_likelihood" in present and len(inference_data.get_group(results, "log_likelihood").data_vars) == 1:
+    if inference_data.has_pointwise_log_likelihood(results):
         written.append(plot_pareto_k(results, folder / "pareto_k.png"))
     return written

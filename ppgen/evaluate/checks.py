@@ -22,7 +22,12 @@ __all__ = [
     "PPC_STATISTICS",
     "PPC_EXTREME",
     "WAIC_VARIANCE_LIMIT",
+    "TREE_DEPTH_FRACTION",
+    "MIN_STEP_SIZE",
+    "STEP_SIZE_RATIO",
+    "BFMI_THRESHOLD",
     "summarize",
+    "bfmi",
     "format_summary",
     "ppc",
     "loo",
@@ -38,6 +43,16 @@ ESS_PER_CHAIN = 100
 PPC_EXTREME = 0.05
 # Vehtari, Gelman & Gabry (2017), arXiv:1507.04544, section 2.2: WAIC is unreliable past this posterior variance.
 WAIC_VARIANCE_LIMIT = 0.4
+# NUTS draws at the maximum tree depth had their trajectories cut short; past 1% of draws the chains crawl.
+TREE_DEPTH_FRACTION = 0.01
+# With the mass matrix adapted to the posterior's scale, NUTS needs about 1 / step size leapfrog steps to cross
+# the posterior: below 1e-3 that is more than the 1023 steps of the default maximum tree depth (10).
+MIN_STEP_SIZE = 1e-3
+# A chain whose adapted step size is this many times below the median chain's has adapted to a harder region.
+STEP_SIZE_RATIO = 10
+# Betancourt (2016), arXiv:1604.00695, section 6.1, and Stan: E-BFMI below 0.3 means the momentum resampling
+# explores the energy distribution poorly.
+BFMI_THRESHOLD = 0.3
 
 
 def _quantile(q: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -67,11 +82,16 @@ PPC_STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # --------------------------------------------------------------------------------------------------------- summary
 
 
-def summarize(results: Any, var_names: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def summarize(
+    results: Any, var_names: Sequence[str] | None = None, max_tree_depth: int | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """Posterior summary (mean, sd, 94% HDI, MCSE, bulk and tail ESS, R-hat) and convergence warnings.
 
     Warns, one line per variable and problem, when R-hat > 1.01 or bulk or tail ESS < 100 per chain
-    (Vehtari et al. 2021, arXiv:1903.08008), and once when the sampler reported divergent transitions.
+    (Vehtari et al. 2021, arXiv:1903.08008), and once per sampler problem its ``sample_stats`` show: divergent
+    transitions, more than 1% of draws at ``max_tree_depth`` (the NUTS setting; no check without it), a collapsed
+    step size (``MIN_STEP_SIZE``, ``STEP_SIZE_RATIO``), E-BFMI < 0.3 (``bfmi``). Only HMC and NUTS report
+    ``diverging``; without it, none of these is checked.
 
     Returns:
         (table with ``inference_data.SUMMARY_COLUMNS``, indexed by ``name`` or ``name[index]``; warnings)
@@ -87,8 +107,23 @@ def summarize(results: Any, var_names: Sequence[str] | None = None) -> tuple[pd.
         lines += _rhat_warnings(name, rows)
         for kind in ("bulk", "tail"):
             lines += _ess_warnings(name, rows, kind, min_ess, num_chains)
-    lines += _divergence_warnings(results)
+    if "sample_stats" in inference_data.groups(results):
+        lines += _sampler_warnings(inference_data.get_group(results, "sample_stats"), max_tree_depth)
     return table, lines
+
+
+def bfmi(energy: np.ndarray) -> np.ndarray:
+    """E-BFMI per chain, sum_t (E_t - E_t-1)^2 / sum_t (E_t - mean E)^2, as Stan computes it.
+
+    Args:
+        energy: the Hamiltonian at each draw [chain, draw].
+    Returns:
+        [chain]; Betancourt (2016), arXiv:1604.00695, eq. 6.1.
+    """
+    energy = np.asarray(energy, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a stuck chain (constant energy) has none: NaN
+        centred = energy - energy.mean(axis=1, keepdims=True)
+        return np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum(centred**2, axis=1)
 
 
 def _elements(rows: pd.DataFrame, mask: pd.Series) -> str:
@@ -125,12 +160,28 @@ def _ess_warnings(name: str, rows: pd.DataFrame, kind: str, min_ess: int, num_ch
     ]
 
 
-def _divergence_warnings(results: Any) -> list[str]:
-    if "sample_stats" not in inference_data.groups(results):
+def _per_chain(sample_stats: Any, name: str) -> np.ndarray:
+    return np.asarray(sample_stats[name].transpose("chain", "draw").values)
+
+
+def _chains(mask: np.ndarray) -> str:
+    return ", ".join(str(chain) for chain in np.flatnonzero(mask))
+
+
+def _sampler_warnings(sample_stats: Any, max_tree_depth: int | None) -> list[str]:
+    if "diverging" not in sample_stats:  # not HMC or NUTS: Langevin step sizes may be small by design (ULA, SGLD)
         return []
-    sample_stats = inference_data.get_group(results, "sample_stats")
-    if "diverging" not in sample_stats:
-        return []
+    lines = _divergence_warnings(sample_stats)
+    if "tree_depth" in sample_stats and max_tree_depth is not None:
+        lines += _tree_depth_warnings(_per_chain(sample_stats, "tree_depth"), max_tree_depth)
+    if "step_size" in sample_stats:
+        lines += _step_size_warnings(np.median(_per_chain(sample_stats, "step_size"), axis=1))
+    if "energy" in sample_stats:
+        lines += _bfmi_warnings(bfmi(_per_chain(sample_stats, "energy")))
+    return lines
+
+
+def _divergence_warnings(sample_stats: Any) -> list[str]:
     diverging = np.asarray(sample_stats["diverging"].values, dtype=bool)
     count = int(diverging.sum())
     if count == 0:
@@ -138,6 +189,42 @@ def _divergence_warnings(results: Any) -> list[str]:
     return [
         f"sampler: {count} divergent transitions ({count / diverging.size:.2%} of {diverging.size} draws): "
         "the posterior may be biased; reparameterize or raise target_accept_prob"
+    ]
+
+
+def _tree_depth_warnings(tree_depth: np.ndarray, max_tree_depth: int) -> list[str]:
+    count = int(np.sum(tree_depth >= max_tree_depth))
+    if count <= TREE_DEPTH_FRACTION * tree_depth.size:
+        return []
+    return [
+        f"sampler: {count} transitions ({count / tree_depth.size:.2%} of {tree_depth.size} draws) hit the maximum "
+        f"tree depth {max_tree_depth}: their trajectories were cut short and the chains explore slowly; raise "
+        "inference.max_tree_depth, or reparameterize; a dense mass matrix (inference.dense_mass = true) helps "
+        "correlated posteriors"
+    ]
+
+
+def _step_size_warnings(step_size: np.ndarray) -> list[str]:
+    median = np.median(step_size)
+    collapsed = (step_size < MIN_STEP_SIZE) | (step_size * STEP_SIZE_RATIO < median)
+    if not collapsed.any():
+        return []
+    return [
+        f"sampler: the adapted step size collapsed in chains {_chains(collapsed)} (smallest "
+        f"{step_size[collapsed].min():.2g}, median chain {median:.2g}; warn below {MIN_STEP_SIZE:g} or "
+        f"{STEP_SIZE_RATIO}x below the median): the chains met regions of high curvature; reparameterize, check "
+        "for funnels (non-centred scales), or raise inference.num_warmup"
+    ]
+
+
+def _bfmi_warnings(values: np.ndarray) -> list[str]:
+    low = values < BFMI_THRESHOLD
+    if not low.any():
+        return []
+    return [
+        f"sampler: E-BFMI {values[low].min():.2f} < {BFMI_THRESHOLD} in chains {_chains(low)}: the momentum "
+        "resampling explores the energy poorly; reparameterize (e.g. non-centred) or use a dense mass matrix "
+        "(inference.dense_mass = true)"
     ]
 
 

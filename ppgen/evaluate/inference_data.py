@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "groups",
     "get_group",
+    "has_pointwise_log_likelihood",
     "summary",
     "hdi",
     "ess",
@@ -188,6 +189,16 @@ def get_group(results: Any, name: str) -> xr.Dataset:
         raise DataError(f"results have no {name!r} group (groups: {', '.join(present) or 'none'})")
     group = results[name]
     return group.to_dataset() if isinstance(group, xr.DataTree) else group
+
+
+def has_pointwise_log_likelihood(results: Any) -> bool:
+    """Whether the results hold one log-likelihood variable over data points [chain, draw, point, ...], which LOO
+    and its Pareto k need. A plate-less likelihood (one multivariate observation) has one term per draw: nothing
+    to leave out."""
+    if "log_likelihood" not in groups(results):
+        return False
+    variables = list(get_group(results, "log_likelihood").data_vars.values())
+    return len(variables) == 1 and variables[0].ndim > 2
 
 
 def _check_var_names(results: Any, group: str, var_names: Sequence[str] | None) -> list[str] | None:

@@ -32,7 +32,7 @@ from ppgen.infer.posterior_settings import MCMCSettings
 __all__ = ["NumpyroSampler", "numpyro_mcmc", "numpyro_kernel", "numpyro_chain_method", "request_cpu_devices"]
 
 # HMCState fields kept per draw (the step size is fixed once warmup ends: it is read from the last state).
-_FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy")
+_FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy", "energy")
 
 
 class NumpyroSampler:
@@ -148,6 +148,7 @@ class NumpyroSampler:
             "step_size": np.repeat(np.reshape(step_size, (num_chains, 1)), num_samples, axis=1),
             "n_steps": fields["num_steps"],
             "lp": -fields["potential_energy"],
+            "energy": fields["energy"],  # the Hamiltonian, for E-BFMI (ppgen.evaluate.checks.bfmi)
         }
         if self.settings.method == "nuts":
             stats["tree_depth"] = np.floor(np.log2(fields["num_steps"])).astype(np.int64) + 1
