@@ -106,7 +106,8 @@ def test_load_spec_tells_the_two_kinds_apart():
 def test_an_inference_table_of_the_other_kind_names_the_file(tmp_path):
     inference = tmp_path / "bad.toml"
     inference.write_text('[sampling]\nsampler = "pc"\n')
-    with pytest.raises(SpecError, match=r"bad.toml: \[sampling\] is not an inference spec table"):
+    expected = r"bad.toml: \[sampling\] is not an inference spec table \(an inference spec for .*eight_schools.toml"
+    with pytest.raises(SpecError, match=expected + r" holds \[inference\], \[guide\], \[evaluation\]\)"):
         ppgen.load_spec(REPO / "models" / "eight_schools.toml", inference=inference)
 
 

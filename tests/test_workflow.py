@@ -3,6 +3,7 @@ the run folder it writes (ArviZ results, summary, checks, plots), ``ppgen compar
 
 import json
 import math
+import tomllib
 
 import numpy as np
 import pytest
@@ -150,7 +151,9 @@ def test_compare_needs_bayesian_runs(tmp_path):
 
 @pytest.mark.parametrize("inference", BAYES_INFERENCE_SPECS, ids=lambda path: path.name)
 def test_the_inference_specs_are_valid(inference):
-    load_spec(NORMAL, inference=inference)
+    spec = load_spec(NORMAL, inference=inference)
+    written = tomllib.loads(inference.read_text())["inference"]
+    assert spec.settings.inference.model_dump(include=set(written)) == written  # every key reaches the spec as written
 
 
 TOP_LEVEL_BAYES_SPECS = [path for path in BAYES_SPECS if path.parent.name == "models"]  # posteriordb: its own test

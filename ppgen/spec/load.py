@@ -74,9 +74,9 @@ def read_tree(
             if table not in inference_tables:
                 if table in tree or table in model_tables:
                     raise SpecError(f"{inference}: [{table}] belongs in the model spec, not in an inference spec")
-                raise SpecError(
-                    f"{inference}: [{table}] is not an inference spec table{suggest(table, inference_tables)}"
-                )
+                allowed = ", ".join(f"[{name}]" for name in inference_tables)
+                hint = suggest(table, inference_tables) or f" (an inference spec for {path} holds {allowed})"
+                raise SpecError(f"{inference}: [{table}] is not an inference spec table{hint}")
             sources[table] = str(inference)
         tree.update(extra)
     for text in overrides:
