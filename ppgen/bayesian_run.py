@@ -26,17 +26,30 @@ def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) ->
     folder.start(resumable=False)
     folder.write_spec(dump_bayes_spec(spec, folder.path))
     started = time.perf_counter()
-    model, settings = spec.model, spec.settings
-    draws = infer(model, settings, progress=progress)
-    # The draws reach the disk before anything else can fail: the posterior predictive, LOO and plots follow.
+    draws = infer(spec.model, spec.settings, progress=progress)
+    # The draws reach the disk before anything else can fail: the posterior predictive, LOO and plots follow, and
+    # a failure there is reported in one line that says where the draws are.
     inference_data.save(draws_only(draws), folder / POSTERIOR_FILE)
     try:
-        results = results_of(model, draws, seed=getattr(settings.inference, "seed", 0))
-    except PpgenError as error:
+        return _check(spec, draws, folder, started)
+    except Exception as error:
+        message = str(error) if isinstance(error, PpgenError) else f"{type(error).__name__}: {_first_line(error)}"
         raise PpgenError(
-            f"{error} (the posterior draws are saved in {folder / POSTERIOR_FILE}; the checks after sampling did"
+            f"{message} (the posterior draws are saved in {folder / POSTERIOR_FILE}; the checks after sampling did"
             " not run)"
-        ) from None
+        ) from error
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float) -> dict:
+    """Results from the draws (deterministic variables, posterior predictive, log-likelihood), their checks,
+    summary, metrics and plots, into the run folder; returns the metrics."""
+    model, settings = spec.model, spec.settings
+    results = results_of(model, draws, seed=getattr(settings.inference, "seed", 0))
     inference_data.save(results, folder / POSTERIOR_FILE)
     table, warnings = checks.summarize(results, max_tree_depth=getattr(settings.inference, "max_tree_depth", None))
     evaluation = settings.evaluation
@@ -54,7 +67,10 @@ def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) ->
         metrics["loo"], loo_warnings = checks.loo(results)
         warnings += loo_warnings
     elif evaluation.loo:
-        warnings.append("loo: skipped, the likelihood has no data points to leave out (one term per draw, no plate)")
+        warnings.append(
+            "loo: skipped, the likelihood has no conditionally independent data points to leave out (no plate, or a"
+            " discrete latent variable shared by the points, such as a change point or a hidden Markov chain)"
+        )
     metrics["warnings"] = warnings
     folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))
     folder.write_metrics(metrics)

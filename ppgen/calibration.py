@@ -64,7 +64,8 @@ def simulate_from_spec(seed: int, *, path: str, inference: str | None, overrides
 
 
 def fit_from_spec(data: dict, seed: int, *, path: str, inference: str | None, overrides: tuple[str, ...]):
-    """Posterior draws {latent: [draws, ...]} (chains concatenated) given simulated ``data``."""
+    """Posterior draws {latent: [draws, ...]} (chains concatenated) given simulated ``data``; discrete latent
+    variables are drawn given each continuous draw (``ppgen.infer.discrete``), so SBC ranks them too."""
     from ppgen.infer.methods import METHODS
 
     spec = _loaded(path, inference, overrides)
@@ -73,7 +74,12 @@ def fit_from_spec(data: dict, seed: int, *, path: str, inference: str | None, ov
     # processes or devices of their own: replicates already keep the cores busy (and the draws are the same).
     settings = dataclasses.replace(spec.settings(), seed=seed % 2**31, chain_method="sequential")
     draws = METHODS[settings.method].run(model, settings, data=data)
-    return draws.flat(model.latent_names)
+    flat = draws.flat([name for name in model.latent_names if name not in model.discrete_names])
+    if model.discrete_names:  # summed out by the sampler: drawn from p(z | theta, y) for each draw of theta
+        from ppgen.infer.discrete import discrete_draws
+
+        flat.update(discrete_draws(model, flat, data, seed % 2**31, temperature=1))
+    return flat
 
 
 def run_calibration(

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # backend and print which array libraries are then loaded.
 _CONSTRUCT = """
 import importlib.util, sys
-for name in ("dtypes", "backends"):
+for name in ("dtypes", "effects", "backends"):
     spec = importlib.util.spec_from_file_location(f"ppgen.models.{name}", r"{root}/ppgen/models/" + name + ".py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -51,3 +51,21 @@ def test_the_torch_backend_keeps_its_dtype_and_device():
     assert backend.asarray(np.array([1.0, 2.0])).dtype == torch.float32
     assert backend.add(backend.asarray(np.array([1, 2])), 0.5).dtype == torch.float32
     assert backend.asarray(np.array([True])).dtype == torch.int64
+
+
+def test_the_torch_backend_keeps_its_dtype_in_comparisons_and_where():
+    """Python floats and booleans never bring torch's float32 default or bool arithmetic into a float64 model,
+    nor float64 into a float32 one."""
+    import torch
+
+    for dtype in (torch.float32, torch.float64):
+        backend = pyro_backend(dtype, "cpu")
+        n = backend.asarray(np.array([1, 2, 3]))
+        positive = backend.gt(n, 1)
+        assert positive.dtype == torch.bool
+        assert backend.add(positive, positive).tolist() == [0, 2, 2]
+        assert backend.where(positive, n, 0.5).dtype == dtype
+        assert backend.stack([0.5, 1]).dtype == dtype
+        assert backend.clip(n, 1.5, 2).dtype == dtype
+        assert backend.sd(n).dtype == dtype
+        assert backend.arange(3).dtype == torch.int64

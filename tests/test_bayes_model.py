@@ -29,10 +29,18 @@ MODEL_FILES = sorted(p for p in (REPO / "models").glob("*.toml") if is_bayes_spe
 POSTERIORDB_FILES = sorted((REPO / "models" / "posteriordb").glob("*.toml"))
 # The log joint is a sum of float64 terms computed by different libraries: they agree to rounding.
 RTOL = 1e-9
+# With ODEs solved to 1e-10 (load_solved_tightly), the solutions agree to about 1e-9 relative (scipy's BDF serves
+# the Pyro side of a stiff solver); the lognormal likelihoods scale that by |log y - log z| / sigma^2 < 100.
+RTOL_ODE = 1e-7
+
+
+def rtol_of(model) -> float:
+    return RTOL_ODE if any(v.ode is not None for v in model.spec.variables.values()) else RTOL
 
 
 def pyro_log_joint(model, params: dict) -> float:
-    conditioned = poutine.condition(model.pyro_model, {k: torch.as_tensor(v) for k, v in params.items()})
+    values = model.pyro_sites({k: torch.as_tensor(v) for k, v in params.items()})
+    conditioned = poutine.condition(model.pyro_model, values)
     return poutine.trace(conditioned).get_trace().log_prob_sum().item()
 
 
@@ -59,9 +67,19 @@ def model_from(variables: dict, data: dict | None = None, plates: dict | None = 
     return bayes_model_from_tables(tables, tmp_path, "test.toml")
 
 
+def load_solved_tightly(path: Path):
+    """The spec's model with its ODEs solved to 1e-10: the two backends' solvers (diffrax, torchdiffeq) take
+    different steps, so their solutions, and the log joints, agree only to the tolerance they are solved to."""
+    tables = tomllib.loads(path.read_text())
+    for entry in tables["variables"].values():
+        if isinstance(entry, dict) and "ode" in entry:
+            entry.update(rtol=1e-10, atol=1e-10, max_steps=100_000)
+    return bayes_model_from_tables(tables, path.parent, str(path))
+
+
 @pytest.fixture(scope="module", params=MODEL_FILES, ids=lambda p: p.stem)
 def model_file_model(request):
-    return load_bayes_model(request.param)
+    return load_solved_tightly(request.param)
 
 
 def test_the_conjugate_and_example_models_are_there():
@@ -72,7 +90,7 @@ def test_pyro_and_numpyro_log_joints_agree(model_file_model):
     draws = [uniform_latents(model_file_model, seed) for seed in range(3)]
     expected = [pyro_log_joint(model_file_model, params) for params in draws]
     assert np.all(np.isfinite(expected))
-    np.testing.assert_allclose(numpyro_log_joints(model_file_model, draws), expected, rtol=RTOL)
+    np.testing.assert_allclose(numpyro_log_joints(model_file_model, draws), expected, rtol=rtol_of(model_file_model))
 
 
 def test_pyro_and_numpyro_potential_energies_agree(model_file_model):
@@ -87,23 +105,31 @@ def test_pyro_and_numpyro_potential_energies_agree(model_file_model):
     rng = np.random.default_rng(0)
     shapes = {name: value.shape for name, value in uniform_latents(model, 0).items()}
     points = [{name: rng.uniform(-2, 2, size=shape) for name, shape in shapes.items()} for _ in range(2)]
-    expected = [potential_fn({k: torch.as_tensor(v) for k, v in point.items()}).item() for point in points]
+    expected = [potential_fn(model.pyro_sites({k: torch.as_tensor(v) for k, v in p.items()})).item() for p in points]
     with jax.enable_x64(True):
         batched = {name: jnp.asarray(np.stack([point[name] for point in points])) for name in shapes}
         data = model.jax_data()
         potential = jax.jit(jax.vmap(lambda point: potential_energy(model.numpyro_model, (data,), {}, point)))
-        np.testing.assert_allclose(np.asarray(potential(batched)), expected, rtol=RTOL)
+        np.testing.assert_allclose(np.asarray(potential(batched)), expected, rtol=rtol_of(model))
 
 
 def test_prior_predictive_from_both_backends(model_file_model):
     model = model_file_model
+    try:
+        model.check_proper()
+    except SpecError:  # e.g. a bound that moves with another parameter: no exact sampler, said before any work
+        with pytest.raises(SpecError, match="cannot"):
+            model.prior_predictive(7, seed=1)
+        return
     draws = {backend: model.prior_predictive(7, seed=1, backend=backend) for backend in ("pyro", "numpyro")}
     trace = poutine.trace(model.pyro_model).get_trace()
+    shapes = {name: trace.nodes[name]["value"].shape for name in [*model.latent_names, *model.deterministic_names]}
+    shapes.update({name: value.shape for name, value in model.observed_values.items()})
     sites = [*model.latent_names, *model.deterministic_names, *model.observed]
     for backend, samples in draws.items():
         assert list(samples) == sites, backend
         for name in sites:
-            assert samples[name].shape == (7, *trace.nodes[name]["value"].shape), (backend, name)
+            assert samples[name].shape == (7, *shapes[name]), (backend, name)
             assert np.all(np.isfinite(samples[name]))
     for name in model.observed:  # simulated, not copied from the data
         assert np.ptp(draws["numpyro"][name], axis=0).max() > 0
@@ -220,7 +246,9 @@ SCHOOLS = {"J": 3, "y": [1.0, 2.0, 3.0], "sigma": [1.0, 1.0, 2.0]}
     [
         ({"mu": "Normal(m0, 1)"}, {"m00": 1.0}, {}, "variables.mu.dist: unknown name 'm0'; did you mean 'm00'?"),
         ({"a": "Normal(b, 1)", "b": "Normal(a, 1)"}, {}, {}, "variables.a: dependency cycle a -> b -> a"),
-        ({"e": {"value": "log(e)"}}, {"e": 1.0}, {}, "variables.e: dependency cycle e -> e"),
+        ({"e": {"value": "log(e)"}}, {}, {}, "variables.e: dependency cycle e -> e"),
+        ({"e": {"value": "log(e)"}}, {"e": 1.0}, {}, "variables.e: 'e' names both a data key and a variable"),
+        ({"y": {"dist": "Normal(0, 1)", "observed": "x"}}, {"x": 1.0, "y": 2.0}, {}, "rename the variable or the data"),
         (
             {"theta": {"dist": "Normal(0, 1)", "plate": "scool"}},
             {},
@@ -359,7 +387,7 @@ def test_data_files_keep_integers_and_inline_data_wins(tmp_path):
 
 
 def test_every_posteriordb_spec_compiles():
-    assert len(POSTERIORDB_FILES) == 14
+    assert len(POSTERIORDB_FILES) == 17
     for path in POSTERIORDB_FILES:
         model = load_bayes_model(path)
         assert model.name == path.stem and model.latent_names
@@ -386,21 +414,25 @@ def _to_latents(model, draw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = model.data["x"].astype(np.float64)
         kernel = draw["alpha"] ** 2 * np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / draw["rho"] ** 2)
         draw["f_tilde"] = np.linalg.solve(np.linalg.cholesky(kernel + 1e-10 * np.eye(len(x))), draw.pop("f"))
+    if "lambda_" in model.latent_names:  # Stan's lambda is a Python keyword: lambda_ in the spec
+        draw["lambda_"] = draw.pop("lambda")
     return draw
 
 
 @pytest.mark.parametrize("path", POSTERIORDB_FILES, ids=lambda p: p.stem)
 def test_posteriordb_log_joints_agree_at_reference_draws(path, shared_data):
     folder = shared_data / "posteriordb" / path.stem
-    model = load_bayes_model(path)
+    model = load_solved_tightly(path)
     stored = json.loads((folder / "data.json").read_text())
     assert all(np.array_equal(model.data[key], np.asarray(value)) for key, value in stored.items())
     chain = json.loads((folder / "reference_draws.json").read_text())[0]
     draws = [_to_latents(model, _stan_draws(chain, index)) for index in range(10)]
-    assert set(draws[0]) == set(model.latent_names)
+    assert set(draws[0]) == set(model.latent_names) - set(model.discrete_names)
+    if model.discrete_names:
+        pytest.skip("states summed out by enumeration: tests/test_time_plates.py checks bball against Stan's target")
     expected = [pyro_log_joint(model, params) for params in draws]
     assert np.all(np.isfinite(expected))
-    np.testing.assert_allclose(numpyro_log_joints(model, draws), expected, rtol=RTOL)
+    np.testing.assert_allclose(numpyro_log_joints(model, draws), expected, rtol=rtol_of(model))
 
 
 def test_flat_sites_start_on_the_device_they_are_asked_for():

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from ppgen.errors import SpecError
 from ppgen.models.backends import numpyro_backend, pyro_backend
 from ppgen.spec.expr import build_distribution, evaluate, parse_distribution, parse_expression
-from ppgen.spec.language import BINARY_OPERATORS, DISTRIBUTIONS, FUNCTIONS, UNARY_OPERATORS
+from ppgen.spec.language import (
+    BINARY_OPERATORS,
+    BOOLEAN_OPERATORS,
+    COMPARISON_OPERATORS,
+    DISTRIBUTIONS,
+    FUNCTIONS,
+    UNARY_OPERATORS,
+)
 
 WHERE = "variables.theta.value"
 
@@ -40,9 +47,13 @@ def test_distribution_arguments_are_named_by_position_and_keyword():
         ("foo(x)", "unknown function 'foo'"),
         ("eval('1')", "unknown function 'eval'"),
         ("exp(x=1)", "keyword arguments"),
-        ("a < b", "a comparison"),
-        ("a and b", "a boolean operator"),
-        ("a if b else c", "a conditional expression"),
+        ("a in b", "operator in is not allowed"),
+        ("a is not b", "operator is not is not allowed"),
+        ("a < b in c", "operator in is not allowed"),
+        ("x[y > 0]", "indexing by a comparison (a boolean mask)"),
+        ("M[:, not y]", "indexing by a comparison"),
+        ("x[a and b]", "indexing by a comparison"),
+        ("a if b else c", "a conditional expression (use where(cond, a, b))"),
         ("'text'", "a string"),
         ("True", "the constant True"),
         ("1j", "the constant 1j"),
@@ -56,6 +67,8 @@ def test_distribution_arguments_are_named_by_position_and_keyword():
         ("exp(1)(2)", "calling an expression"),
         ("Normal(0, 1)", "the distribution Normal(...)"),
         ("exp(x, y)", "exp() takes 1 argument, not 2"),
+        ("min(x, y, z)", "min() takes 1 to 2 arguments, not 3"),
+        ("where(x > 0, x)", "where() takes 3 arguments, not 2"),
         ("-" * 100 + "x", "nesting deeper than"),
         ("-" * 5000 + "x", "not a valid expression"),
         ("(" * 300 + "x" + ")" * 300, "not a valid expression"),
@@ -110,7 +123,12 @@ TOKENS = [
     "//",
     "%",
     "<",
+    "<=",
     "==",
+    "!=",
+    "and",
+    "or",
+    "is",
     "(",
     ")",
     "[",
@@ -158,7 +176,7 @@ def _ast_like():
 
     def extend(children):
         return st.one_of(
-            st.tuples(children, st.sampled_from(["+", "-", "*", "/", "**", "@", "<", "//"]), children).map(
+            st.tuples(children, st.sampled_from(["+", "-", "*", "/", "**", "@", "<", "//", "and"]), children).map(
                 lambda t: f"({t[0]} {t[1]} {t[2]})"
             ),
             st.tuples(names, st.lists(children, max_size=3)).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
@@ -221,8 +239,6 @@ EXPRESSIONS = [
     "ones(3)",
     "cov_exp_quad(x, 1.5, 0.7)",
     "cov_exp_quad(transpose(M), 1.5, 0.7)",
-    "lags(y, K)",
-    "arma11_errors(y, 0.3, 0.5, -0.4)",
     "x + 1",
     "n + 0.5",
     "n * 2.5",
@@ -244,6 +260,50 @@ EXPRESSIONS = [
     "y[::2]",
     "2 ** 10",
     "7 / 2",
+    "S[n[:3] - 1]",
+    "S[n[:3, None] - 1, n[:3] - 1]",
+    "S[n[:2, None, None] - 1]",
+    "x < 0.5",
+    "n <= K",
+    "x > p",
+    "n >= 2.5",
+    "n == K",
+    "x != 0.3",
+    "0 < x < 1",
+    "1 < 2",
+    "x > 0 and n > 1",
+    "x > 0 or n > 3 or p > 0.8",
+    "not x > 0",
+    "sum(x > 0)",
+    "mean(x > 0)",
+    "(x > 0) + (x > 0)",
+    "-(x > 0) * 2.5",
+    "2 ** (x > 0)",
+    "stack([x > 0, n])",
+    "stack([1, 2])",
+    "where(x > 0, x, 0)",
+    "where(n - 2, 1, 2)",
+    "where(x > 0, n, 0.5)",
+    "where(1 > 2, 1.5, x)",
+    "min(x)",
+    "max(n)",
+    "min(M, x[:3])",
+    "max(n, 2)",
+    "clip(x, -1, 1)",
+    "clip(n, 2, 3)",
+    "clip(x, p - 1, p)",
+    "sd(x)",
+    "sd(M, 0)",
+    "var(n)",
+    "var(M, 1)",
+    "sd(M[:, :1], 1)",
+    "var(2.5)",
+    "arange(K)",
+    "arange(1, 4)",
+    "dot(x, p)",
+    "dot(M, x[:3])",
+    "dot(n, n)",
+    "log_sum_exp(x)",
 ]
 
 
@@ -272,22 +332,53 @@ def test_every_function_and_operator_is_exercised_and_implemented():
         name for name in FUNCTIONS if any(f"{name}(" in text for text in EXPRESSIONS)
     }
     assert set(FUNCTIONS) <= used
-    methods = {f.method for f in FUNCTIONS.values()} | set(BINARY_OPERATORS.values()) | set(UNARY_OPERATORS.values())
+    operators = (BINARY_OPERATORS, UNARY_OPERATORS, COMPARISON_OPERATORS, BOOLEAN_OPERATORS)
+    methods = {f.method for f in FUNCTIONS.values()}.union(*(table.values() for table in operators))
     for backend in (pyro_backend(), numpyro_backend()):
         assert all(callable(getattr(backend, method, None)) for method in methods)
         assert set(backend.distributions) == set(DISTRIBUTIONS)
 
 
-def test_time_series_functions_follow_their_definitions():
-    y, num_lags = DATA["y"], 2
-    lagged = _evaluate_in_both("lags(y, K)")[0]
-    for t in range(len(y) - num_lags):
-        np.testing.assert_allclose(lagged[t], [y[t + num_lags - 1 - k] for k in range(num_lags)])
-    mu, phi, theta = 0.3, 0.5, -0.4  # Stan's arma11 loop, verbatim
-    errors = [y[0] - (mu + phi * mu)]
-    for t in range(1, len(y)):
-        errors.append(y[t] - (mu + phi * y[t - 1] + theta * errors[-1]))
-    np.testing.assert_allclose(_evaluate_in_both("arma11_errors(y, 0.3, 0.5, -0.4)")[0], errors, rtol=1e-12)
+def test_new_functions_follow_their_definitions():
+    """Comparisons chain as in Python, booleans count as 0/1, and each function matches numpy (exact up to
+    float64 rounding of a few operations: rtol 1e-12)."""
+    x, n, M, p = DATA["x"], DATA["n"], DATA["M"], DATA["p"]
+    np.testing.assert_array_equal(_evaluate_in_both("0 < x < 1")[0], (0 < x) & (x < 1))
+    np.testing.assert_array_equal(_evaluate_in_both("sum(x > 0)")[0], 3)
+    np.testing.assert_array_equal(_evaluate_in_both("(x > 0) + (x > 0)")[0], 2 * (x > 0))
+    np.testing.assert_array_equal(_evaluate_in_both("min(M, x[:3])")[0], np.minimum(M, x[:3]))
+    np.testing.assert_array_equal(_evaluate_in_both("clip(x, p - 1, p)")[0], np.clip(x, p - 1, p))
+    np.testing.assert_allclose(_evaluate_in_both("sd(M, 0)")[0], M.std(0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(_evaluate_in_both("var(n)")[0], n.var(ddof=1), rtol=1e-12)
+    np.testing.assert_array_equal(_evaluate_in_both("sd(M[:, :1], 1)")[0], [0, 0])  # one element: 0, as Stan
+    np.testing.assert_allclose(_evaluate_in_both("dot(M, x[:3])")[0], M @ x[:3], rtol=1e-12)
+    np.testing.assert_array_equal(_evaluate_in_both("arange(1, 4)")[0], [1, 2, 3])
+
+
+@pytest.mark.parametrize("factory", [pyro_backend, numpyro_backend])
+def test_a_step_index_wraps_at_zero_and_is_guarded_by_where(factory):
+    """``y[t - 1]`` with the step t a 0-d integer array (torch) or traced (jax): at t = 0 it wraps to y[-1]."""
+    expression = parse_expression("where(t == 0, mu, y[t - 1])", WHERE)
+    backend, y = factory(), DATA["y"]
+    env = {"y": backend.asarray(y), "mu": 10.0}
+    expected = [10.0, *y[:-1]]
+    if backend.name == "pyro":
+        values = [evaluate(expression, env | {"t": step}, backend) for step in (*range(len(y)), torch.tensor(3))]
+        np.testing.assert_array_equal(np.stack(values), [*expected, y[2]])
+        return
+    with jax.enable_x64(True):
+        env["y"] = backend.asarray(y)
+
+        def step(carry, t):
+            return carry, evaluate(expression, env | {"t": t}, backend)
+
+        _, scanned = jax.jit(lambda: jax.lax.scan(step, 0, jax.numpy.arange(len(y))))()
+        np.testing.assert_array_equal(scanned, expected)
+        jitted = jax.jit(lambda t: evaluate(parse_expression("y[t - 1]", WHERE), env | {"t": t}, backend))
+        assert float(jitted(0)) == y[-1] and float(jitted(3)) == y[2]
+
+
+def test_the_kernel_function_follows_its_definition():
     x = DATA["x"]
     kernel = 1.5**2 * np.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * 0.7**2))
     np.testing.assert_allclose(_evaluate_in_both("cov_exp_quad(x, 1.5, 0.7)")[0], kernel, rtol=1e-12)
@@ -329,7 +420,6 @@ DISTRIBUTION_CASES = [
     ("Flat(upper=x)", np.array([0.0, -2.0, 1.0, 0.5])),
     ("Flat(lower=0, upper=1)", 0.3),
     ("FlatOrdered(3)", np.array([-1.0, 0.5, 2.0])),
-    ("NormalMixture(stack([0.3, 0.7]), stack([-1, 2]), stack([0.5, 1.5]))", np.array([0.3, -0.8])),
 ]
 
 

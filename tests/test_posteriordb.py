@@ -1,4 +1,7 @@
-"""ppgen's NUTS against posteriordb's reference posteriors (ppgen.evaluate.reference), and the reference reader.
+"""ppgen run against posteriordb's reference posteriors (ppgen.evaluate.reference), and the reference reader.
+
+Every posterior goes through the runner that ``ppgen run`` calls (``ppgen.runner.run``) and is read back from the
+run folder's posterior.nc, as bench/posteriordb.py does for the README's table.
 
 Tolerances (z = 4 throughout, a two-sided normal tail of 6e-5 per check): the posterior mean must be within
 4 * sqrt(MCSE_ours^2 + MCSE_ref^2) of the reference mean, with our MCSE = sd / sqrt(ESS_mean) (ArviZ) and the
@@ -15,13 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ppgen.cli import main as ppgen_main
 from ppgen.errors import DataError, PpgenError
+from ppgen.evaluate import inference_data
 from ppgen.evaluate.reference import COMPARISON_COLUMNS, compare_to_reference, load_reference
-from ppgen.posterior import infer
+from ppgen.run_folder import METRICS_FILE, POSTERIOR_FILE
+from ppgen.runner import run
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "models" / "posteriordb"
+POSTERIORS = sorted(path.stem for path in SPECS.glob("*.toml"))
 Z = 4.0
 
 
@@ -36,7 +43,13 @@ def posteriordb(request) -> Path:
     return folder
 
 
-def assert_matches_reference(posterior: dict, reference) -> None:
+def run_posterior(name: str, out: Path, overrides: list[str]):
+    """``ppgen run`` (its runner, without plots) on a posteriordb spec; the posterior group of its posterior.nc."""
+    run(load_spec(SPECS / f"{name}.toml", overrides=[*overrides, "evaluation.plots=false"]), out, progress=False)
+    return inference_data.get_group(inference_data.load(out / POSTERIOR_FILE), "posterior")
+
+
+def assert_matches_reference(posterior, reference) -> None:
     comparison = compare_to_reference(posterior, reference)
     assert comparison.missing == ()
     table = comparison.table
@@ -44,32 +57,55 @@ def assert_matches_reference(posterior: dict, reference) -> None:
     assert (table["sd_z"] < Z).all(), f"sds off (in MCSEs):\n{table[['sd', 'ref_sd', 'sd_z']]}"
 
 
-# Quick posteriors (NumPyro compiles each model for about 10 s of CPU: two here, the rest in bench/posteriordb.py):
-# a hierarchical model whose reference holds a deterministic variable (theta), and a regression with flat priors
-# and strongly correlated coefficients.
-NUMPYRO_CASES = ["eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq"]
+@pytest.mark.slow
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_ppgen_run_keeps_every_reference_variable(name, posteriordb, tmp_path, capsys):
+    # The command line on a tiny budget: the run folder's posterior.nc holds every reference parameter (latent,
+    # deterministic or an ODE/HMM parameter) with the reference's shape, and the run wrote its metrics.
+    out = tmp_path / "run"
+    tiny = ("inference.num_chains=1", "inference.num_warmup=10", "inference.num_samples=10", "evaluation.plots=false")
+    code = ppgen_main(["run", str(SPECS / f"{name}.toml"), "--out", str(out), "--quiet", *_sets(tiny)])
+    assert code == 0, capsys.readouterr().err
+    posterior = inference_data.get_group(inference_data.load(out / POSTERIOR_FILE), "posterior")
+    assert compare_to_reference(posterior, load_reference(posteriordb / name)).missing == ()
+    assert (out / METRICS_FILE).is_file()
+
+
+def _sets(overrides) -> list[str]:
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
+# Quick posteriors (NumPyro compiles each model for about 10 s of CPU: these here, the rest in bench/posteriordb.py):
+# a hierarchical model whose reference holds a deterministic variable (theta), a regression with flat priors and
+# strongly correlated coefficients, and one of each construct of issue 12 but the ODEs (minutes even at this
+# budget): an AR(K) and an ARMA(1,1) likelihood over a time plate, a mixture with enumerated assignments, and a
+# hidden Markov model enumerated over time (its reference parameter `lambda` is the spec's `lambda_`).
+NUMPYRO_CASES = [
+    "eight_schools-eight_schools_noncentered",
+    "kidiq-kidscore_momiq",
+    "arK-arK",
+    "arma-arma11",
+    "low_dim_gauss_mix-low_dim_gauss_mix",
+    "bball_drive_event_0-hmm_drive_0",
+]
 MODEST = ["inference.num_chains=2", "inference.num_warmup=500", "inference.num_samples=1000", "inference.seed=1"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NUMPYRO_CASES)
-def test_numpyro_nuts_matches_posteriordb_reference(name, posteriordb):
-    loaded = load_spec(SPECS / f"{name}.toml", overrides=MODEST)
-    model = loaded.model
-    draws = infer(model, loaded.settings)
-    assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
+def test_numpyro_nuts_matches_posteriordb_reference(name, posteriordb, tmp_path):
+    posterior = run_posterior(name, tmp_path / "run", MODEST)
+    assert_matches_reference(posterior, load_reference(posteriordb / name))
 
 
 @pytest.mark.slow
-def test_pyro_nuts_matches_posteriordb_reference_with_flat_priors(posteriordb):
+def test_pyro_nuts_matches_posteriordb_reference_with_flat_priors(posteriordb, tmp_path):
     # mesquite: flat priors on beta and on sigma > 0 (the log-Jacobian of sigma's transform must be added).
     # Pyro's NUTS is slower per step than NumPyro's: fewer draws, so wider (still derived) tolerances.
     name = "mesquite-logmesquite_logvolume"
     budget = ["inference.backend=pyro", "inference.num_warmup=200", "inference.num_samples=250"]
-    loaded = load_spec(SPECS / f"{name}.toml", overrides=[*MODEST, *budget])
-    model = loaded.model
-    draws = infer(model, loaded.settings)
-    assert_matches_reference(draws.posterior, load_reference(posteriordb / name))
+    posterior = run_posterior(name, tmp_path / "run", [*MODEST, *budget])
+    assert_matches_reference(posterior, load_reference(posteriordb / name))
 
 
 # ------------------------------------------------------------------------------------ the reader, on small files
@@ -122,6 +158,20 @@ def test_reference_compared_with_itself_has_no_error(tmp_path):
     np.testing.assert_allclose(table["sd_ratio"], 1.0)
     assert comparison.max_mean_error == pytest.approx(0.0, abs=1e-12)
     assert comparison.sd_ratio_range == pytest.approx((1.0, 1.0))
+    assert comparison.agrees
+
+
+def test_agreement_needs_every_variable_within_the_criterion(tmp_path):
+    # |mean - ref| <= 0.1 ref sd and sd ratio in [0.9, 1.1], for every reference variable.
+    reference = load_reference(small_reference(tmp_path)[0])
+    exact = {name: reference.chains(name) for name in reference.draws}
+    sd = reference.draws["mu"].std(ddof=1)
+    assert compare_to_reference({**exact, "mu": exact["mu"] + 0.09 * sd}, reference).agrees
+    assert not compare_to_reference({**exact, "mu": exact["mu"] + 0.11 * sd}, reference).agrees
+    mean = exact["mu"].mean()
+    assert compare_to_reference({**exact, "mu": mean + 1.09 * (exact["mu"] - mean)}, reference).agrees
+    assert not compare_to_reference({**exact, "mu": mean + 1.11 * (exact["mu"] - mean)}, reference).agrees
+    assert not compare_to_reference({"mu": exact["mu"]}, reference).agrees  # beta and L not compared
 
 
 def test_compare_to_reference_shifted_posterior(tmp_path):
@@ -130,6 +180,14 @@ def test_compare_to_reference_shifted_posterior(tmp_path):
     comparison = compare_to_reference(posterior, reference)
     assert comparison.missing == ("beta", "L")
     assert comparison.max_mean_error == pytest.approx(2.0)
+
+
+def test_a_keyword_reference_variable_is_read_with_a_trailing_underscore(tmp_path):
+    # Stan's `lambda` cannot be a spec variable (a Python keyword): the spec names it `lambda_`.
+    draws = np.random.default_rng(1).normal(size=(2, 50))
+    folder = write_reference(tmp_path / "hmm", [{"lambda[1]": chain.tolist()} for chain in draws])
+    comparison = compare_to_reference({"lambda_": draws[..., None]}, load_reference(folder))
+    assert list(comparison.table.index) == ["lambda[0]"] and comparison.missing == () and comparison.agrees
 
 
 def test_compare_to_reference_errors_name_the_variable(tmp_path):

@@ -45,19 +45,8 @@ def resolved(spec):
     return spec.model.name, tables, data, spec.settings
 
 
-# Issue 12: the posterior predictive step of a model whose likelihood reads its own observed data (an
-# autoregression) fails today, so `ppgen run` on arK ends with an error; strict, so the fix shows up here.
-NOT_YET_RUNNABLE = {"arK-arK.toml": "issue 12: posterior predictive of a model whose likelihood reads its data"}
-RUNNABLE_SPECS = [
-    pytest.param(path, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_RUNNABLE[path.name]))
-    if path.name in NOT_YET_RUNNABLE
-    else path
-    for path in ALL_MODEL_SPECS
-]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("path", RUNNABLE_SPECS, ids=spec_id)
+@pytest.mark.parametrize("path", ALL_MODEL_SPECS, ids=spec_id)
 def test_a_run_folder_spec_reruns_as_is(path, tmp_path, monkeypatch, mnist_data):
     first, second = tmp_path / "first", tmp_path / "second"
     overrides = [arg for key in budget(path) for arg in ("--set", key)]

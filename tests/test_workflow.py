@@ -175,14 +175,23 @@ def test_the_device_key_is_read_and_checked():
 
 
 @pytest.mark.slow
-def test_a_failure_after_sampling_leaves_the_draws_on_disk(tmp_path):
-    # arK's likelihood reads its own observed data, which the posterior predictive step cannot give it yet (issue
-    # 12); whatever fails after sampling, the draws are written first and the error says where they are.
+@pytest.mark.parametrize("step", ["results_of", "plot_checks"])
+def test_a_failure_after_sampling_leaves_the_draws_on_disk(step, tmp_path, monkeypatch):
+    # Whatever fails after sampling (here a bug planted in the results step, or in the plots, the last step), the
+    # draws are written first, and the error says in one line what failed and where the draws are.
+    def planted(*args, **kwargs):
+        raise ValueError("a planted bug\nwith a second line")
+
+    if step == "results_of":
+        monkeypatch.setattr("ppgen.bayesian_run.results_of", planted)
+    else:
+        monkeypatch.setattr("ppgen.evaluate.check_plots.plot_checks", planted)
     out = tmp_path / "run"
     budget = ("inference.num_chains=1", "inference.num_warmup=30", "inference.num_samples=30")
     spec = REPO / "models" / "posteriordb" / "arK-arK.toml"
     result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
     assert result.code == 2
+    assert "ValueError: a planted bug (the posterior draws" in result.err and "second line" not in result.err
     assert result.err.endswith(
         f"(the posterior draws are saved in {out / 'posterior.nc'}; the checks after sampling did not run)\n"
     )

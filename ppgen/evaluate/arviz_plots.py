@@ -60,7 +60,8 @@ def plot_ppc(
 ) -> Path:
     """Densities of ``num_samples`` replicated data sets over the observed data's, written as a PNG."""
     var_names = _check_var_names(results, "observed_data", var_names)
-    get_group(results, "posterior_predictive")
+    predictive = get_group(results, "posterior_predictive")
+    num_samples = min(num_samples, predictive.sizes["chain"] * predictive.sizes["draw"])  # short runs have fewer
     az = _arviz()
     if _is_v1():
         collection = az.plot_ppc_dist(results, var_names=var_names, num_samples=num_samples, backend="matplotlib")

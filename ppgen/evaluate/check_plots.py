@@ -66,7 +66,11 @@ def plot_rank(
     max_variables: int = MAX_VARIABLES,
     max_elements: int = MAX_ELEMENTS,
 ) -> Path:
-    """Rank plot of the posterior (Vehtari et al. 2021, arXiv:1903.08008), written to ``path`` as a PNG."""
+    """Rank plot of the posterior (Vehtari et al. 2021, arXiv:1903.08008), written to ``path`` as a PNG; by default
+    of the continuous variables (ranks of a discrete variable's draws are mostly ties)."""
+    if var_names is None:
+        posterior = inference_data.get_group(results, "posterior")
+        var_names = [name for name in posterior.data_vars if not np.issubdtype(posterior[name].dtype, np.integer)]
     return _plot_posterior(arviz_plots.plot_rank, results, path, var_names, max_variables, max_elements)
 
 

@@ -87,7 +87,7 @@ def summarize(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Posterior summary (mean, sd, 94% HDI, MCSE, bulk and tail ESS, R-hat) and convergence warnings.
 
-    Warns, one line per variable and problem, when R-hat > 1.01 or bulk or tail ESS < 100 per chain
+    Warns, one line per continuous variable and problem, when R-hat > 1.01 or bulk or tail ESS < 100 per chain
     (Vehtari et al. 2021, arXiv:1903.08008), and once per sampler problem its ``sample_stats`` show: divergent
     transitions, more than 1% of draws at ``max_tree_depth`` (the NUTS setting; no check without it), a collapsed
     step size (``MIN_STEP_SIZE``, ``STEP_SIZE_RATIO``), E-BFMI < 0.3 (``bfmi``). Only HMC and NUTS report
@@ -103,6 +103,8 @@ def summarize(
     lines = []
     variables = table.index.str.split("[", n=1).str[0]
     for name in dict.fromkeys(variables):
+        if np.issubdtype(posterior[name].dtype, np.integer):
+            continue  # a discrete variable's draws (mostly one value each, or a most likely value): no R-hat or ESS
         rows = table[variables == name]
         lines += _rhat_warnings(name, rows)
         for kind in ("bulk", "tail"):

@@ -4,14 +4,18 @@ draws are from them.
 A posteriordb folder (``<posterior_name>/``, see the shared data's INDEX.md) holds ``reference_draws.json``
 (a list of chains, each ``{"name[i,j]": [draws]}`` with Stan's 1-based indices), ``reference_mean_value.json``
 (``names``, ``mean_value``, ``mcse_mean``). Stan's ``beta[1]`` is ``beta[0]`` here; a variable's entries are
-gathered into one array [draws, ...] (chains one after another).
+gathered into one array [draws, ...] (chains one after another). A reference variable named as a Python keyword,
+which a spec's expressions cannot name (``lambda``), is read from the posterior's PEP 8 spelling (``lambda_``).
 
 A comparison reports, per scalar parameter, the error of the posterior mean in reference sds and the ratio of
 posterior sds, with Monte Carlo standard errors of both sides (ArviZ's, Vehtari et al. 2021, arXiv:1903.08008;
-the sd's accounts for the marginal's kurtosis), so that an error can be judged as |error| / MCSE.
+the sd's accounts for the marginal's kurtosis), so that an error can be judged as |error| / MCSE. A posterior
+agrees with its reference (``ReferenceComparison.agrees``) when every reference parameter is compared, each mean
+is within ``MEAN_ERROR_LIMIT`` reference sds and each sd ratio within ``SD_RATIO_LIMITS``.
 """
 
 import json
+import keyword
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +27,15 @@ import pandas as pd
 from ppgen.errors import DataError, PpgenError
 from ppgen.evaluate import inference_data
 
-__all__ = ["Reference", "ReferenceComparison", "load_reference", "compare_to_reference", "COMPARISON_COLUMNS"]
+__all__ = [
+    "Reference",
+    "ReferenceComparison",
+    "load_reference",
+    "compare_to_reference",
+    "COMPARISON_COLUMNS",
+    "MEAN_ERROR_LIMIT",
+    "SD_RATIO_LIMITS",
+]
 
 DRAWS_FILE, MEAN_FILE = "reference_draws.json", "reference_mean_value.json"
 COMPARISON_COLUMNS = (
@@ -41,6 +53,10 @@ COMPARISON_COLUMNS = (
     "sd_z",  # |sd - ref_sd| / sqrt(mcse_sd^2 + ref_mcse_sd^2)
     "ess_bulk",
 )
+# The agreement criterion of ppgen's posteriordb validation: |mean - ref mean| <= 0.1 ref sd, sd / ref sd in
+# [0.9, 1.1], for every reference parameter.
+MEAN_ERROR_LIMIT = 0.1
+SD_RATIO_LIMITS = (0.9, 1.1)
 _STAN_NAME = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+(?:,\d+)*)\])?$")
 
 
@@ -85,6 +101,16 @@ class ReferenceComparison:
     def sd_ratio_range(self) -> tuple[float, float]:
         """(smallest, largest) sd / ref sd over the parameters."""
         return float(self.table["sd_ratio"].min()), float(self.table["sd_ratio"].max())
+
+    @property
+    def agrees(self) -> bool:
+        """Whether every reference variable was compared, every mean error is at most ``MEAN_ERROR_LIMIT`` and
+        every sd ratio within ``SD_RATIO_LIMITS`` (a NaN, from a constant draw, fails)."""
+        low, high = SD_RATIO_LIMITS
+        ratios = self.table["sd_ratio"]
+        return not self.missing and bool(
+            (self.table["mean_error"] <= MEAN_ERROR_LIMIT).all() and ((ratios >= low) & (ratios <= high)).all()
+        )
 
 
 def _parse_name(stan_name: str, where: str) -> tuple[str, tuple[int, ...]]:
@@ -164,39 +190,51 @@ def _scalar_names(variable: str, shape: tuple[int, ...]) -> list[str]:
     return [f"{variable}[{','.join(map(str, index))}]" if shape else variable for index in np.ndindex(*shape)]
 
 
+def _posterior_name(variable: str) -> str:
+    """The posterior's name of a reference variable: ``lambda`` -> ``lambda_`` (a keyword), else the same."""
+    return f"{variable}_" if keyword.iskeyword(variable) else variable
+
+
+def _columns(ours: np.ndarray, theirs: np.ndarray, ref_mcse_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-variable statistics of draws [chain, draw, ...] (ours) and reference draws [chain, draw, ...]."""
+    return {
+        "mean": ours.mean(axis=(0, 1)),
+        "ref_mean": theirs.mean(axis=(0, 1)),
+        "sd": ours.std(axis=(0, 1), ddof=1),
+        "ref_sd": theirs.std(axis=(0, 1), ddof=1),
+        "mcse_mean": inference_data.mcse(ours, method="mean"),
+        "ref_mcse_mean": ref_mcse_mean,
+        "mcse_sd": inference_data.mcse(ours, method="sd"),
+        "ref_mcse_sd": inference_data.mcse(theirs, method="sd"),
+        "ess_bulk": inference_data.ess(ours, method="bulk"),
+    }
+
+
 def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Reference) -> ReferenceComparison:
     """Compare posterior draws with the reference, for every reference variable the posterior holds.
 
     Args:
-        posterior: variable -> draws [chain, draw, ...] (latent or deterministic; other variables are ignored).
+        posterior: variable -> draws [chain, draw, ...] (latent or deterministic; other variables are ignored),
+            e.g. a run's posterior group (an ``xarray.Dataset`` from ``inference_data.get_group``).
         reference: from ``load_reference``.
     Returns:
         a ``ReferenceComparison``; raises PpgenError when no variable is shared or a shape differs.
     """
-    shared = [variable for variable in reference.draws if variable in posterior]
+    shared = [variable for variable in reference.draws if _posterior_name(variable) in posterior]
     if not shared:
         raise PpgenError(
             f"{reference.name}: the posterior holds none of the reference variables {list(reference.draws)}"
         )
     rows = {}
     for variable in shared:
-        ours = np.asarray(posterior[variable], dtype=np.float64)
+        ours = np.asarray(posterior[_posterior_name(variable)], dtype=np.float64)
         theirs = reference.chains(variable)
         if ours.ndim < 2 or ours.shape[2:] != theirs.shape[2:]:
             raise PpgenError(
                 f"{reference.name}: {variable} has shape {ours.shape[2:]} per draw, the reference {theirs.shape[2:]}"
             )
-        columns = {
-            "mean": ours.mean(axis=(0, 1)),
-            "ref_mean": theirs.mean(axis=(0, 1)),
-            "sd": ours.std(axis=(0, 1), ddof=1),
-            "ref_sd": theirs.std(axis=(0, 1), ddof=1),
-            "mcse_mean": inference_data.mcse(ours, method="mean"),
-            "ref_mcse_mean": reference.mcse_mean[variable],
-            "mcse_sd": inference_data.mcse(ours, method="sd"),
-            "ref_mcse_sd": inference_data.mcse(theirs, method="sd"),
-            "ess_bulk": inference_data.ess(ours, method="bulk"),
-        }
+        with np.errstate(invalid="ignore", divide="ignore"):  # too few or constant draws: a NaN MCSE, no warning
+            columns = _columns(ours, theirs, reference.mcse_mean[variable])
         for index, name in enumerate(_scalar_names(variable, ours.shape[2:])):
             rows[name] = {key: float(np.ravel(value)[index]) for key, value in columns.items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -204,5 +242,5 @@ def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Referen
     table["sd_ratio"] = table["sd"] / table["ref_sd"]
     table["mean_z"] = (table["mean"] - table["ref_mean"]).abs() / np.hypot(table["mcse_mean"], table["ref_mcse_mean"])
     table["sd_z"] = (table["sd"] - table["ref_sd"]).abs() / np.hypot(table["mcse_sd"], table["ref_mcse_sd"])
-    missing = tuple(variable for variable in reference.draws if variable not in posterior)
+    missing = tuple(variable for variable in reference.draws if _posterior_name(variable) not in posterior)
     return ReferenceComparison(table[list(COMPARISON_COLUMNS)], missing)

@@ -22,7 +22,8 @@ import numpy as np
 import pyro
 import pyro.distributions.transforms as T
 import torch
-from pyro.infer import Trace_ELBO
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import (
     AutoGuide,
     AutoIAFNormal,
@@ -69,8 +70,13 @@ def fit_autoguide(
 
     pyro.set_rng_seed(settings.seed)
     with pyro.settings.context(module_local_params=True):
-        guide = autoguide(model, settings.guide)
-        loss = Trace_ELBO(num_particles=settings.num_particles)(model, guide)
+        discrete, nesting = _enumerated_sites(model, model_kwargs)
+        guide = autoguide(poutine.block(model, hide=discrete) if discrete else model, settings.guide)
+        if discrete:  # summed out of the ELBO exactly; the guide is over the continuous sites
+            elbo = TraceEnum_ELBO(num_particles=settings.num_particles, max_plate_nesting=nesting)
+        else:
+            elbo = Trace_ELBO(num_particles=settings.num_particles)
+        loss = elbo(model, guide)
         losses = []
         started = time.perf_counter()
         with torch.no_grad():
@@ -97,6 +103,23 @@ def fit_autoguide(
         for name in draws[0]
     }
     return Draws(posterior, {}, time.perf_counter() - started), losses
+
+
+def _enumerated_sites(model: Callable, model_kwargs: Mapping) -> tuple[list[str], int]:
+    """The sample sites that ``model`` marks for parallel enumeration (discrete latent variables), and how many
+    batch dims its plates use."""
+    from pyro.infer.autoguide.initialization import InitMessenger
+
+    from ppgen.models.initialization import pyro_init_to_uniform
+
+    with torch.no_grad(), poutine.block(), InitMessenger(pyro_init_to_uniform()):  # improper priors too
+        trace = poutine.trace(model).get_trace(**model_kwargs)
+    sites = [site for site in trace.nodes.values() if site["type"] == "sample"]
+    discrete = [
+        site["name"] for site in sites if not site["is_observed"] and site["infer"].get("enumerate") == "parallel"
+    ]
+    dims = [frame.dim for site in sites for frame in site["cond_indep_stack"] if frame.dim is not None]
+    return discrete, -min(dims, default=0)
 
 
 def _flow(layer: Callable, num_layers: int, hidden: list[int], dim: int) -> T.ComposeTransformModule:

@@ -60,7 +60,7 @@ class HMC:
                     sampler = _numpyro_sampler(model, settings, given)
                 return sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
         init = _pyro_init(model, settings)
-        return pyro_mcmc(
+        draws = pyro_mcmc(
             model.pyro_model,
             {"data": torch_data(model, data, settings.device)},
             dataclasses.replace(settings, chain_method=method),
@@ -68,6 +68,7 @@ class HMC:
             init_strategy=init,
             max_plate_nesting=model.max_plate_nesting,
         )
+        return _gathered(model, draws)
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,7 +95,7 @@ class Langevin:
 
     def run(self, model, settings: LangevinSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
         options = dict(init_strategy=_pyro_init(model, settings), max_plate_nesting=model.max_plate_nesting)
-        return pyro_mcmc(
+        draws = pyro_mcmc(
             model.pyro_model,
             {"data": torch_data(model, data, settings.device)},
             dataclasses.replace(settings, chain_method=chain_method(settings)),
@@ -102,6 +103,7 @@ class Langevin:
             progress=progress,
             **options,
         )
+        return _gathered(model, draws)
 
 
 def _langevin_kernel(settings: LangevinSettings, options: dict, model):
@@ -138,7 +140,7 @@ class SGLD:
             init_strategy=init,
             max_plate_nesting=model.max_plate_nesting,
         )
-        return draws.thinned(settings.thin)
+        return _gathered(model, draws.thinned(settings.thin))
 
 
 def _sgld_kernel(settings: SGLDSettings, init_strategy, model):
@@ -156,9 +158,15 @@ class AutoguideSVI:
     def run(self, model, settings: VariationalSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
         from ppgen.infer.autoguides import fit_autoguide
 
-        return fit_autoguide(model.pyro_model, {"data": torch_data(model, data, settings.device)}, settings, progress)[
-            0
-        ]
+        draws = fit_autoguide(model.pyro_model, {"data": torch_data(model, data, settings.device)}, settings, progress)
+        return _gathered(model, draws[0])
+
+
+def _gathered(model, draws: Draws) -> Draws:
+    """Pyro's draws with the time-plate variables gathered from their step sites (``BayesModel.gather_steps``)."""
+    if not model.spec.time_plates:
+        return draws
+    return dataclasses.replace(draws, posterior=model.gather_steps(draws.posterior))
 
 
 def _pyro_init(model, settings):

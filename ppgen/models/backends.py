@@ -1,27 +1,26 @@
 """The array backend of the Bayesian model language: one class, made for torch/Pyro or for jax/NumPyro.
 
 An ``ArrayBackend`` implements every operator, function and distribution of the model language
-(``ppgen.spec.language``: method names from its ``FUNCTIONS``, ``BINARY_OPERATORS`` and ``UNARY_OPERATORS``
-tables, and a ``distributions`` dict keyed like ``DISTRIBUTIONS``) once, over an array module (``torch`` or
-``jax.numpy``) and a distribution library (``pyro.distributions`` or ``numpyro.distributions``). What
-genuinely differs between the two is passed in as two small strategies: the library's dtype rules (``TorchDtypes``,
-``JaxDtypes``) and the three effects a compiled model uses (``Effects``: ``plate``, ``sample``,
-``deterministic``). ``pyro_backend`` and ``numpyro_backend`` assemble them; each imports only its own
-libraries, when called.
+(``ppgen.spec.language``: a method per entry of its ``FUNCTIONS`` and operator tables, and a ``distributions``
+dict keyed like ``DISTRIBUTIONS``) once, over an array module (``torch`` or ``jax.numpy``) and a distribution
+library (``pyro.distributions`` or ``numpyro.distributions``). What genuinely differs between the two is passed
+in as two small strategies: the library's dtype rules (``TorchDtypes``, ``JaxDtypes``) and the effects a compiled
+model uses (``Effects``: ``plate``, ``sample``, ``deterministic``, ``factor``, ``scan``). ``pyro_backend`` and
+``numpyro_backend`` assemble them; each imports only its own libraries, when called.
 
 Mixed integer/float operands are computed in the backend's float dtype: float64 for torch unless the data
 says otherwise (torch's float32 default never creeps in), jax's default float (float64 in x64 mode).
 """
 
+import math
 import operator
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ppgen.models.dtypes import JaxDtypes, TorchDtypes
+from ppgen.models.effects import Effects, numpyro_effects, pyro_effects
 
 __all__ = ["ArrayBackend", "Effects", "pyro_backend", "numpyro_backend"]
 
@@ -32,22 +31,6 @@ def _shape(value: Any) -> tuple[int, ...]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float)
-
-
-@dataclass(frozen=True)
-class Effects:
-    """The effects a compiled model calls, from one probabilistic programming library.
-
-    Attributes:
-        plate: ``(name, size, dim, subsample_size=None)`` -> a plate; with ``subsample_size``, entering it
-            gives that many random indices, the same each time.
-        sample: ``(name, distribution, obs=None)`` -> the site's value.
-        deterministic: ``(name, value, event_dim)`` -> value, recorded as a site.
-    """
-
-    plate: Callable[..., AbstractContextManager]
-    sample: Callable[..., Any]
-    deterministic: Callable[[str, Any, int], Any]
 
 
 class ArrayBackend:
@@ -83,10 +66,6 @@ class ArrayBackend:
     def _is_floating(self, value: Any) -> bool:
         return isinstance(value, float) or (self.dtypes.is_array(value) and not self.is_integer(value))
 
-    def _same_dtype(self, values) -> list:
-        arrays = [self.dtypes.operand(v) for v in values]
-        return [self.floating(a) for a in arrays] if any(not self.is_integer(a) for a in arrays) else arrays
-
     def _float_params(self, params: dict[str, Any]) -> dict[str, Any]:
         return {key: self.floating(value) for key, value in params.items()}
 
@@ -94,14 +73,30 @@ class ArrayBackend:
         return lambda **params: constructor(**self._float_params(params))
 
     # operators
+    def _unbool(self, value: Any) -> Any:
+        """A boolean array (a comparison) as 0/1 integers: torch and jax would add booleans as a logical or."""
+        return self.asarray(value) if getattr(value, "dtype", None) == self.xp.bool else value
+
+    def _array(self, value: Any) -> Any:
+        """An operand as an array of its kind: Python floats in the float dtype (never torch's float32), Python
+        ints as integers, booleans as 0/1 integers."""
+        if self.dtypes.is_array(value):
+            return self._unbool(value)
+        return self.floating(value) if isinstance(value, float) else self.asarray(value)
+
+    def _arrays(self, *values) -> list:
+        """Operands as arrays (``_array``) of one kind: all in the float dtype if one is floating."""
+        arrays = [self._array(value) for value in values]
+        return [self.floating(a) for a in arrays] if any(not self.is_integer(a) for a in arrays) else arrays
+
     def add(self, a, b):
-        return operator.add(*self._promote(a, b))
+        return operator.add(*self._promote(self._unbool(a), self._unbool(b)))
 
     def sub(self, a, b):
-        return operator.sub(*self._promote(a, b))
+        return operator.sub(*self._promote(self._unbool(a), self._unbool(b)))
 
     def mul(self, a, b):
-        return operator.mul(*self._promote(a, b))
+        return operator.mul(*self._promote(self._unbool(a), self._unbool(b)))
 
     def truediv(self, a, b):
         if _is_number(a) and _is_number(b):
@@ -116,8 +111,38 @@ class ArrayBackend:
     def matmul(self, a, b):
         return self.floating(a) @ self.floating(b)
 
-    neg = staticmethod(operator.neg)
-    pos = staticmethod(operator.pos)
+    def neg(self, x):
+        return -self._unbool(x)
+
+    def pos(self, x):
+        return +self._unbool(x)
+
+    def lt(self, a, b):
+        return self.dtypes.operand(a) < b
+
+    def le(self, a, b):
+        return self.dtypes.operand(a) <= b
+
+    def gt(self, a, b):
+        return self.dtypes.operand(a) > b
+
+    def ge(self, a, b):
+        return self.dtypes.operand(a) >= b
+
+    def eq(self, a, b):
+        return self.dtypes.operand(a) == b
+
+    def ne(self, a, b):
+        return self.dtypes.operand(a) != b
+
+    def logical_and(self, a, b):
+        return self.xp.logical_and(self.dtypes.operand(a), self.dtypes.operand(b))
+
+    def logical_or(self, a, b):
+        return self.xp.logical_or(self.dtypes.operand(a), self.dtypes.operand(b))
+
+    def logical_not(self, x):
+        return self.xp.logical_not(self.dtypes.operand(x))
 
     def getitem(self, value, index):
         return self.dtypes.operand(value)[index]
@@ -154,7 +179,7 @@ class ArrayBackend:
         return self.xp.tanh(self.floating(x))
 
     def sum(self, x, dim=None):
-        return self.xp.sum(self.dtypes.operand(x), axis=None if dim is None else int(dim))
+        return self.xp.sum(self._arrays(x)[0], axis=None if dim is None else int(dim))
 
     def mean(self, x, dim=None):
         return self.xp.mean(self.floating(x), axis=None if dim is None else int(dim))
@@ -168,11 +193,42 @@ class ArrayBackend:
     def softmax(self, x, dim=-1):
         return self.special.softmax(self.floating(x), axis=int(dim))
 
+    def min(self, a, b=None):
+        return self.xp.min(*self._arrays(a)) if b is None else self.xp.minimum(*self._arrays(a, b))
+
+    def max(self, a, b=None):
+        return self.xp.max(*self._arrays(a)) if b is None else self.xp.maximum(*self._arrays(a, b))
+
+    def clip(self, x, lower, upper):
+        x, lower, upper = self._arrays(x, lower, upper)
+        return self.xp.minimum(self.xp.maximum(x, lower), upper)
+
+    def var(self, x, dim=None):
+        """The sample variance (divisor n - 1); 0 for one element, as Stan's ``variance``."""
+        x, axis = self.floating(x), None if dim is None else int(dim)
+        count = math.prod(x.shape) if axis is None else x.shape[axis]
+        if count == 0:
+            raise ValueError("sd and var need at least one element")
+        return self.xp.var(x, axis=axis, correction=1 if count > 1 else 0)
+
+    def sd(self, x, dim=None):
+        return self.xp.sqrt(self.var(x, dim))
+
+    def where(self, condition, a, b):
+        condition = self.dtypes.operand(condition)
+        if condition.dtype != self.xp.bool:
+            condition = condition != 0
+        return self.xp.where(condition, *self._arrays(a, b))
+
+    def dot(self, a, b):
+        a, b = self._arrays(a, b)
+        return self.xp.sum(a * b, axis=-1)
+
     def stack(self, values, dim=0):
-        return self.xp.stack(self._same_dtype(values), axis=int(dim))
+        return self.xp.stack(self._arrays(*values), axis=int(dim))
 
     def concatenate(self, values, dim=0):
-        return self.xp.concatenate(self._same_dtype(values), axis=int(dim))
+        return self.xp.concatenate(self._arrays(*values), axis=int(dim))
 
     def transpose(self, x):
         return self.xp.swapaxes(self.dtypes.operand(x), -1, -2)
@@ -192,29 +248,15 @@ class ArrayBackend:
     def ones(self, n):
         return self.xp.ones(int(n), **self.dtypes.float_options())
 
+    def arange(self, a, b=None):
+        bounds = (0, int(a)) if b is None else (int(a), int(b))
+        return self.asarray(np.arange(*bounds))
+
     def cov_exp_quad(self, x, alpha, rho):
         x = self.floating(x)
         x = x[:, None] if x.ndim == 1 else x
         squared_distance = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
         return self.floating(alpha) ** 2 * self.xp.exp(-0.5 * squared_distance / self.floating(rho) ** 2)
-
-    def lags(self, y, num_lags):
-        y, num_lags = self.floating(y), int(num_lags)
-        length = y.shape[0]
-        return self.xp.stack([y[num_lags - 1 - k : length - 1 - k] for k in range(num_lags)], axis=-1)
-
-    def arma11_errors(self, y, mu, phi, theta):
-        xp = self.xp
-        y, mu, phi, theta = (self.floating(v) for v in (y, mu, phi, theta))
-        previous = xp.concatenate([xp.reshape(mu, (1,)), y[:-1]])
-        innovations = y - mu - phi * previous
-        # err[t] = sum_{s <= t} (-theta)**(t - s) innovations[s]: a lower-triangular Toeplitz matrix of the
-        # powers of -theta (cumulative products, exact for a negative base), without a length-T Python loop.
-        length = y.shape[0]
-        powers = xp.cumprod(xp.concatenate([self.ones(1), xp.broadcast_to(-theta, (length - 1,))]), axis=0)
-        steps = np.arange(length)
-        lag = self.asarray(np.maximum(steps[:, None] - steps[None, :], 0))
-        return xp.tril(powers[lag]) @ innovations
 
     # distributions
     def _distribution_table(self, d) -> dict[str, Callable[..., Any]]:
@@ -243,9 +285,6 @@ class ArrayBackend:
             "LKJCholesky": lambda dim, concentration=1.0: d.LKJCholesky(int(dim), self.floating(concentration)),
             "Flat": floats(lambda lower=None, upper=None: self._flat(d, lower, upper)),
             "FlatOrdered": lambda size: d.ImproperUniform(d.constraints.ordered_vector, (), (int(size),)),
-            "NormalMixture": floats(
-                lambda weights, loc, scale: d.MixtureSameFamily(d.Categorical(probs=weights), d.Normal(loc, scale))
-            ),
         }
 
     def _half_student_t(self, d, df, scale=None):
@@ -271,23 +310,10 @@ class ArrayBackend:
 
 def pyro_backend(dtype=None, device=None) -> ArrayBackend:
     """torch operations, Pyro distributions and effects; floats in ``dtype`` (float64 by default) on ``device``."""
-    import pyro
     import pyro.distributions
     import torch
 
     dtypes = TorchDtypes(dtype, device)
-
-    def plate(name: str, size: int, dim: int, subsample_size: int | None = None):
-        return pyro.plate(name, size, subsample_size=subsample_size, dim=dim, device=dtypes.device)
-
-    def sample(name: str, distribution, obs=None):
-        if obs is not None and not obs.dtype.is_floating_point:
-            obs = obs.to(dtypes.dtype)  # torch's discrete log-densities want float counts
-        return pyro.sample(name, distribution, obs=obs)
-
-    def deterministic(name: str, value, event_dim: int):
-        return pyro.deterministic(name, value, event_dim=event_dim)
-
     return ArrayBackend(
         "pyro",
         xp=torch,
@@ -295,7 +321,7 @@ def pyro_backend(dtype=None, device=None) -> ArrayBackend:
         nn=torch.nn.functional,
         distributions=pyro.distributions,
         dtypes=dtypes,
-        effects=Effects(plate, sample, deterministic),
+        effects=pyro_effects(dtypes),
     )
 
 
@@ -304,14 +330,7 @@ def numpyro_backend() -> ArrayBackend:
     import jax
     import jax.numpy as jnp
     import jax.scipy.special
-    import numpyro
     import numpyro.distributions
-
-    def plate(name: str, size: int, dim: int, subsample_size: int | None = None):
-        return numpyro.plate(name, size, subsample_size=subsample_size, dim=dim)
-
-    def deterministic(name: str, value, event_dim: int):
-        return numpyro.deterministic(name, value)  # NumPyro infers the event dims itself
 
     return ArrayBackend(
         "numpyro",
@@ -320,5 +339,5 @@ def numpyro_backend() -> ArrayBackend:
         nn=jax.nn,
         distributions=numpyro.distributions,
         dtypes=JaxDtypes(),
-        effects=Effects(plate, numpyro.sample, deterministic),
+        effects=numpyro_effects(),
     )

@@ -22,7 +22,8 @@ from pyro.infer.autoguide.initialization import InitMessenger
 from ppgen.errors import PpgenError, SpecError
 from ppgen.models.backends import numpyro_backend, pyro_backend
 from ppgen.models.initialization import pyro_init_to_uniform
-from ppgen.models.interpreter import run_model
+from ppgen.models.interpreter import plate_sizes, run_model
+from ppgen.models.time_steps import gather_steps, split_steps
 from ppgen.spec.bayes import BayesSpec, is_bayes_spec, parse_bayes_spec
 from ppgen.spec.subsample import SubsamplePlan, subsample_plan
 
@@ -43,6 +44,8 @@ class BayesModel:
         spec: the checked spec.
         data: every data array (after loading and merging), int64 or float64.
         latent_names: unobserved stochastic variables, in dependency order.
+        discrete_names: the latent variables with a finite discrete distribution, which the samplers marginalize
+            by enumeration (their draws come from ``infer_discrete`` after sampling).
         deterministic_names: computed values recorded as deterministic sites.
         observed: likelihood terms: observed variable -> the data key (or computed variable) it observes.
         factor_names: observed variables that score a latent variable (prior density terms, not data).
@@ -57,6 +60,7 @@ class BayesModel:
         self.name = spec.name
         self.data = spec.data
         self.latent_names = list(spec.latent_names)
+        self.discrete_names = list(spec.discrete_names)
         self.deterministic_names = list(spec.deterministic_names)
         self.observed = dict(spec.observed)
         self.factor_names = list(spec.factor_names)
@@ -104,28 +108,58 @@ class BayesModel:
         return tuple(plans)
 
     def pyro_model(
-        self, data: Mapping[str, torch.Tensor] | None = None, subsample: Mapping[str, int] | None = None
+        self,
+        data: Mapping[str, torch.Tensor] | None = None,
+        subsample: Mapping[str, int] | None = None,
+        predict: bool = False,
     ) -> None:
         """The Pyro model. ``data`` defaults to ``torch_data()``; floats are computed in the dtype and on the
         device of its first float tensor. ``subsample`` (plate name -> batch size B) minibatches those plates:
-        each call draws B fresh indices (the plate's sample site) and Pyro scales their log densities by N / B."""
+        each call draws B fresh indices (the plate's sample site) and Pyro scales their log densities by N / B.
+        ``predict`` samples the observed variables with the data in place (the posterior predictive). A time
+        plate's sites are named ``name__t`` (``ppgen.models.time_steps``); ``gather_steps`` stacks their draws."""
         data = self.torch_data() if data is None else data
         reference = next((v for v in data.values() if isinstance(v, torch.Tensor) and v.dtype.is_floating_point), None)
         backend = pyro_backend() if reference is None else pyro_backend(reference.dtype, reference.device)
-        run_model(self.spec, data, backend, subsample=self.subsample_plans(subsample))
+        run_model(self.spec, data, backend, subsample=self.subsample_plans(subsample), predict=predict)
 
-    def numpyro_model(self, data: Mapping[str, Any] | None = None, subsample: Mapping[str, int] | None = None) -> None:
-        """The NumPyro model; ``data`` defaults to ``jax_data()``; ``subsample`` as for ``pyro_model``."""
+    def numpyro_model(
+        self, data: Mapping[str, Any] | None = None, subsample: Mapping[str, int] | None = None, predict: bool = False
+    ) -> None:
+        """The NumPyro model; ``data`` defaults to ``jax_data()``; ``subsample`` and ``predict`` as for
+        ``pyro_model``."""
         data = self.jax_data() if data is None else data
-        run_model(self.spec, data, numpyro_backend(), subsample=self.subsample_plans(subsample))
+        run_model(self.spec, data, numpyro_backend(), subsample=self.subsample_plans(subsample), predict=predict)
+
+    def pyro_sites(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values of variables keyed as the Pyro model's sites: a time plate's variables, [T, ...], split into
+        their step sites ``name__t`` (to condition ``pyro_model`` on them)."""
+        members = [name for plate in self.spec.time_plates.values() for name in plate.members]
+        return split_steps(values, members)
+
+    def gather_steps(self, posterior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pyro draws [chain, draw, ...] with the latent variables of time plates gathered from their step sites
+        into [chain, draw, T, ...] (NumPyro's layout)."""
+        sizes = plate_sizes(self.spec, self.torch_data(), pyro_backend())
+        lengths = {}
+        for plate, time_plate in self.spec.time_plates.items():
+            lengths.update(dict.fromkeys(time_plate.members, sizes[plate]))
+        return gather_steps(posterior, [n for n in self.latent_names if n in lengths], lengths)
 
     # simulation
     def check_proper(self) -> None:
         """SpecError naming the variable unless the prior can be sampled (no Flat priors, no prior terms)."""
-        improper = [n for n in self.latent_names if self.spec.variables[n].dist.name.startswith("Flat")]
+        variables = self.spec.variables
+        latent = [variables[n] for n in self.spec.variables if n in self.latent_names or n in self.spec.moving_bounds]
+        improper = [v.name for v in latent if v.is_constrained or v.dist.name.startswith("Flat")]
         if improper or self.factor_names:
             culprit = improper[0] if improper else self.factor_names[0]
-            reason = "has an improper flat prior" if improper else "adds a density term to the prior"
+            if not improper:
+                reason = "adds a density term to the prior"
+            elif variables[culprit].is_constrained:
+                reason = "has a density on a constrained support (constraint, lower or upper), which cannot be sampled"
+            else:
+                reason = "has an improper flat prior"
             raise SpecError(f"variables.{culprit} {reason}: prior draws of model {self.name!r} cannot be simulated")
 
     def prior_predictive(self, num_samples: int, seed: int, backend: str = "numpyro") -> dict[str, np.ndarray]:

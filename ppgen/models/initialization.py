@@ -27,5 +27,7 @@ def pyro_init_to_uniform(
         transform = transform_to(function.support)
         shape = transform.inverse_shape(function.shape())
         return transform(torch.rand(shape, dtype=dtype, device=device) * (2 * radius) - radius)
+    if function.support.is_discrete:  # enumerated by the samplers; a prior draw serves a plain run of the model
+        return value
     transform = transform_to(function.support)
     return transform(torch.rand_like(transform.inv(value)) * (2 * radius) - radius)

@@ -6,7 +6,12 @@ are variable names and plate names are plate names; each plate has one dim throu
 values of the data alone are computed but not recorded.
 
 An observed variable whose data is missing (absent, or None, in the data mapping) is sampled instead: that is
-how prior and posterior predictive draws are made.
+how prior predictive draws are made. With ``predict=True`` every observed variable is sampled while the data stays
+in place: the posterior predictive, one step ahead from the observed history where the likelihood reads the data.
+
+A time plate's variables run one step at a time (``Effects.scan``: NumPyro's ``scan``, or a loop under
+``pyro.markov``), carrying the values that the next step reads as ``v[t - 1]``. A latent variable with a finite
+discrete distribution is a site marked for parallel enumeration: the samplers marginalize it.
 
 A subsampled plate draws fresh indices on each run, the library scales its log densities by N / B, and the
 variables in the plate see the minibatch's rows of their data (``ppgen.spec.subsample`` says which values are
@@ -24,8 +29,9 @@ from ppgen.models.backends import ArrayBackend
 from ppgen.spec.bayes import BayesSpec, Variable
 from ppgen.spec.expr import UnboundName, build_distribution, evaluate
 from ppgen.spec.subsample import SubsamplePlan
+from ppgen.spec.time_plates import previous_name
 
-__all__ = ["run_model"]
+__all__ = ["run_model", "plate_sizes"]
 
 # What a model's own expressions may raise on bad shapes or values; during the construction check these
 # become a SpecError naming the variable. In inference they pass through untouched (Pyro's HMC, for one,
@@ -68,18 +74,46 @@ def _environment(data: Mapping[str, Any], backend: ArrayBackend) -> dict[str, An
     return env
 
 
+def _plate_sizes(spec: BayesSpec, env: Mapping[str, Any], backend: ArrayBackend) -> dict[str, int]:
+    sizes = {}
+    for plate, size in spec.plates.items():
+        try:
+            sizes[plate] = _as_int(evaluate(size, env, backend), f"plates.{plate}")
+        except UnboundName as error:
+            raise SpecError(f"plates.{plate}: needs data {error.name!r}, which was not given") from None
+    return sizes
+
+
+def plate_sizes(spec: BayesSpec, data: Mapping[str, Any], backend: ArrayBackend) -> dict[str, int]:
+    """Each plate's size, given the data (which must hold what the sizes read)."""
+    return _plate_sizes(spec, _environment(data, backend), backend)
+
+
+def _ordinary_plates(spec: BayesSpec, variable: Variable) -> list[str]:
+    return [plate for plate in variable.plates if plate in spec.plate_dims]
+
+
 def _plate_shape(spec: BayesSpec, variable: Variable, sizes: dict[str, int]) -> tuple[int, ...]:
-    """The batch shape a variable's plates give it: each plate's size at its dim, 1 at the dims between."""
-    if not variable.plates:
+    """The batch shape a variable's plates give it (at one step of its time plate): each plate's size at its dim,
+    1 at the dims between."""
+    plates = _ordinary_plates(spec, variable)
+    if not plates:
         return ()
-    shape = [1] * -min(spec.plate_dims[p] for p in variable.plates)
-    for plate in variable.plates:
+    shape = [1] * -min(spec.plate_dims[p] for p in plates)
+    for plate in plates:
         shape[spec.plate_dims[plate]] = sizes[plate]
     return tuple(shape)
 
 
 def _describe_plates(spec: BayesSpec, variable: Variable, sizes: dict[str, int]) -> str:
-    return ", ".join(f"{p} (size {sizes[p]}, dim {spec.plate_dims[p]})" for p in variable.plates)
+    return ", ".join(f"{p} (size {sizes[p]}, dim {spec.plate_dims[p]})" for p in _ordinary_plates(spec, variable))
+
+
+def _cast_like(value: Any, like: Any) -> Any:
+    """``value`` in the dtype of ``like`` (a scan's carry keeps its dtype from step to step)."""
+    if value.dtype == like.dtype:
+        return value
+    return value.astype(like.dtype) if hasattr(value, "astype") else value.to(like.dtype)
 
 
 class _Minibatch:
@@ -105,6 +139,7 @@ def run_model(
     *,
     explain_errors: bool = False,
     subsample: Iterable[SubsamplePlan] = (),
+    predict: bool = False,
 ) -> dict[str, Any]:
     """Run the model's variables in dependency order with ``backend``'s effects; returns every value.
 
@@ -116,48 +151,219 @@ def run_model(
             (for the construction check; inference wants the original exceptions).
         subsample: plans (``ppgen.spec.subsample.subsample_plan``) of the plates to minibatch in this run. The
             values of a subsampled plate's variables have B, not N, entries along its dim.
+        predict: sample every observed variable, with the data still in place (the posterior predictive).
     """
-    env = _environment(data, backend)
-    given = {key for key, value in data.items() if value is not None}
-    sizes = {}
-    for plate, size in spec.plates.items():
-        try:
-            sizes[plate] = _as_int(evaluate(size, env, backend), f"plates.{plate}")
-        except UnboundName as error:
-            raise SpecError(f"plates.{plate}: needs data {error.name!r}, which was not given") from None
-    plans = {plan.plate: plan for plan in subsample}
-    # B >= N means the whole plate: Pyro and NumPyro then take every index, unscaled.
-    batch_sizes = {plate: min(plans[plate].batch_size, n) if plate in plans else n for plate, n in sizes.items()}
-    plates = {}  # each plate is made once per run: Pyro records a site for it (and draws its minibatch then)
-    missing: dict[str, str] = {}  # value variables that could not be computed -> the data they lacked
+    run = _Run(spec, data, backend, explain_errors, tuple(subsample), predict)
+    finished = set()
     for variable in spec.variables.values():
+        plate = spec.time_plate_of(variable.name)
+        if plate is None:
+            run.variable(variable, run.env, run.plates)
+        elif plate not in finished:
+            run.time_plate(plate)
+            finished.add(plate)
+    return run.env
+
+
+class _Run:
+    """One run of a model: its environment of values, sizes, plates and what is missing."""
+
+    def __init__(self, spec, data, backend, explain_errors, subsample, predict):
+        self.spec, self.data, self.backend = spec, data, backend
+        self.explain_errors, self.predict = explain_errors, predict
+        self.env = _environment(data, backend)
+        self.given = {key for key, value in data.items() if value is not None}
+        self.sizes = _plate_sizes(spec, self.env, backend)
+        self.plans = {plan.plate: plan for plan in subsample}
+        # B >= N means the whole plate: Pyro and NumPyro then take every index, unscaled.
+        self.batch_sizes = {
+            p: min(self.plans[p].batch_size, n) if p in self.plans else n for p, n in self.sizes.items()
+        }
+        self.plates = {}  # each plate is made once per run: Pyro records a site for it (and draws its minibatch then)
+        self.missing: dict[str, str] = {}  # value variables that could not be computed -> the data they lacked
+        self.enumerating = False  # a discrete site was enumerated: values carry its dims, so shapes are not checked
+
+    def variable(self, variable: Variable, env: dict, plates: dict, step: Any = None) -> Any:
+        """Run one variable in ``env`` (which it extends with its value), entering its ordinary plates; returns the
+        value (None for a factor, or a value whose data is missing)."""
+        spec, backend = self.spec, self.backend
         try:
             with ExitStack() as stack:
                 minibatch = None
-                for plate in variable.plates:
+                for plate in _ordinary_plates(spec, variable):
                     if plate not in plates:
-                        subsample_size = batch_sizes[plate] if plate in plans else None
+                        subsample_size = self.batch_sizes[plate] if plate in self.plans else None
                         plates[plate] = backend.effects.plate(
-                            plate, sizes[plate], dim=spec.plate_dims[plate], subsample_size=subsample_size
+                            plate, self.sizes[plate], dim=spec.plate_dims[plate], subsample_size=subsample_size
                         )
                     indices = stack.enter_context(plates[plate])
-                    if plate in plans:
-                        minibatch = _Minibatch(plans[plate], sizes[plate], indices)
+                    if plate in self.plans:
+                        minibatch = _Minibatch(self.plans[plate], self.sizes[plate], indices)
                 local = env if minibatch is None else minibatch.environment(variable, env)
-                value = _run_variable(spec, variable, local, data, given, batch_sizes, backend, minibatch)
+                value = self.value_of(variable, local, minibatch, step)
         except UnboundName as error:
-            lacking = missing.get(error.name, error.name)
-            if variable.value is not None:
-                missing[variable.name] = lacking
-                continue
-            raise SpecError(f"variables.{variable.name}.dist: needs data {lacking!r}, which was not given") from None
+            lacking = self.missing.get(error.name, error.name)
+            if variable.is_computed:
+                self.missing[variable.name] = lacking
+                return None
+            key = "factor" if variable.factor is not None else "dist"
+            raise SpecError(f"variables.{variable.name}.{key}: needs data {lacking!r}, which was not given") from None
         except _EXPRESSION_ERRORS as error:
-            if not explain_errors:
+            if not self.explain_errors:
                 raise
-            key = "value" if variable.value is not None else "dist"
+            key = next(k for k in ("value", "factor", "ode", "dist") if getattr(variable, k) is not None)
             raise SpecError(f"variables.{variable.name}.{key}: {_first_line(error)}") from None
-        env[variable.name] = value
-    return env
+        if variable.factor is None and variable.name not in spec.data:  # an observed y = data y keeps the data
+            env[variable.name] = value
+        return value
+
+    def time_plate(self, plate: str) -> None:
+        """Run a time plate's variables step by step; their stacked values [T, ...] join the environment."""
+        spec, backend = self.spec, self.backend
+        time_plate = spec.time_plates[plate]
+        members = [spec.variables[name] for name in time_plate.members]
+        init = {}
+        for name in time_plate.carried:
+            variable = spec.variables[name]
+            try:
+                value = evaluate(variable.init, self.env, backend)
+            except UnboundName as error:
+                raise SpecError(f"variables.{name}.init: needs data {error.name!r}, which was not given") from None
+            value = backend.asarray(value) if isinstance(value, int | float) else value
+            init[name] = value if variable.is_discrete else backend.floating(value)
+
+        def step(carry: dict, t: Any) -> tuple[dict, dict]:
+            env = {**self.env, time_plate.step: t, **{previous_name(n): carry[n] for n in time_plate.carried}}
+            plates, outputs = {}, {}
+            for variable in members:
+                value = self.variable(variable, env, plates, step=t)
+                if value is not None and not self._enumerated(variable, value):
+                    outputs[variable.name] = value
+            following = {}
+            for name in time_plate.carried:
+                value = env[name] if name in env else self.data[name]
+                if self.explain_errors and tuple(value.shape) != tuple(carry[name].shape):
+                    raise SpecError(
+                        f"variables.{name}.init: shape {tuple(carry[name].shape)}, but {name} has shape"
+                        f" {tuple(value.shape)} at each step of plate {plate!r}"
+                    )
+                following[name] = _cast_like(value, carry[name])
+            return following, outputs
+
+        stacked = backend.effects.scan(step, init, self.sizes[plate])
+        for name, value in stacked.items():
+            if name not in spec.data:
+                self.env[name] = value
+            if name in spec.deterministic_names:
+                backend.effects.deterministic(name, value, event_dim=value.ndim - 1)
+
+    def _enumerated(self, variable: Variable, value: Any) -> bool:
+        """Whether a discrete latent site's value is its enumerated support (dims left of the plates')."""
+        if variable.name not in self.spec.discrete_names:
+            return False
+        return value.ndim > self.spec.max_plate_nesting + len(variable.shape)
+
+    def value_of(self, variable: Variable, env: dict, minibatch: "_Minibatch | None", step: Any) -> Any:
+        spec, backend, sizes = self.spec, self.backend, self.batch_sizes
+        plate_shape = _plate_shape(spec, variable, sizes)
+        if variable.factor is not None:
+            backend.effects.factor(variable.name, backend.floating(evaluate(variable.factor, env, backend)))
+            return None
+        if variable.is_computed:
+            if variable.ode is not None:
+                from ppgen.models.ode import solve_ode
+
+                value = solve_ode(variable.ode, env, backend, explain=self.explain_errors)
+            else:
+                value = evaluate(variable.value, env, backend)
+                value = backend.asarray(value) if isinstance(value, int | float | list) else value
+            if not self.enumerating and tuple(value.shape[: len(plate_shape)]) != plate_shape:
+                raise SpecError(
+                    f"variables.{variable.name}.value: shape {tuple(value.shape)} does not start with {plate_shape},"
+                    f" the shape of its plates {_describe_plates(spec, variable, sizes)}{_subsampled_hint(minibatch)}"
+                )
+            if variable.name in spec.deterministic_names and step is None:
+                backend.effects.deterministic(variable.name, value, event_dim=value.ndim - len(plate_shape))
+            return value
+        distribution = None if variable.dist is None else build_distribution(variable.dist, env, backend)
+        shape = tuple(_as_int(evaluate(e, env, backend), e.where) for e in variable.shape)
+        if distribution is not None and shape:
+            try:
+                batch_shape = np.broadcast_shapes(tuple(distribution.batch_shape), shape)
+            except ValueError:
+                raise SpecError(
+                    f"variables.{variable.name}.shape: {list(shape)} does not fit the distribution's batch shape"
+                    f" {tuple(distribution.batch_shape)}"
+                ) from None
+            distribution = distribution.expand(batch_shape).to_event(len(shape))
+        if variable.is_constrained:
+            return self.constrained(variable, distribution, env, plate_shape, shape)
+        batch_shape = tuple(distribution.batch_shape)
+        try:
+            full = np.broadcast_shapes(batch_shape, plate_shape)
+        except ValueError:
+            full = None
+        plates = _ordinary_plates(spec, variable)
+        if not self.enumerating and (full is None or any(full[spec.plate_dims[p]] != sizes[p] for p in plates)):
+            raise SpecError(
+                f"variables.{variable.name}.dist: batch shape {batch_shape} does not fit its plates"
+                f" {_describe_plates(spec, variable, sizes)}{_subsampled_hint(minibatch)}"
+            )
+        obs = self.observation(variable, env, minibatch, step)
+        if obs is not None and not self.enumerating:
+            expected = tuple(full) + tuple(distribution.event_shape)
+            if tuple(obs.shape) != expected:
+                raise SpecError(
+                    f"variables.{variable.name}.observed: {variable.observed!r} has shape {tuple(obs.shape)}, but the"
+                    f" distribution (with its plates and shape) gives {expected}{_subsampled_hint(minibatch)}"
+                )
+        infer = None
+        if obs is None and variable.name in spec.discrete_names:
+            infer = {"enumerate": "parallel"}  # marginalized by the samplers, recovered by infer_discrete
+        value = backend.effects.sample(variable.name, distribution, obs=obs, infer=infer)
+        if infer is not None and self._enumerated(variable, value):
+            self.enumerating = True
+        return value
+
+    def observation(self, variable: Variable, env: dict, minibatch: "_Minibatch | None", step: Any) -> Any:
+        """The value an observed variable scores (its step's, in a time plate), or None to sample it."""
+        if variable.observed is None or (self.predict and variable.name in self.spec.observed):
+            return None
+        if variable.observed in self.spec.data:
+            obs = self.data.get(variable.observed) if variable.observed in self.given else None
+            obs = None if obs is None else self.backend.asarray(obs)
+        else:
+            obs = env.get(variable.observed)
+        if obs is not None and minibatch is not None and variable.name in minibatch.plan.observed:
+            obs = minibatch.take(obs)
+        per_step = variable.observed not in self.spec.data and self.spec.time_plate_of(variable.observed) is not None
+        if obs is not None and step is not None and not per_step:
+            obs = obs[step]
+        return obs
+
+    def constrained(self, variable: Variable, distribution, env: dict, plate_shape: tuple, shape: tuple) -> Any:
+        """A parameter on its support (``constraint``, ``lower``, ``upper``), its density ``distribution`` or flat."""
+        from ppgen.models.constraints import constrained_site
+
+        backend = self.backend
+        lower = None if variable.lower is None else backend.floating(evaluate(variable.lower, env, backend))
+        upper = None if variable.upper is None else backend.floating(evaluate(variable.upper, env, backend))
+        if distribution is not None:
+            batch_shape = np.broadcast_shapes(tuple(distribution.batch_shape), plate_shape)
+            event_shape = tuple(distribution.event_shape)
+        else:
+            batch_shape, event_shape = plate_shape, shape
+        return constrained_site(
+            backend,
+            variable.name,
+            distribution,
+            variable.constraint,
+            lower,
+            upper,
+            batch_shape,
+            event_shape,
+            dependent_bounds=variable.name in self.spec.moving_bounds,
+        )
 
 
 def _subsampled_hint(minibatch: _Minibatch | None) -> str:
@@ -167,65 +373,3 @@ def _subsampled_hint(minibatch: _Minibatch | None) -> str:
         f"; plate {minibatch.plan.plate!r} is subsampled, and its variables see only data and values of the data"
         " indexed by the minibatch: compute per-element values of the parameters inside the plate"
     )
-
-
-def _run_variable(
-    spec: BayesSpec,
-    variable: Variable,
-    env: dict[str, Any],
-    data: Mapping[str, Any],
-    given: set[str],
-    sizes: dict[str, int],
-    backend: ArrayBackend,
-    minibatch: _Minibatch | None,
-) -> Any:
-    plate_shape = _plate_shape(spec, variable, sizes)
-    if variable.value is not None:
-        value = evaluate(variable.value, env, backend)
-        value = backend.asarray(value) if isinstance(value, int | float | list) else value
-        if tuple(value.shape[: len(plate_shape)]) != plate_shape:
-            raise SpecError(
-                f"variables.{variable.name}.value: shape {tuple(value.shape)} does not start with {plate_shape},"
-                f" the shape of its plates {_describe_plates(spec, variable, sizes)}{_subsampled_hint(minibatch)}"
-            )
-        if variable.name in spec.deterministic_names:
-            backend.effects.deterministic(variable.name, value, event_dim=value.ndim - len(plate_shape))
-        return value
-    distribution = build_distribution(variable.dist, env, backend)
-    if variable.shape:
-        shape = tuple(_as_int(evaluate(e, env, backend), e.where) for e in variable.shape)
-        try:
-            batch_shape = np.broadcast_shapes(tuple(distribution.batch_shape), shape)
-        except ValueError:
-            raise SpecError(
-                f"variables.{variable.name}.shape: {list(shape)} does not fit the distribution's batch shape"
-                f" {tuple(distribution.batch_shape)}"
-            ) from None
-        distribution = distribution.expand(batch_shape).to_event(len(shape))
-    batch_shape = tuple(distribution.batch_shape)
-    try:
-        full = np.broadcast_shapes(batch_shape, plate_shape)
-    except ValueError:
-        full = None
-    if full is None or any(full[spec.plate_dims[p]] != sizes[p] for p in variable.plates):
-        raise SpecError(
-            f"variables.{variable.name}.dist: batch shape {batch_shape} does not fit its plates"
-            f" {_describe_plates(spec, variable, sizes)}{_subsampled_hint(minibatch)}"
-        )
-    obs = None
-    if variable.observed is not None:
-        if variable.observed in spec.data:
-            obs = data.get(variable.observed) if variable.observed in given else None
-            obs = None if obs is None else backend.asarray(obs)
-        else:
-            obs = env.get(variable.observed)
-        if obs is not None and minibatch is not None and variable.name in minibatch.plan.observed:
-            obs = minibatch.take(obs)
-    if obs is not None:
-        expected = tuple(full) + tuple(distribution.event_shape)
-        if tuple(obs.shape) != expected:
-            raise SpecError(
-                f"variables.{variable.name}.observed: {variable.observed!r} has shape {tuple(obs.shape)}, but the"
-                f" distribution (with its plates and shape) gives {expected}{_subsampled_hint(minibatch)}"
-            )
-    return backend.effects.sample(variable.name, distribution, obs=obs)

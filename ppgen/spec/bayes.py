@@ -38,62 +38,67 @@ variable whose value the distribution scores:
   ``mu_prior = { dist = "Normal(0, 2)", shape = [2], observed = "mu" }``.
 
 A ``value`` that depends on no stochastic variable is transformed data: computed, but not recorded as a
-site. Names in expressions refer to variables first, then to data.
+site. Names never capture each other: a variable may share a data key's name only when it observes that key
+(``y = { dist = "...", observed = "y" }``), and then ``y`` in expressions means the data (the observed values, so
+that a posterior predictive check replicates one step ahead from the observed history); any other clash is an
+error.
+
+Other kinds of variables (``ppgen.spec.variables``): ``factor`` terms, ``ode`` solutions (``ppgen.spec.ode``),
+constrained parameters (``constraint``, ``lower``, ``upper``; ``ppgen.models.constraints``). A plate with a
+``step`` name is a time plate, computed one step at a time (``ppgen.spec.time_plates``).
 """
 
-import keyword
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ppgen.errors import SpecError
+from ppgen.models.constraints import raw_site_name
 from ppgen.spec.data_files import as_array, read_data_file
-from ppgen.spec.expr import DistributionCall, Expression, parse_distribution, parse_expression
+from ppgen.spec.expr import Expression
+from ppgen.spec.language import DISTRIBUTIONS
+from ppgen.spec.time_plates import TimePlate, rewrite_step_reads
+from ppgen.spec.variables import Variable, parse_variable, size_expression
 from ppgen.suggest import CLAUSE, suggest
 
 __all__ = ["Variable", "BayesSpec", "is_bayes_spec", "parse_bayes_spec", "load_model_data"]
 
 MODEL_KEYS = ("kind", "name", "data_file")
-VARIABLE_KEYS = ("dist", "value", "observed", "plate", "shape")
+PLATE_KEYS = ("size", "step")
 BAYES_TABLES = ("model", "data", "plates", "variables")
 
 
 @dataclass(frozen=True)
-class Variable:
-    """One variable of a spec: a distribution (``dist``) or a computed ``value``, in ``plates`` (outermost
-    first), with an optional event ``shape`` and the data key or variable it ``observed``."""
-
-    name: str
-    dist: DistributionCall | None
-    value: Expression | None
-    observed: str | None
-    plates: tuple[str, ...]
-    shape: tuple[Expression, ...]
-    depends: tuple[str, ...]  # the variables it reads, in order of appearance
-
-    @property
-    def is_stochastic(self) -> bool:
-        return self.dist is not None
-
-
-@dataclass(frozen=True)
 class BayesSpec:
-    """A checked spec: ``variables`` in dependency order, and what each kind of variable is."""
+    """A checked spec: ``variables`` in dependency order (each time plate's variables together), and what each
+    kind of variable is."""
 
     name: str
     source: str
     data: dict[str, np.ndarray]
     plates: dict[str, Expression]  # plate name -> its size, an expression of the data
-    plate_dims: dict[str, int]  # plate name -> its batch dim (Pyro's sense: -1 is the rightmost)
+    plate_dims: dict[str, int]  # plate name -> its batch dim (Pyro's sense: -1 is the rightmost); not time plates
+    time_plates: dict[str, TimePlate]  # time plate name -> its step name, variables and carried state
     variables: dict[str, Variable]
     latent_names: tuple[str, ...]  # stochastic and not observed
+    discrete_names: tuple[str, ...]  # latent with a finite discrete distribution: marginalized by enumeration
     deterministic_names: tuple[str, ...]  # values that depend on stochastic variables (recorded as sites)
     transformed_data_names: tuple[str, ...]  # values of the data alone (computed, not recorded)
     observed: dict[str, str]  # likelihood terms: observed variable -> the data key or variable it observes
-    factor_names: tuple[str, ...]  # observed variables that score a latent variable: prior density terms
+    factor_names: tuple[str, ...]  # density terms that are not likelihood terms: factors, observed latents
     observed_data_keys: tuple[str, ...]  # the data that the likelihood terms observe
+    moving_bounds: tuple[str, ...] = ()  # bounded variables whose bounds depend on stochastic ones: their latent
+    # site is ``name__raw`` (listed in latent_names) and ``name`` is deterministic (ppgen.models.constraints)
+
+    @property
+    def max_plate_nesting(self) -> int:
+        return -min(self.plate_dims.values(), default=0)
+
+    def time_plate_of(self, name: str) -> str | None:
+        """The time plate a variable is computed in, if any (always its outermost plate)."""
+        plates = self.variables[name].plates
+        return plates[0] if plates and plates[0] in self.time_plates else None
 
 
 def is_bayes_spec(tables: dict) -> bool:
@@ -121,84 +126,135 @@ def load_model_data(tables: dict, base_dir: Path, source: str) -> dict[str, np.n
     return data
 
 
-def _string_list(value: Any, where: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise SpecError(f"{where}: expected a name or a list of names, not {value!r}")
-    return tuple(items)
+def _parse_plates(table: dict) -> tuple[dict[str, Expression], dict[str, str]]:
+    """Plate sizes, and the step name of each time plate (``{ size = "T", step = "t" }``)."""
+    sizes, steps = {}, {}
+    for plate, entry in table.items():
+        if isinstance(entry, dict):
+            for key in entry:
+                if key not in PLATE_KEYS:
+                    raise SpecError(f"plates.{plate}.{key}: unknown key{suggest(key, PLATE_KEYS, CLAUSE)}")
+            if "size" not in entry:
+                raise SpecError(f"plates.{plate}: give its size (plates.{plate}.size)")
+            step = entry.get("step")
+            if step is not None:
+                if not isinstance(step, str) or not step.isidentifier():
+                    raise SpecError(f"plates.{plate}.step: expected a name for the step, not {step!r}")
+                steps[plate] = step
+            sizes[plate] = size_expression(entry["size"], f"plates.{plate}.size")
+        else:
+            sizes[plate] = size_expression(entry, f"plates.{plate}")
+    return sizes, steps
 
 
-def _size_expression(value: Any, where: str) -> Expression:
-    """A plate size or shape entry: a non-negative int, or an expression of the data."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise SpecError(f"{where}: expected an integer or the name of an integer in the data, not {value!r}")
-    if isinstance(value, int) and value < 0:
-        raise SpecError(f"{where}: a size cannot be negative ({value})")
-    return parse_expression(str(value), where)
-
-
-def _parse_variable(name: str, entry: Any, plates: dict[str, Expression]) -> Variable:
-    where = f"variables.{name}"
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise SpecError(f"{where}: a variable's name must be a Python identifier")
-    if isinstance(entry, str):
-        entry = {"dist": entry}
-    if not isinstance(entry, dict):
-        raise SpecError(f"{where}: expected a distribution string or a table, not {entry!r}")
-    for key in entry:
-        if key not in VARIABLE_KEYS:
+def _check_clashes(variables: dict[str, Variable], data: dict, steps: dict[str, str]) -> None:
+    """Data and variables never capture each other; step names are fresh."""
+    for name, variable in variables.items():
+        observes_nothing = variable.observed is not None and variable.observed not in data | variables.keys()
+        if name in data and variable.observed != name and not observes_nothing:  # a typo in observed is named later
             raise SpecError(
-                f"{where}.{key}: unknown key{suggest(key, VARIABLE_KEYS, CLAUSE)} (keys: {', '.join(VARIABLE_KEYS)})"
+                f"variables.{name}: {name!r} names both a data key and a variable; a variable may share its data's"
+                f" name only when it observes it (observed = {name!r}): otherwise rename the variable or the data"
             )
-    if ("dist" in entry) == ("value" in entry):
-        raise SpecError(f"{where}: give exactly one of 'dist' (a distribution) and 'value' (an expression)")
-    if "value" in entry and ("observed" in entry or "shape" in entry):
-        raise SpecError(f"{where}: 'observed' and 'shape' go with 'dist', not with 'value'")
-    observed = entry.get("observed")
-    if observed is not None and not isinstance(observed, str):
-        raise SpecError(f"{where}.observed: expected the name of a data key or variable, not {observed!r}")
-    plate_names = _string_list(entry.get("plate", []), f"{where}.plate")
-    for plate in plate_names:
-        if plate not in plates:
-            hint = suggest(plate, plates, CLAUSE)
-            raise SpecError(f"{where}.plate: unknown plate {plate!r}{hint} (declare it in [plates])")
-    if len(set(plate_names)) != len(plate_names):
-        raise SpecError(f"{where}.plate: a plate is listed twice in {list(plate_names)}")
-    shape = entry.get("shape", [])
-    shape = shape if isinstance(shape, list) else [shape]
-    return Variable(
-        name=name,
-        dist=parse_distribution(entry["dist"], f"{where}.dist") if "dist" in entry else None,
-        value=parse_expression(entry["value"], f"{where}.value") if "value" in entry else None,
-        observed=observed,
-        plates=plate_names,
-        shape=tuple(_size_expression(size, f"{where}.shape[{i}]") for i, size in enumerate(shape)),
-        depends=(),
-    )
+    for name, variable in variables.items():
+        taken = f"{name}_map"  # the most likely values of a discrete latent variable (ppgen.infer.discrete)
+        if variable.is_discrete and variable.observed is None and (taken in variables or taken in data):
+            raise SpecError(
+                f"variables.{taken}: the name is taken by the most likely values of the discrete variable {name!r};"
+                " rename it"
+            )
+    for plate, step in steps.items():
+        if step in variables or step in data:
+            what = "a variable" if step in variables else "a data key"
+            raise SpecError(f"plates.{plate}.step: {step!r} is also {what}; give the step a name of its own")
 
 
-def _expressions(variable: Variable) -> list[Expression]:
-    return [*([variable.value] if variable.value else []), *(variable.dist.params.values() if variable.dist else [])]
+def _with_step_reads(variables: dict[str, Variable], steps: dict[str, str], data: dict) -> dict[str, Variable]:
+    """Check the plate lists of time-plate variables and rewrite their reads of this and the previous step (a name
+    that is also data means the data)."""
+    members = {plate: {n for n, v in variables.items() if plate in v.plates and n not in data} for plate in steps}
+    rewritten = {}
+    for name, variable in variables.items():
+        for plate in variable.plates[1:]:
+            if plate in steps:
+                raise SpecError(
+                    f"variables.{name}.plate: the time plate {plate!r} must come first (outermost)"
+                    f" in {list(variable.plates)}"
+                )
+        plate = variable.plates[0] if variable.plates and variable.plates[0] in steps else None
+        if plate is None:
+            if variable.init is not None:
+                raise SpecError(f"variables.{name}.init: only a variable of a time plate has an init")
+            rewritten[name] = variable
+            continue
+        if variable.ode is not None:
+            raise SpecError(f"variables.{name}: an ode variable cannot be computed inside the time plate {plate!r}")
+        previous: dict[str, None] = {}
+
+        def rewrite(expression, plate=plate, previous=previous):
+            if expression is None:
+                return None
+            new, reads = rewrite_step_reads(expression, steps[plate], members[plate])
+            previous.update(dict.fromkeys(reads))
+            return new
+
+        dist = variable.dist
+        if dist is not None:
+            dist = replace(dist, params={key: rewrite(e) for key, e in dist.params.items()})
+        rewritten[name] = replace(
+            variable,
+            dist=dist,
+            value=rewrite(variable.value),
+            factor=rewrite(variable.factor),
+            lower=rewrite(variable.lower),
+            upper=rewrite(variable.upper),
+            previous=tuple(previous),
+        )
+    return rewritten
 
 
-def _resolve_names(variables: dict[str, Variable], data: dict, plates: dict[str, Expression]) -> dict[str, Variable]:
-    """Check every name; fill in each variable's dependencies on other variables."""
+def _resolve_names(
+    variables: dict[str, Variable], data: dict, plates: dict[str, Expression], steps: dict[str, str]
+) -> dict[str, Variable]:
+    """Check every name; fill in each variable's dependencies on other variables (at the same step)."""
     known = set(variables) | set(data)
     for plate, size in plates.items():
         for name in size.names:
             if name not in data:
                 raise SpecError(f"plates.{plate}: unknown data {name!r}{suggest(name, data, CLAUSE)}")
+    factors = {n for n, v in variables.items() if v.factor is not None}
     resolved = {}
     for variable in variables.values():
-        for expression in _expressions(variable):
+        step = steps.get(variable.plates[0]) if variable.plates else None
+        expressions = variable.expressions() + ([variable.init] if variable.init is not None else [])
+        for expression in expressions:
             for name in expression.names:
+                if name == step and expression is not variable.init:
+                    continue
                 if name not in known:
-                    raise SpecError(f"{expression.where}: unknown name {name!r}{suggest(name, known, CLAUSE)}")
+                    hint = suggest(name, known | ({step} if step else set()), CLAUSE)
+                    raise SpecError(f"{expression.where}: unknown name {name!r}{hint}")
+                if name in factors:
+                    raise SpecError(f"{expression.where}: {name!r} is a factor, a log-density term with no value")
+        if variable.ode is not None:
+            for name in variable.ode.names:
+                if name not in known:
+                    raise SpecError(
+                        f"variables.{variable.name}.ode: unknown name {name!r}{suggest(name, known, CLAUSE)}"
+                    )
         for entry in variable.shape:
             for name in entry.names:
                 if name not in data:
                     raise SpecError(f"{entry.where}: unknown data {name!r}{suggest(name, data, CLAUSE)}")
-        depends = [name for e in _expressions(variable) for name in e.names if name in variables]
+        for name in variable.previous:
+            if variables[name].init is None:
+                raise SpecError(
+                    f"variables.{name}.init: {variable.name} reads {name}[{step} - 1], so {name} needs an init: its"
+                    f' value before the first step (for example init = "0")'
+                )
+        depends = [n for n in variable.names() if n in variables and n not in data]
+        if variable.init is not None:
+            depends += [n for n in variable.init.names if n in variables and n not in data]
         if variable.observed is not None and variable.observed not in data:
             if variable.observed not in variables or variable.observed == variable.name:
                 raise SpecError(
@@ -210,24 +266,49 @@ def _resolve_names(variables: dict[str, Variable], data: dict, plates: dict[str,
     return resolved
 
 
-def _dependency_order(variables: dict[str, Variable]) -> list[str]:
-    """Variables sorted so that each comes after those it reads (file order otherwise); rejects cycles."""
+def _topological(nodes: dict[str, tuple[str, ...]], describe) -> list[str]:
+    """Nodes sorted so that each comes after those it depends on (given order otherwise); rejects cycles."""
     order, state = [], {}
 
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == "done":
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == "done":
             return
-        if state.get(name) == "visiting":
-            cycle = [*path[path.index(name) :], name]
-            raise SpecError(f"variables.{name}: dependency cycle {' -> '.join(cycle)}")
-        state[name] = "visiting"
-        for dependency in variables[name].depends:
-            visit(dependency, [*path, name])
-        state[name] = "done"
-        order.append(name)
+        if state.get(node) == "visiting":
+            cycle = [*path[path.index(node) :], node]
+            raise SpecError(f"{describe(node)}: dependency cycle {' -> '.join(cycle)}")
+        state[node] = "visiting"
+        for dependency in nodes[node]:
+            visit(dependency, [*path, node])
+        state[node] = "done"
+        order.append(node)
 
+    for node in nodes:
+        visit(node, [])
+    return order
+
+
+def _dependency_order(variables: dict[str, Variable], steps: dict[str, str]) -> list[str]:
+    """Variables sorted so that each comes after those it reads, and each time plate's variables together (after
+    what any of them reads, before what reads any of them); rejects cycles."""
+    group = {
+        n: (f"time plate {v.plates[0]!r}" if v.plates and v.plates[0] in steps else n) for n, v in variables.items()
+    }
+    groups: dict[str, list[str]] = {}
     for name in variables:
-        visit(name, [])
+        groups.setdefault(group[name], []).append(name)
+    between = {
+        node: tuple(dict.fromkeys(group[d] for n in names for d in variables[n].depends if group[d] != node))
+        for node, names in groups.items()
+    }
+
+    def describe(node: str) -> str:
+        return node if node.startswith("time plate") else f"variables.{node}"
+
+    order = []
+    for node in _topological(between, describe):
+        names = groups[node]
+        within = {n: tuple(d for d in variables[n].depends if group[d] == node) for n in names}
+        order += _topological(within, lambda n: f"variables.{n}")
     return order
 
 
@@ -236,8 +317,9 @@ def _plate_dims(variables: dict[str, Variable], plates: dict[str, Expression]) -
     every plate listed after it in some variable's plate list. Rejects plates nested both ways."""
     inner: dict[str, set[str]] = {plate: set() for plate in plates}
     for variable in variables.values():
-        for i, plate in enumerate(variable.plates):
-            inner[plate].update(variable.plates[i + 1 :])
+        ordinary = [plate for plate in variable.plates if plate in plates]
+        for i, plate in enumerate(ordinary):
+            inner[plate].update(ordinary[i + 1 :])
     dims: dict[str, int] = {}
 
     def dim(plate: str, path: tuple[str, ...]) -> int:
@@ -253,6 +335,15 @@ def _plate_dims(variables: dict[str, Variable], plates: dict[str, Expression]) -
     return dims
 
 
+def _time_plates(variables: dict[str, Variable], steps: dict[str, str]) -> dict[str, TimePlate]:
+    plates = {}
+    for plate, step in steps.items():
+        members = tuple(n for n, v in variables.items() if v.plates and v.plates[0] == plate)
+        carried = tuple(dict.fromkeys(p for n in members for p in variables[n].previous))
+        plates[plate] = TimePlate(step, members, carried)
+    return plates
+
+
 def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
     """Check parsed TOML tables (``[model]``, ``[data]``, ``[plates]``, ``[variables]``) and sort the variables.
 
@@ -263,7 +354,7 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
 
     Raises:
         SpecError naming the key at fault (unknown names with a suggestion, cycles, unknown plates, an
-        observed key that is neither data nor a variable); DataError for a bad data file.
+        observed key that is neither data nor a variable, a clash of names); DataError for a bad data file.
     """
     model = _table(tables, "model", source)
     for key in model:
@@ -276,18 +367,19 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
     if not isinstance(name, str) or not name:
         raise SpecError(f"{source}: model.name must be a non-empty string")
     data = load_model_data(tables, base_dir, source)
-    plates = {
-        plate: _size_expression(size, f"plates.{plate}") for plate, size in _table(tables, "plates", source).items()
-    }
+    plates, steps = _parse_plates(_table(tables, "plates", source))
     entries = _table(tables, "variables", source)
     if not entries:
         raise SpecError(f"{source}: [variables] is empty")
-    variables = _resolve_names({n: _parse_variable(n, e, plates) for n, e in entries.items()}, data, plates)
-    variables = {name: variables[name] for name in _dependency_order(variables)}
+    variables = {n: parse_variable(n, e, plates) for n, e in entries.items()}
+    _check_clashes(variables, data, steps)
+    variables = _resolve_names(_with_step_reads(variables, steps, data), data, plates, steps)
+    variables = {name: variables[name] for name in _dependency_order(variables, steps)}
 
     stochastic_inputs: dict[str, bool] = {}  # does the variable's value depend on a stochastic variable?
     for variable in variables.values():
-        stochastic_inputs[variable.name] = variable.is_stochastic or any(stochastic_inputs[d] for d in variable.depends)
+        reads = (*variable.depends, *variable.previous)
+        stochastic_inputs[variable.name] = variable.is_stochastic or any(stochastic_inputs.get(d, True) for d in reads)
     size_keys = {n for size in plates.values() for n in size.names} | {
         n for v in variables.values() for e in v.shape for n in e.names
     }
@@ -295,13 +387,15 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
     def data_behind(name: str) -> set[str]:
         """The data keys (other than sizes) that a variable's value is computed from, through other values."""
         variable = variables[name]
-        if variable.value is None:
+        if not variable.is_computed:
             return set()
-        reads = {n for n in variable.value.names if n not in variables} - size_keys
-        return reads.union(*(data_behind(d) for d in variable.depends))
+        reads = {n for n in variable.names() if n not in variables or n in data} - size_keys
+        return reads.union(*(data_behind(d) for d in variable.depends if d != name))
 
     observed, factors, observed_keys = {}, [], {}
     for variable in variables.values():
+        if variable.factor is not None:
+            factors.append(variable.name)
         if variable.observed is None:
             continue
         behind = data_behind(variable.observed) if variable.observed not in data else {variable.observed}
@@ -310,19 +404,48 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
             observed_keys.update(dict.fromkeys(sorted(behind)))
         else:
             factors.append(variable.name)
+    moving_bounds = tuple(
+        n
+        for n, v in variables.items()
+        if v.constraint is None
+        and v.observed is None
+        and any(
+            stochastic_inputs[d]
+            for bound in (v.lower, v.upper)
+            if bound is not None
+            for d in bound.names
+            if d in variables
+        )
+    )
+    latent = tuple(
+        raw_site_name(n) if n in moving_bounds else n
+        for n, v in variables.items()
+        if v.is_stochastic and v.observed is None
+    )
+    for latent_name in latent:
+        variable = variables.get(latent_name)
+        if variable is not None and variable.is_discrete and DISTRIBUTIONS[variable.dist.name].support != "finite":
+            raise SpecError(
+                f"variables.{latent_name}.dist: a latent {variable.dist.name} variable has infinitely many values and"
+                " cannot be marginalized; latent discrete variables need a finite support (Categorical, Bernoulli,"
+                " Binomial)"
+            )
     return BayesSpec(
         name=name,
         source=source,
         data=data,
         plates=plates,
-        plate_dims=_plate_dims(variables, plates),
+        plate_dims=_plate_dims(variables, {p: s for p, s in plates.items() if p not in steps}),
+        time_plates=_time_plates(variables, steps),
         variables=variables,
-        latent_names=tuple(n for n, v in variables.items() if v.is_stochastic and v.observed is None),
-        deterministic_names=tuple(n for n, v in variables.items() if v.value is not None and stochastic_inputs[n]),
-        transformed_data_names=tuple(
-            n for n, v in variables.items() if v.value is not None and not stochastic_inputs[n]
+        latent_names=latent,
+        discrete_names=tuple(n for n in latent if n in variables and variables[n].is_discrete),
+        deterministic_names=tuple(
+            n for n, v in variables.items() if (v.is_computed and stochastic_inputs[n]) or n in moving_bounds
         ),
+        transformed_data_names=tuple(n for n, v in variables.items() if v.is_computed and not stochastic_inputs[n]),
         observed=observed,
         factor_names=tuple(factors),
         observed_data_keys=tuple(observed_keys),
+        moving_bounds=moving_bounds,
     )

@@ -6,9 +6,12 @@ checked against the node types below and the language's tables (``ppgen.spec.lan
 method per operator and function and a ``distributions`` table (``ppgen.models.backends.ArrayBackend``, made
 for torch/Pyro or for jax/NumPyro).
 
-Allowed: int and float numbers, names, ``+ - * / ** @``, unary ``-``/``+``, indexing and slicing
-(``theta[group - 1]``, ``y[K:]``, ``x[:, None]``), lists/tuples as function arguments (``stack([a, b])``) and
-calls of whitelisted functions, positionally. Keyword arguments only in distribution calls
+Allowed: int and float numbers, names, ``+ - * / ** @``, unary ``-``/``+``, comparisons
+``< <= > >= == !=`` (chained as in Python: ``a < b < c``), ``and``/``or``/``not`` (all elementwise, giving
+booleans that count as 0/1 in arithmetic), indexing and slicing (``theta[group - 1]``, ``Gamma[z]``, ``y[t - 1]``,
+``y[K:]``, ``x[:, None]``; integer indices, which may be data or a traced scalar, but never a comparison: a
+boolean mask's shape depends on the values), lists/tuples as function arguments (``stack([a, b])``) and calls
+of whitelisted functions, positionally. Keyword arguments only in distribution calls
 (``Bernoulli(logits=eta)``). Anything else raises ``SpecError`` naming the spec key and the construct.
 """
 
@@ -18,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppgen.errors import SpecError
-from ppgen.spec.language import BINARY_OPERATORS, DISTRIBUTIONS, FUNCTIONS, UNARY_OPERATORS
+from ppgen.spec.language import (
+    BINARY_OPERATORS,
+    BOOLEAN_OPERATORS,
+    COMPARISON_OPERATORS,
+    DISTRIBUTIONS,
+    FUNCTIONS,
+    UNARY_OPERATORS,
+)
 from ppgen.suggest import CLAUSE, suggest
 
 __all__ = [
@@ -42,8 +52,11 @@ _OPERATOR_SYMBOLS = {
     ast.BitOr: "|",
     ast.BitXor: "^",
     ast.BitAnd: "&",
-    ast.Not: "not",
     ast.Invert: "~",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
 }
 
 
@@ -54,9 +67,7 @@ _CONSTRUCTS: dict[type, str] = {
     ast.SetComp: "a comprehension",
     ast.DictComp: "a comprehension",
     ast.GeneratorExp: "a comprehension",
-    ast.Compare: "a comparison",
-    ast.BoolOp: "a boolean operator (and/or)",
-    ast.IfExp: "a conditional expression",
+    ast.IfExp: "a conditional expression (use where(cond, a, b))",
     ast.Dict: "a dict",
     ast.Set: "a set",
     ast.JoinedStr: "an f-string",
@@ -157,6 +168,15 @@ class _Checker:
                 if type(op) not in UNARY_OPERATORS:
                     raise self.fail(f"operator {_OPERATOR_SYMBOLS.get(type(op), type(op).__name__)} is not allowed")
                 self.check(operand, depth)
+            case ast.Compare(left=left, ops=ops, comparators=comparators):
+                for op in ops:
+                    if type(op) not in COMPARISON_OPERATORS:
+                        raise self.fail(f"operator {_OPERATOR_SYMBOLS[type(op)]} is not allowed")
+                for operand in (left, *comparators):
+                    self.check(operand, depth)
+            case ast.BoolOp(values=values):
+                for operand in values:
+                    self.check(operand, depth)
             case ast.Subscript(value=value, slice=index):
                 self.check(value, depth)
                 self.check_index(index, depth)
@@ -181,6 +201,8 @@ class _Checker:
                     if isinstance(element, ast.Tuple):
                         raise self.fail("a nested tuple index is not allowed")
                     self.check_index(element, depth)
+            case ast.Compare() | ast.BoolOp() | ast.UnaryOp(op=ast.Not()):
+                raise self.fail("indexing by a comparison (a boolean mask) is not allowed: use where(cond, a, b)")
             case _:
                 self.check(index, depth)
 
@@ -278,6 +300,14 @@ def _evaluate(node: ast.AST, env: Mapping[str, Any], backend: Any) -> Any:
             return operation(_evaluate(left, env, backend), _evaluate(right, env, backend))
         case ast.UnaryOp(op=op, operand=operand):
             return getattr(backend, UNARY_OPERATORS[type(op)])(_evaluate(operand, env, backend))
+        case ast.Compare(left=left, ops=ops, comparators=comparators):
+            return _compare(left, ops, comparators, env, backend)
+        case ast.BoolOp(op=op, values=values):
+            operation = getattr(backend, BOOLEAN_OPERATORS[type(op)])
+            result = _evaluate(values[0], env, backend)
+            for value in values[1:]:
+                result = operation(result, _evaluate(value, env, backend))
+            return result
         case ast.Subscript(value=value, slice=index):
             return backend.getitem(_evaluate(value, env, backend), _index(index, env, backend))
         case ast.List(elts=elements) | ast.Tuple(elts=elements):
@@ -286,6 +316,17 @@ def _evaluate(node: ast.AST, env: Mapping[str, Any], backend: Any) -> Any:
             method = getattr(backend, FUNCTIONS[name].method)
             return method(*(_evaluate(argument, env, backend) for argument in args))
     raise AssertionError(f"unchecked node {type(node).__name__}")  # parse_* never lets one through
+
+
+def _compare(left: ast.expr, ops: list, comparators: list, env: Mapping[str, Any], backend: Any) -> Any:
+    """``a < b < c`` as Python means it, elementwise: ``(a < b) and (b < c)``, each operand evaluated once."""
+    value, result = _evaluate(left, env, backend), None
+    for op, node in zip(ops, comparators):
+        right = _evaluate(node, env, backend)
+        test = getattr(backend, COMPARISON_OPERATORS[type(op)])(value, right)
+        result = test if result is None else backend.logical_and(result, test)
+        value = right
+    return result
 
 
 def _index(node: ast.AST, env: Mapping[str, Any], backend: Any) -> Any:

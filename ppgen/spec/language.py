@@ -4,6 +4,9 @@ These tables are the one definition of the language: ``ppgen.spec.expr`` parses 
 against them, and ``ppgen.models.backends.ArrayBackend`` implements each entry (a method per function and
 operator, named by ``Function.method`` and the operator tables, and a ``distributions`` table keyed like
 ``DISTRIBUTIONS``). A new function or distribution goes here first, then into the backend.
+
+Comparisons and ``and``/``or``/``not`` are elementwise and give booleans; in arithmetic a boolean counts as
+the integer 0 or 1 (``sum(y > 0)`` counts).
 """
 
 import ast
@@ -14,6 +17,8 @@ __all__ = [
     "FUNCTIONS",
     "BINARY_OPERATORS",
     "UNARY_OPERATORS",
+    "COMPARISON_OPERATORS",
+    "BOOLEAN_OPERATORS",
     "DistributionSignature",
     "DISTRIBUTIONS",
 ]
@@ -45,7 +50,32 @@ FUNCTIONS: dict[str, Function] = {
     "mean": Function("mean", 1, 2, "mean(x) over all elements, mean(x, dim) over one axis"),
     "cumsum": Function("cumsum", 1, 2, "cumulative sum along dim (default -1)"),
     "logsumexp": Function("logsumexp", 1, 2, "log(sum(exp(x))) along dim (default -1)"),
+    "log_sum_exp": Function("logsumexp", 1, 2, "the same as logsumexp (Stan's name)"),
     "softmax": Function("softmax", 1, 2, "exp(x) / sum(exp(x)) along dim (default -1)"),
+    "min": Function(
+        "min",
+        1,
+        2,
+        "min(x): the smallest element of x; min(a, b): the elementwise minimum of a and b, broadcast"
+        " (Stan's and Python's rule: a second argument is never an axis)",
+    ),
+    "max": Function(
+        "max",
+        1,
+        2,
+        "max(x): the largest element of x; max(a, b): the elementwise maximum of a and b, broadcast"
+        " (Stan's and Python's rule: a second argument is never an axis)",
+    ),
+    "clip": Function("clip", 3, 3, "clip(x, lower, upper): x limited to [lower, upper], elementwise"),
+    "sd": Function("sd", 1, 2, "sample standard deviation (n - 1 divisor, as Stan's sd) of all elements, or along dim"),
+    "var": Function("var", 1, 2, "sample variance (n - 1 divisor, as Stan's variance) of all elements, or along dim"),
+    "where": Function(
+        "where",
+        3,
+        3,
+        "where(cond, a, b): a where cond holds, else b, elementwise and broadcast; a nonzero number counts as true",
+    ),
+    "dot": Function("dot", 2, 2, "dot(a, b): sum(a * b) over the last axis, broadcasting the leading axes"),
     "stack": Function("stack", 1, 2, "stack([a, b, ...], dim=0): a new axis at dim"),
     "concatenate": Function("concatenate", 1, 2, "concatenate([a, b, ...], dim=0) along an existing axis"),
     "transpose": Function("transpose", 1, 1, "swap the last two axes"),
@@ -54,26 +84,19 @@ FUNCTIONS: dict[str, Function] = {
     "diag": Function("diag", 1, 1, "a vector's diagonal matrix, or a matrix's diagonal (numpy.diag)"),
     "zeros": Function("zeros", 1, 1, "zeros(n): a vector of n zeros"),
     "ones": Function("ones", 1, 1, "ones(n): a vector of n ones"),
+    "arange": Function(
+        "arange",
+        1,
+        2,
+        "arange(n): the integers 0, ..., n - 1; arange(a, b): a, ..., b - 1. The bounds fix the shape, so they"
+        " must be numbers or data, not parameters or a time plate's step",
+    ),
     "cov_exp_quad": Function(
         "cov_exp_quad",
         3,
         3,
         "cov_exp_quad(x, alpha, rho): the squared-exponential kernel matrix alpha**2 exp(-|x_i - x_j|**2 / (2 rho**2))"
         " of points x, [N] or [N, D] (Stan's gp_exp_quad_cov; Rasmussen & Williams 2006, eq. 2.16)",
-    ),
-    "lags": Function(
-        "lags",
-        2,
-        2,
-        "lags(y, K): the [T - K, K] matrix whose row t holds y[t + K - 1], ..., y[t] (column k is lag k + 1),"
-        " so that an AR(K) mean is alpha + lags(y, K) @ beta for y[K:]",
-    ),
-    "arma11_errors": Function(
-        "arma11_errors",
-        4,
-        4,
-        "arma11_errors(y, mu, phi, theta): the ARMA(1, 1) one-step errors err[t] = y[t] - mu - phi y[t-1]"
-        " - theta err[t-1], with y[-1] = mu and err[-1] = 0 (Stan's arma11 example); [T]",
     ),
 }
 
@@ -85,18 +108,32 @@ BINARY_OPERATORS: dict[type, str] = {
     ast.Pow: "pow",
     ast.MatMult: "matmul",
 }
-UNARY_OPERATORS: dict[type, str] = {ast.USub: "neg", ast.UAdd: "pos"}
+UNARY_OPERATORS: dict[type, str] = {ast.USub: "neg", ast.UAdd: "pos", ast.Not: "logical_not"}
+COMPARISON_OPERATORS: dict[type, str] = {
+    ast.Lt: "lt",
+    ast.LtE: "le",
+    ast.Gt: "gt",
+    ast.GtE: "ge",
+    ast.Eq: "eq",
+    ast.NotEq: "ne",
+}
+"""Elementwise, giving booleans; a chain ``a < b < c`` means ``(a < b) and (b < c)``, as in Python."""
+BOOLEAN_OPERATORS: dict[type, str] = {ast.And: "logical_and", ast.Or: "logical_or"}
+"""Elementwise (both sides are always evaluated): ``a and b and c`` is ``(a and b) and c``."""
 
 
 @dataclass(frozen=True)
 class DistributionSignature:
-    """A whitelisted distribution: its parameters in positional order, those required, and a group of
-    alternatives of which exactly one must be given (e.g. probs | logits)."""
+    """A whitelisted distribution: its parameters in positional order, those required, a group of
+    alternatives of which exactly one must be given (e.g. probs | logits), and its ``support``: "continuous",
+    "finite" (discrete with finitely many values: a latent one is marginalized by enumeration) or "countable"
+    (discrete and unbounded: it can be observed, not latent)."""
 
     params: tuple[str, ...]
     required: tuple[str, ...] = ()
     one_of: tuple[str, ...] = ()
     doc: str = ""
+    support: str = "continuous"
 
 
 DISTRIBUTIONS: dict[str, DistributionSignature] = {
@@ -114,16 +151,24 @@ DISTRIBUTIONS: dict[str, DistributionSignature] = {
     "InverseGamma": DistributionSignature(("concentration", "rate"), ("concentration", "rate")),
     "Beta": DistributionSignature(("concentration1", "concentration0"), ("concentration1", "concentration0")),
     "Uniform": DistributionSignature(("low", "high"), ("low", "high")),
-    "Bernoulli": DistributionSignature(("probs", "logits"), one_of=("probs", "logits")),
-    "Binomial": DistributionSignature(("total_count", "probs", "logits"), ("total_count",), ("probs", "logits")),
-    "Poisson": DistributionSignature(("rate",), ("rate",)),
+    "Bernoulli": DistributionSignature(("probs", "logits"), one_of=("probs", "logits"), support="finite"),
+    "Binomial": DistributionSignature(
+        ("total_count", "probs", "logits"), ("total_count",), ("probs", "logits"), support="finite"
+    ),
+    "Poisson": DistributionSignature(("rate",), ("rate",), support="countable"),
     "NegativeBinomial": DistributionSignature(
         ("total_count", "probs", "logits"),
         ("total_count",),
         ("probs", "logits"),
         doc="successes before total_count failures; probs is the success probability (torch's convention)",
+        support="countable",
     ),
-    "Categorical": DistributionSignature(("probs", "logits"), one_of=("probs", "logits")),
+    "Categorical": DistributionSignature(
+        ("probs", "logits"),
+        one_of=("probs", "logits"),
+        doc="values 0, ..., K - 1 (0-based, like indexing); the last axis of probs or logits has the K categories",
+        support="finite",
+    ),
     "Dirichlet": DistributionSignature(("concentration",), ("concentration",)),
     "MultivariateNormal": DistributionSignature(
         ("loc", "covariance_matrix", "scale_tril", "precision_matrix"),
@@ -138,10 +183,5 @@ DISTRIBUTIONS: dict[str, DistributionSignature] = {
     ),
     "FlatOrdered": DistributionSignature(
         ("size",), ("size",), doc="improper flat prior on increasing vectors of length size (Stan's ordered[size])"
-    ),
-    "NormalMixture": DistributionSignature(
-        ("weights", "loc", "scale"),
-        ("weights", "loc", "scale"),
-        doc="sum_k weights[k] Normal(loc[k], scale[k]); the last axis indexes the components",
     ),
 }

@@ -54,13 +54,17 @@ def subsample_plan(spec: BayesSpec, plate: str, batch_size: int) -> SubsamplePla
     """Check that ``plate`` can be minibatched with ``batch_size`` indices per run, and say what to index.
 
     Raises:
-        SpecError naming the plate: unknown, empty, holding a latent variable, nested inside another plate, or
-        read from outside; or a batch size that is not a positive integer.
+        SpecError naming the plate: unknown, a time plate, empty, holding a latent variable, nested inside another
+        plate, or read from outside; or a batch size that is not a positive integer.
     """
     if plate not in spec.plates:
         raise SpecError(f"cannot subsample plate {plate!r}: it is not in [plates]{suggest(plate, spec.plates, CLAUSE)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SpecError(f"plates.{plate}: the minibatch size must be a positive integer, not {batch_size!r}")
+    if plate in spec.time_plates:
+        raise SpecError(
+            f"plates.{plate}: cannot subsample a time plate: each step depends on the one before (use nuts or svi)"
+        )
     inside = {name: v for name, v in spec.variables.items() if plate in v.plates}
     if not inside:
         raise SpecError(f"plates.{plate}: cannot subsample it: no variable lives in it")
