@@ -68,8 +68,9 @@ def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float) -> dict
         warnings += loo_warnings
     elif evaluation.loo:
         warnings.append(
-            "loo: skipped, the likelihood has no conditionally independent data points to leave out (no plate, or a"
-            " discrete latent variable shared by the points, such as a change point or a hidden Markov chain)"
+            "loo: skipped, there is no one log-likelihood over conditionally independent data points to leave out"
+            " (several observed variables, a likelihood without a plate, or a discrete latent variable shared by the"
+            " points, such as a change point or a hidden Markov chain)"
         )
     metrics["warnings"] = warnings
     folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))

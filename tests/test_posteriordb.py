@@ -18,17 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppgen.cli import main as ppgen_main
 from ppgen.errors import DataError, PpgenError
 from ppgen.evaluate import inference_data
 from ppgen.evaluate.reference import COMPARISON_COLUMNS, compare_to_reference, load_reference
-from ppgen.run_folder import METRICS_FILE, POSTERIOR_FILE
+from ppgen.run_folder import POSTERIOR_FILE
 from ppgen.runner import run
 from ppgen.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "models" / "posteriordb"
-POSTERIORS = sorted(path.stem for path in SPECS.glob("*.toml"))
 Z = 4.0
 
 
@@ -55,24 +53,6 @@ def assert_matches_reference(posterior, reference) -> None:
     table = comparison.table
     assert (table["mean_z"] < Z).all(), f"means off (in MCSEs):\n{table[['mean', 'ref_mean', 'mean_z']]}"
     assert (table["sd_z"] < Z).all(), f"sds off (in MCSEs):\n{table[['sd', 'ref_sd', 'sd_z']]}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", POSTERIORS)
-def test_ppgen_run_keeps_every_reference_variable(name, posteriordb, tmp_path, capsys):
-    # The command line on a tiny budget: the run folder's posterior.nc holds every reference parameter (latent,
-    # deterministic or an ODE/HMM parameter) with the reference's shape, and the run wrote its metrics.
-    out = tmp_path / "run"
-    tiny = ("inference.num_chains=1", "inference.num_warmup=10", "inference.num_samples=10", "evaluation.plots=false")
-    code = ppgen_main(["run", str(SPECS / f"{name}.toml"), "--out", str(out), "--quiet", *_sets(tiny)])
-    assert code == 0, capsys.readouterr().err
-    posterior = inference_data.get_group(inference_data.load(out / POSTERIOR_FILE), "posterior")
-    assert compare_to_reference(posterior, load_reference(posteriordb / name)).missing == ()
-    assert (out / METRICS_FILE).is_file()
-
-
-def _sets(overrides) -> list[str]:
-    return [arg for override in overrides for arg in ("--set", override)]
 
 
 # Quick posteriors (NumPyro compiles each model for about 10 s of CPU: these here, the rest in bench/posteriordb.py):
