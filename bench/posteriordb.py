@@ -145,7 +145,7 @@ def _one_line(error: Exception) -> str:
 def _compare(folder: Path, reference_folder: Path, wall: float | None) -> dict:
     """The agreement and sampler columns of a run folder against its reference."""
     from ppgen.evaluate import inference_data
-    from ppgen.evaluate.reference import compare_to_reference, load_reference
+    from ppgen.evaluate.reference import compare_to_reference, load_reference, posterior_name
     from ppgen.run_folder import POSTERIOR_FILE, RunFolder
 
     results = inference_data.load(folder / POSTERIOR_FILE)
@@ -155,7 +155,8 @@ def _compare(folder: Path, reference_folder: Path, wall: float | None) -> dict:
     table = comparison.table
     compared = dict.fromkeys(table.index.str.split("[").str[0])
     # R-hat compares chains: none with one chain.
-    rhats = [inference_data.rhat(np.asarray(posterior[v])) for v in compared] if posterior.sizes["chain"] > 1 else []
+    chains = posterior.sizes["chain"]
+    rhats = [inference_data.rhat(np.asarray(posterior[posterior_name(v)])) for v in compared] if chains > 1 else []
     has_stats = "sample_stats" in inference_data.groups(results)
     stats = inference_data.get_group(results, "sample_stats") if has_stats else {}
     worst = table[["mean_z", "sd_z"]].max(axis=1)

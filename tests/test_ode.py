@@ -227,12 +227,23 @@ def test_every_solver_runs_where_it_is_offered(solver):
 @pytest.mark.parametrize(
     "path",
     [
-        "ode_decay.toml",
-        "posteriordb/hudson_lynx_hare-lotka_volterra.toml",
-        "posteriordb/one_comp_mm_elim_abs-one_comp_mm_elim_abs.toml",
+        "examples/ode_decay.toml",
+        "models/posteriordb/hudson_lynx_hare-lotka_volterra.toml",
+        "models/posteriordb/one_comp_mm_elim_abs-one_comp_mm_elim_abs.toml",
     ],
 )
 def test_the_ode_specs_parse(path):
-    path = REPO / "models" / path
+    path = REPO / path
     spec = parse_bayes_spec(tomllib.loads(path.read_text()), path.parent, str(path))
     assert sum(variable.ode is not None for variable in spec.variables.values()) == 1
+
+
+def test_a_stiff_solver_on_pyro_is_refused_in_one_line_before_inference(tmp_path, capsys):
+    from ppgen.cli import main
+
+    spec = REPO / "models" / "posteriordb" / "one_comp_mm_elim_abs-one_comp_mm_elim_abs.toml"
+    argv = ["run", str(spec), "--out", str(tmp_path / "run"), "--quiet", "--set", "inference.backend=pyro"]
+    argv += ["--set", "inference.chain_method=sequential"]  # the spec runs its chains vectorized, on NumPyro
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "variables.C.solver: 'kvaerno5' runs on NumPyro only" in err and len(err.splitlines()) == 1

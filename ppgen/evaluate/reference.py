@@ -35,6 +35,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "MEAN_ERROR_LIMIT",
     "SD_RATIO_LIMITS",
+    "posterior_name",
 ]
 
 DRAWS_FILE, MEAN_FILE = "reference_draws.json", "reference_mean_value.json"
@@ -190,7 +191,7 @@ def _scalar_names(variable: str, shape: tuple[int, ...]) -> list[str]:
     return [f"{variable}[{','.join(map(str, index))}]" if shape else variable for index in np.ndindex(*shape)]
 
 
-def _posterior_name(variable: str) -> str:
+def posterior_name(variable: str) -> str:
     """The posterior's name of a reference variable: ``lambda`` -> ``lambda_`` (a keyword), else the same."""
     return f"{variable}_" if keyword.iskeyword(variable) else variable
 
@@ -220,14 +221,14 @@ def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Referen
     Returns:
         a ``ReferenceComparison``; raises PpgenError when no variable is shared or a shape differs.
     """
-    shared = [variable for variable in reference.draws if _posterior_name(variable) in posterior]
+    shared = [variable for variable in reference.draws if posterior_name(variable) in posterior]
     if not shared:
         raise PpgenError(
             f"{reference.name}: the posterior holds none of the reference variables {list(reference.draws)}"
         )
     rows = {}
     for variable in shared:
-        ours = np.asarray(posterior[_posterior_name(variable)], dtype=np.float64)
+        ours = np.asarray(posterior[posterior_name(variable)], dtype=np.float64)
         theirs = reference.chains(variable)
         if ours.ndim < 2 or ours.shape[2:] != theirs.shape[2:]:
             raise PpgenError(
@@ -242,5 +243,5 @@ def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Referen
     table["sd_ratio"] = table["sd"] / table["ref_sd"]
     table["mean_z"] = (table["mean"] - table["ref_mean"]).abs() / np.hypot(table["mcse_mean"], table["ref_mcse_mean"])
     table["sd_z"] = (table["sd"] - table["ref_sd"]).abs() / np.hypot(table["mcse_sd"], table["ref_mcse_sd"])
-    missing = tuple(variable for variable in reference.draws if _posterior_name(variable) not in posterior)
+    missing = tuple(variable for variable in reference.draws if posterior_name(variable) not in posterior)
     return ReferenceComparison(table[list(COMPARISON_COLUMNS)], missing)

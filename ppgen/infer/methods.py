@@ -18,6 +18,7 @@ import functools
 from collections.abc import Mapping
 from typing import Protocol
 
+from ppgen.errors import SpecError
 from ppgen.infer.bayes_data import float64, jax_data, torch_data
 from ppgen.infer.draws import Draws
 from ppgen.infer.mcmc import pyro_init_strategy, pyro_mcmc
@@ -59,6 +60,7 @@ class HMC:
                 else:  # data that may set shapes is held fixed, in a sampler of its own
                     sampler = _numpyro_sampler(model, settings, given)
                 return sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
+        _pyro_can_solve(model)
         init = _pyro_init(model, settings)
         draws = pyro_mcmc(
             model.pyro_model,
@@ -94,6 +96,7 @@ class Langevin:
     """Metropolis-adjusted (MALA) or unadjusted (ULA) Langevin (``LangevinSettings``), run by Pyro."""
 
     def run(self, model, settings: LangevinSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        _pyro_can_solve(model)
         options = dict(init_strategy=_pyro_init(model, settings), max_plate_nesting=model.max_plate_nesting)
         draws = pyro_mcmc(
             model.pyro_model,
@@ -128,6 +131,7 @@ class SGLD:
     def run(self, model, settings: SGLDSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
         from ppgen.spec.subsample import likelihood_plate
 
+        _pyro_can_solve(model)
         subsample = {settings.plate or likelihood_plate(model.spec): settings.batch_size}
         model.subsample_plans(subsample)  # a plate that cannot be minibatched is named before sampling starts
         init = _pyro_init(model, settings)
@@ -158,8 +162,23 @@ class AutoguideSVI:
     def run(self, model, settings: VariationalSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
         from ppgen.infer.autoguides import fit_autoguide
 
+        _pyro_can_solve(model)
         draws = fit_autoguide(model.pyro_model, {"data": torch_data(model, data, settings.device)}, settings, progress)
         return _gathered(model, draws[0])
+
+
+def _pyro_can_solve(model) -> None:
+    """SpecError before Pyro runs a model with an ODE solver that torchdiffeq lacks (the stiff ones): Pyro could
+    only solve it forward, without the gradients inference needs."""
+    from ppgen.spec.ode import SOLVERS
+
+    for variable in model.spec.variables.values():
+        if variable.ode is not None and SOLVERS[variable.ode.solver].torchdiffeq is None:
+            raise SpecError(
+                f"variables.{variable.name}.solver: {variable.ode.solver!r} runs on NumPyro only (diffrax); use"
+                " inference.backend = 'numpyro' (NUTS, HMC), or a solver torchdiffeq has for Pyro's methods:"
+                f" {', '.join(name for name, solver in SOLVERS.items() if solver.torchdiffeq)}"
+            )
 
 
 def _gathered(model, draws: Draws) -> Draws:
