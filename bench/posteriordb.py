@@ -269,6 +269,8 @@ def main() -> None:
                 row = future.result()
                 rows.append(row)
                 print("  " + " ".join(_cells(row)) + "  " + "; ".join(_notes(row)), flush=True)
+                if args.table:  # after every row: a long bench stopped part-way keeps the rows it has
+                    args.table.write_text(markdown(rows, f"{title}; {len(rows)} of {len(names)} so far."))
     total = time.perf_counter() - started
     text = markdown(rows, f"{title}; total {total:.0f} s.")
     print("\n" + text, end="")

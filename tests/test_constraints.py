@@ -20,9 +20,10 @@ from scipy import stats
 
 from ppgen.errors import SpecError
 from ppgen.models.backends import numpyro_backend, pyro_backend
-from ppgen.models.constraints import CONSTRAINTS, check_constraint, constrained_site, raw_site_name
+from ppgen.models.constraints import constrained_site
 from ppgen.models.initialization import pyro_init_to_uniform
 from ppgen.models.zero_sum import ZeroSumTransform, zero_sum
+from ppgen.spec.constraints import CONSTRAINTS, check_constraint, raw_site_name
 
 RTOL = 1e-10
 

@@ -13,6 +13,8 @@ which is sd / sqrt(2 ESS) for a normal marginal and larger for heavy-tailed ones
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +215,20 @@ def test_load_reference_missing_files_and_mismatched_names(tmp_path):
     )
     with pytest.raises(DataError, match="reference_mean_value.json: its names differ"):
         load_reference(folder)
+
+
+@pytest.mark.slow
+def test_the_bench_runs_ppgen_run_and_writes_its_table(posteriordb, tmp_path):
+    # The README's table comes from this script: each posterior a `python -m ppgen run` subprocess (--cli), read
+    # back from its run folder. A tiny budget need not agree with the reference; the row must hold its figures.
+    table, out = tmp_path / "table.md", tmp_path / "runs"
+    name = "kidiq-kidscore_momiq"
+    command = [sys.executable, str(REPO / "bench" / "posteriordb.py"), "--only", name, "--chains", "1"]
+    command += ["--warmup", "50", "--samples", "50", "--cli", "--out", str(out), "--table", str(table)]
+    command += ["--data", str(posteriordb)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    row = next(line for line in table.read_text().splitlines() if line.startswith(f"| {name} |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] in ("PASS", "FAIL") and "-" not in cells[2:4], row  # agreement figures were computed
+    assert (out / name / "posterior.nc").is_file() and (out / name / "metrics.json").is_file()

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ppgen.errors import SpecError
-from ppgen.models.constraints import raw_site_name
+from ppgen.spec.constraints import raw_site_name
 from ppgen.spec.data_files import as_array, read_data_file
 from ppgen.spec.expr import Expression
 from ppgen.spec.language import DISTRIBUTIONS

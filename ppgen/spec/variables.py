@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppgen.errors import SpecError
-from ppgen.models.constraints import check_constraint
+from ppgen.spec.constraints import check_constraint
 from ppgen.spec.expr import DistributionCall, Expression, parse_distribution, parse_expression
 from ppgen.spec.language import DISTRIBUTIONS
 from ppgen.spec.ode import ODE_KEYS, parse_ode
