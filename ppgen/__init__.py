@@ -7,6 +7,9 @@ use (PEP 562), so ``import ppgen`` is cheap and a NumPyro run does not pay for t
 import importlib
 
 from ppgen.errors import DataError, PpgenError, SpecError, TrainingError
+from ppgen.threads import prefer_short_spinning
+
+prefer_short_spinning()  # before torch loads: its OpenMP runtime reads the setting once (see ppgen.threads)
 
 __version__ = "0.1.0"
 

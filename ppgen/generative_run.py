@@ -292,6 +292,7 @@ def _training_summary(result: FitResult) -> dict:
         "final_train_elbo": result.train_elbo[-1][1] if result.train_elbo else None,
         "seconds": result.seconds,
         "device": result.device,
+        "threads": result.threads,
     }
 
 

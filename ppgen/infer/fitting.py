@@ -25,6 +25,7 @@ from ppgen.infer.checkpoint import load_checkpoint, load_svi_state
 from ppgen.infer.minibatch import epoch_order
 from ppgen.infer.settings import SVISettings, svi_settings
 from ppgen.infer.svi import SVIState, owner_modules, svi_init, svi_step
+from ppgen.threads import step_flops, training_threads, using_threads
 
 __all__ = ["FitResult", "fit"]
 
@@ -44,6 +45,7 @@ class FitResult:
     stop_reason: str = ""  # "epochs", "patience" or "time_limit"
     seconds: float = 0.0  # wall-clock seconds spent in this call
     device: str = "cpu"
+    threads: int = 0  # torch's intra-op CPU threads while training
 
 
 def fit(
@@ -95,7 +97,10 @@ def fit(
             if checkpoint is None or not Path(checkpoint).exists():
                 raise TrainingError(f"cannot resume: no checkpoint at {checkpoint}")
             load_svi_state(state, load_checkpoint(checkpoint))
-        return _train(state, train, validation, checkpoint, batch_transform, progress)
+        with using_threads(_threads(state)) as threads:
+            result = _train(state, train, validation, checkpoint, batch_transform, progress)
+        result.threads = threads
+        return result
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
@@ -160,6 +165,13 @@ def _train(
         seconds=time.perf_counter() - started,
         device=str(state.device),
     )
+
+
+def _threads(state: SVIState) -> int | None:
+    """The thread count for this fit (None: torch's), from the parameters trained and the examples per step."""
+    parameters = sum(p.numel() for group in state.optimizer.param_groups for p in group["params"])
+    particles = state.settings.num_particles if state.settings.elbo == "iwae" else 1
+    return training_threads(state.settings.threads, step_flops(parameters, state.batch_size, particles))
 
 
 def _stop_before_epoch(state: SVIState) -> str:

@@ -40,6 +40,8 @@ class SVISettings:
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0  # the range numpy and torch both accept
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the training loss under autocast; parameters stay fp32
+    # intra-op CPU threads while training; "auto": 1 for a small model, torch's count otherwise (ppgen.threads)
+    threads: Literal["auto"] | PositiveInt = "auto"
 
     @model_validator(mode="after")
     def _check_jit(self):
