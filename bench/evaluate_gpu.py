@@ -150,6 +150,7 @@ def trained_vae(train: torch.Tensor, args, device: torch.device) -> VAE:
         device=device.type,
         seed=args.seed,
         progress=False,
+        threads=args.threads,
     )
     print(
         f"trained {result.epochs} epoch(s), {result.steps} steps on {len(train)} images in"

@@ -56,6 +56,7 @@ def flow_nll(family: str, splits, epochs: int, hidden: list[int], layers: int) -
         patience=20,
         batch_transform=splits.batch_transform(),
         progress=False,
+        threads=torch.get_num_threads(),
     )
     return -flow.log_prob(splits.test.x).mean().item()
 

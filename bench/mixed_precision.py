@@ -33,7 +33,7 @@ def train(spec, splits, precision: str) -> tuple[torch.nn.Module, float, int]:
     pyro.set_rng_seed(spec.inference.seed)
     model = build_model(spec.model, splits.event_shape, spec.guide, splits.train.y)
     settings = spec.inference.model_copy(
-        update={"precision": precision, "time_limit": None, "patience": None}
+        update={"precision": precision, "time_limit": None, "patience": None, "threads": torch.get_num_threads()}
     ).settings()
     data = tuple(splits.train.x if key == "x" else getattr(splits.train, key) for key in model.data_keys)
     result = fit(

@@ -66,6 +66,7 @@ def hand_written_seconds(vae: VAE, x: torch.Tensor, steps: int, analytic_kl: boo
 def ppgen_seconds(vae: VAE, x: torch.Tensor, steps: int, analytic_kl: bool, jit: bool) -> float:
     epochs = steps // (len(x) // BATCH)
     options = dict(elbo="meanfield" if analytic_kl else "trace", jit=jit, progress=False, device=x.device.type)
+    options["threads"] = torch.get_num_threads()  # the hand-written loop's count, not ppgen's choice
     result, seconds = device_seconds(
         lambda: fit(vae.model, vae.guide, x, epochs=epochs, batch_size=BATCH, **options), x.device
     )

@@ -94,6 +94,7 @@ def main() -> None:
                 f"evaluation.num_samples={num_samples}",
                 f"evaluation.max_examples={examples}",
                 "evaluation.classify_samples=100",
+                f"inference.threads={args.threads}",
             ],
         )
         with tempfile.TemporaryDirectory() as folder:

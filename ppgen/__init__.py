@@ -4,9 +4,8 @@ The names the README uses are re-exported here, each from the module that define
 use (PEP 562), so ``import ppgen`` is cheap and a NumPyro run does not pay for torch's import.
 """
 
-import importlib
-
 from ppgen.errors import DataError, PpgenError, SpecError, TrainingError
+from ppgen.lazy import lazy_exports
 from ppgen.threads import prefer_short_spinning
 
 prefer_short_spinning()  # before torch loads: its OpenMP runtime reads the setting once (see ppgen.threads)
@@ -46,14 +45,4 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "PpgenError", "SpecError", "DataError", "TrainingError", "__version__"]
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ppgen' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

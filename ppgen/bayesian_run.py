@@ -20,8 +20,11 @@ from ppgen.spec.bayes_run import BayesRunSpec, dump_bayes_spec
 __all__ = ["run_bayes", "compare_runs"]
 
 
-def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) -> dict:
-    """Fit a declarative model, check the fit, and write the run folder ``out``; returns the metrics."""
+def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False, background_plots: bool = False) -> dict:
+    """Fit a declarative model, check the fit, and write the run folder ``out``; returns the metrics.
+
+    With ``background_plots`` the PNG figures are drawn by a process of their own that outlives this call
+    (``metrics["plots"]`` is then "background"; its log is plots.log)."""
     folder = RunFolder(out)
     folder.start(resumable=False)
     folder.write_spec(dump_bayes_spec(spec, folder.path))
@@ -31,7 +34,7 @@ def run_bayes(spec: BayesRunSpec, out: str | Path, *, progress: bool = False) ->
     # a failure there is reported in one line that says where the draws are.
     inference_data.save(draws_only(draws), folder / POSTERIOR_FILE)
     try:
-        return _check(spec, draws, folder, started)
+        return _check(spec, draws, folder, started, background_plots)
     except Exception as error:
         message = str(error) if isinstance(error, PpgenError) else f"{type(error).__name__}: {_first_line(error)}"
         raise PpgenError(
@@ -45,7 +48,7 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else ""
 
 
-def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float) -> dict:
+def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float, background_plots: bool) -> dict:
     """Results from the draws (deterministic variables, posterior predictive, log-likelihood), their checks,
     summary, metrics and plots, into the run folder; returns the metrics."""
     model, settings = spec.model, spec.settings
@@ -57,6 +60,7 @@ def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float) -> dict
         "model": model.name,
         "method": settings.inference.method,
         "seconds": draws.seconds,
+        "sampler": draws.choices,
         "total_seconds": time.perf_counter() - started,
         "summary": json.loads(table.to_json(orient="index")),
     }
@@ -73,12 +77,16 @@ def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float) -> dict
             " points, such as a change point or a hidden Markov chain)"
         )
     metrics["warnings"] = warnings
+    metrics["plots"] = ("background" if background_plots else "written") if evaluation.plots else "off"
     folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))
     folder.write_metrics(metrics)
     if evaluation.plots:
-        from ppgen.evaluate.check_plots import plot_checks
+        from ppgen.evaluate import check_plots
 
-        plot_checks(results, folder.path)
+        if background_plots:
+            check_plots.plot_in_background(folder.path, POSTERIOR_FILE)
+        else:
+            check_plots.plot_checks(results, folder.path)
     return metrics
 
 

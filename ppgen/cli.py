@@ -48,26 +48,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from ppgen.infer import distributed
+    from ppgen.infer.launch import launched
     from ppgen.runner import run
     from ppgen.spec.bayes_run import BayesRunSpec
     from ppgen.spec.load import load_spec
 
     spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
     bayes = isinstance(spec, BayesRunSpec)
-    if bayes and distributed.launched():
+    if bayes and launched():
         raise PpgenError(
             f"{args.spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
             " (its chains run in parallel with inference.chain_method)"
         )
     out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
-    metrics = run(spec, out, resume=args.resume, progress=False if args.quiet else None)
+    metrics = run(spec, out, resume=args.resume, progress=False if args.quiet else None, background_plots=True)
     if bayes:
         print((out / "summary.txt").read_text(), end="")
-        print(f"{metrics['method']}: {metrics['seconds']:.1f} s; run folder: {out}")
-    elif distributed.is_main():  # under torchrun every process returns the metrics; one prints them
-        _report(metrics)
-        print(f"run folder: {out}")
+        plots = "; plots are being drawn in the background" if metrics["plots"] == "background" else ""
+        chosen = "".join(f" ({value} {key})" for key, value in metrics.get("sampler", {}).items())
+        print(f"{metrics['method']}{chosen}: {metrics['seconds']:.1f} s; run folder: {out}{plots}")
+    else:
+        from ppgen.infer import distributed
+
+        if distributed.is_main():  # under torchrun every process returns the metrics; one prints them
+            _report(metrics)
+            print(f"run folder: {out}")
     return 0
 
 

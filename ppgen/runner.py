@@ -14,7 +14,14 @@ from ppgen.spec.schema import RunSpec
 __all__ = ["run"]
 
 
-def run(spec: RunSpec | BayesRunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict:
+def run(
+    spec: RunSpec | BayesRunSpec,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    background_plots: bool = False,
+) -> dict:
     """Run ``spec`` into the run folder ``out`` and return its metrics.
 
     Args:
@@ -22,13 +29,15 @@ def run(spec: RunSpec | BayesRunSpec, out: str | Path, *, resume: bool = False, 
         out: the run folder; it must not hold a run unless ``resume``.
         resume: continue an interrupted training run from its checkpoint (generative runs only).
         progress: show progress bars (None: when the output is a terminal).
+        background_plots: a Bayesian run draws its PNG figures in a process of its own, which goes on after this
+            call returns (``ppgen run`` does this; metrics["plots"] says "background").
     """
     if isinstance(spec, BayesRunSpec):
         from ppgen.bayesian_run import run_bayes
 
         if resume:
             raise PpgenError("--resume applies to training runs; a Bayesian run starts afresh")
-        return run_bayes(spec, out, progress=progress is not False)
+        return run_bayes(spec, out, progress=progress is not False, background_plots=background_plots)
     from ppgen.generative_run import run_generative
 
     return run_generative(spec, out, resume=resume, progress=progress)

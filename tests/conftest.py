@@ -69,3 +69,20 @@ def mnist_data(request, monkeypatch):
     except pytest.skip.Exception:
         root = request.getfixturevalue("synthetic_mnist").parent
     monkeypatch.setenv("PPGEN_DATA", str(root))
+
+
+@pytest.fixture(autouse=True)
+def _background_plots_finish_within_the_test(monkeypatch):
+    """``ppgen run`` draws a Bayesian run's figures in a background process; in tests each such process is
+    waited for, and must succeed, before the test goes on (so its files can be checked, and plot processes do not
+    pile up on the test machine's cores)."""
+    from ppgen.evaluate import check_plots
+
+    start = check_plots.plot_in_background
+
+    def start_and_wait(folder, results_file):
+        process = start(folder, results_file)
+        assert process.wait(timeout=600) == 0, (Path(folder) / check_plots.PLOT_LOG).read_text()[-3000:]
+        return process
+
+    monkeypatch.setattr(check_plots, "plot_in_background", start_and_wait)

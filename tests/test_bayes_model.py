@@ -21,7 +21,8 @@ from pyro.infer.mcmc.util import initialize_model
 from scipy import stats
 
 from ppgen.errors import DataError, SpecError
-from ppgen.models.bayes import bayes_model_from_tables, is_bayes_spec, load_bayes_model, pyro_init_to_uniform
+from ppgen.models.bayes import bayes_model_from_tables, is_bayes_spec, load_bayes_model
+from ppgen.models.initialization import pyro_init_to_uniform
 from ppgen.spec.language import FUNCTIONS
 
 REPO = Path(__file__).resolve().parents[1]

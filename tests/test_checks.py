@@ -101,7 +101,7 @@ def test_draws_at_the_maximum_tree_depth_warn_above_one_percent():
     assert sampler_warnings(sample_stats) == [
         "sampler: 41 transitions (1.03% of 4000 draws) hit the maximum tree depth 10: their trajectories were cut "
         "short and the chains explore slowly; raise inference.max_tree_depth, or reparameterize; a dense mass matrix "
-        "(inference.dense_mass = true) helps correlated posteriors"
+        "(inference.mass = 'dense') helps correlated posteriors"
     ]
     assert sampler_warnings(sample_stats, max_tree_depth=11) == []  # compared with the setting, not the data
     assert sampler_warnings(sample_stats, max_tree_depth=None) == []  # no setting, no check
@@ -147,7 +147,7 @@ def test_low_bfmi_warns_for_its_chains():
     assert values[2] < 0.05 and np.all(np.delete(values, 2) > 1.5)  # iid draws: E-BFMI ~ 2
     assert sampler_warnings(sample_stats) == [
         f"sampler: E-BFMI {values[2]:.2f} < 0.3 in chains 2: the momentum resampling explores the energy poorly; "
-        "reparameterize (e.g. non-centred) or use a dense mass matrix (inference.dense_mass = true)"
+        "reparameterize (e.g. non-centred) or use a dense mass matrix (inference.mass = 'dense')"
     ]
 
 

@@ -12,7 +12,7 @@ import torch
 from models_exact import ProbabilisticPCA
 from pyro.nn import PyroModule, PyroParam
 
-import ppgen.models
+import ppgen.models.zoo
 from ppgen.data import Split, Splits
 from ppgen.evaluate import elbo, latent_kl, log_likelihood
 from ppgen.generative_run import classify_accuracy, evaluate_model
@@ -161,7 +161,7 @@ class _Gaussian(GenerativeFamily, PyroModule):
 
 
 def test_a_registered_family_is_built_from_its_kind(monkeypatch):
-    monkeypatch.setattr(ppgen.models, "FAMILIES", dict(FAMILIES))
+    monkeypatch.setattr(ppgen.models.zoo, "FAMILIES", dict(FAMILIES))
     assert register_family(_Gaussian) is _Gaussian and "gaussian" not in FAMILIES
     model = build_model(SimpleNamespace(kind="gaussian"), (4,))
     assert isinstance(model, _Gaussian) and model.draw(3, SamplingSpec()).shape == (3, 4)

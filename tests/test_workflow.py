@@ -3,6 +3,8 @@ the run folder it writes (ArviZ results, summary, checks, plots), ``ppgen compar
 
 import json
 import math
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -10,13 +12,14 @@ import pytest
 from spec_files import BAYES_INFERENCE_SPECS, BAYES_SPECS
 from test_cli import PNG_MAGIC, REPO, cli
 
-from ppgen.errors import SpecError
+from ppgen.errors import PpgenError, SpecError
 from ppgen.evaluate import inference_data
 from ppgen.posterior import infer, results_of
 from ppgen.runner import run
 from ppgen.spec.load import load_spec
 
 NORMAL, BETA = REPO / "models" / "normal_normal.toml", REPO / "models" / "beta_binomial.toml"
+EIGHT_SCHOOLS = REPO / "models" / "eight_schools.toml"
 Z = 4.0  # |error| < 4 standard errors: a false alarm has probability < 1e-4 per check
 
 
@@ -93,6 +96,35 @@ def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
     assert saved["method"] == "nuts" and "mu" in saved["summary"]
     for plot in ("rank.png", "ppc.png", "pareto_k.png"):
         assert (tmp_path / "run" / plot).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_ppgen_run_prints_the_summary_and_draws_the_figures_in_a_background_process(tmp_path):
+    budget = ["inference.num_warmup=50", "inference.num_samples=50", "inference.num_chains=1"]
+    result = cli("run", NORMAL, "--out", tmp_path / "run", "--quiet", *[a for s in budget for a in ("--set", s)])
+    assert result.code == 0 and "plots are being drawn in the background" in result.out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["plots"] == "background" and metrics["sampler"] == {"mass": "diag"}  # one parameter: diag
+    assert "nuts (diag mass):" in result.out
+    # this file's conftest waits for the plot process, which must have exited with status 0
+    for plot in ("rank.png", "ppc.png", "pareto_k.png"):
+        assert (tmp_path / "run" / plot).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_numpyro_run_imports_neither_torch_nor_pyro_nor_scikit_learn(tmp_path):
+    """What a NumPyro run does not need, it does not import (torch and Pyro cost 1.3 s of start-up): the run
+    through the command line, in a fresh process, then the modules it loaded. (matplotlib still comes in with
+    ArviZ 0.x, whose package imports its plotting module; ppgen's own figures are drawn in a background process.)"""
+    script = f"""
+import sys
+from ppgen.cli import main
+from ppgen.evaluate import check_plots
+check_plots.plot_in_background = lambda folder, name: check_plots.subprocess.Popen(["true"])  # not drawn here
+code = main(["run", {str(EIGHT_SCHOOLS)!r}, "--out", {str(tmp_path / "run")!r}, "--quiet",
+             "--set", "inference.num_warmup=20", "--set", "inference.num_samples=20"])
+print(code, sorted({{"torch", "pyro", "sklearn"}} & set(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -189,10 +221,16 @@ def test_a_failure_after_sampling_leaves_the_draws_on_disk(step, tmp_path, monke
     out = tmp_path / "run"
     budget = ("inference.num_chains=1", "inference.num_warmup=30", "inference.num_samples=30")
     spec = REPO / "models" / "posteriordb" / "arK-arK.toml"
-    result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
-    assert result.code == 2
-    assert "ValueError: a planted bug (the posterior draws" in result.err and "second line" not in result.err
-    assert result.err.endswith(
+    if step == "results_of":  # through the command line
+        result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+        assert result.code == 2
+        error = result.err
+    else:  # ppgen.run from Python, which draws the plots itself (the command line has a background process draw them)
+        with pytest.raises(PpgenError) as raised:
+            run(load_spec(spec, overrides=list(budget)), out, progress=False)
+        error = f"ppgen: error: {raised.value}\n"
+    assert "ValueError: a planted bug (the posterior draws" in error and "second line" not in error
+    assert error.endswith(
         f"(the posterior draws are saved in {out / 'posterior.nc'}; the checks after sampling did not run)\n"
     )
     posterior = inference_data.get_group(inference_data.load(out / "posterior.nc"), "posterior")

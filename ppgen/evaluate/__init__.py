@@ -1,26 +1,20 @@
-"""Evaluation of fitted models: held-out bounds on log p(x), the KL of each latent site, unit conversions."""
+"""Evaluation of fitted models: held-out bounds on log p(x), the KL of each latent site, unit conversions.
+The names load on first use (``ppgen.lazy``)."""
 
-from ppgen.evaluate.bounds import (
-    LogLikelihood,
-    choose_chunk_size,
-    elbo,
-    free_memory,
-    log_likelihood,
-    probe_bytes_per_pair,
-)
-from ppgen.evaluate.classify import class_log_joint, classify
-from ppgen.evaluate.latent_kl import latent_kl
-from ppgen.evaluate.metrics import bits_per_dim
+from ppgen.lazy import lazy_exports
 
-__all__ = [
-    "class_log_joint",
-    "classify",
-    "LogLikelihood",
-    "elbo",
-    "log_likelihood",
-    "choose_chunk_size",
-    "free_memory",
-    "probe_bytes_per_pair",
-    "bits_per_dim",
-    "latent_kl",
-]
+_EXPORTS = {
+    "LogLikelihood": "ppgen.evaluate.bounds",
+    "elbo": "ppgen.evaluate.bounds",
+    "log_likelihood": "ppgen.evaluate.bounds",
+    "choose_chunk_size": "ppgen.evaluate.bounds",
+    "free_memory": "ppgen.evaluate.bounds",
+    "probe_bytes_per_pair": "ppgen.evaluate.bounds",
+    "class_log_joint": "ppgen.evaluate.classify",
+    "classify": "ppgen.evaluate.classify",
+    "latent_kl": "ppgen.evaluate.latent_kl",
+    "bits_per_dim": "ppgen.evaluate.metrics",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,11 +1,17 @@
 """PNG figures of the posterior checks: trace and rank plots, a posterior predictive overlay and Pareto k values.
 
+``ppgen run`` draws them in a background process (``plot_in_background``, which runs this module on the run
+folder's posterior.nc), so the command returns when the summary is printed; matplotlib's import and four figures
+take about 3 s. The log of that process is ``plots.log`` in the run folder.
+
 ArviZ draws the figures (through ``ppgen.evaluate.arviz_plots``, which closes each one after saving it). Large
 posteriors are cut to their first ``max_variables`` variables and ``max_elements`` elements of each, so a
 784-dimensional latent does not become a 784-panel figure.
 """
 
 import math
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +22,9 @@ from ppgen.errors import SpecError
 from ppgen.evaluate import arviz_plots, inference_data
 from ppgen.evaluate.arviz_plots import plot_pareto_k
 
-__all__ = ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k", "plot_checks"]
+__all__ = ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k", "plot_checks", "plot_in_background"]
+
+PLOT_LOG = "plots.log"
 
 MAX_VARIABLES = 8
 MAX_ELEMENTS = 4
@@ -95,3 +103,22 @@ def plot_checks(results: Any, folder: str | Path) -> list[Path]:
     if inference_data.has_pointwise_log_likelihood(results):
         written.append(plot_pareto_k(results, folder / "pareto_k.png"))
     return written
+
+
+def plot_in_background(folder: str | Path, results_file: str) -> subprocess.Popen:
+    """Start a process, detached from this one's session, that writes ``plot_checks`` of ``folder/results_file``
+    into ``folder``; its output goes to ``folder/plots.log``. Returns the process (``wait()`` for the plots)."""
+    folder = Path(folder)
+    with open(folder / PLOT_LOG, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ppgen.evaluate.check_plots", str(folder / results_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C at the terminal after ppgen returned does not stop the plots
+        )
+
+
+if __name__ == "__main__":
+    results_path = Path(sys.argv[1])
+    plot_checks(inference_data.load(results_path), results_path.parent)

@@ -201,7 +201,7 @@ def _tree_depth_warnings(tree_depth: np.ndarray, max_tree_depth: int) -> list[st
     return [
         f"sampler: {count} transitions ({count / tree_depth.size:.2%} of {tree_depth.size} draws) hit the maximum "
         f"tree depth {max_tree_depth}: their trajectories were cut short and the chains explore slowly; raise "
-        "inference.max_tree_depth, or reparameterize; a dense mass matrix (inference.dense_mass = true) helps "
+        "inference.max_tree_depth, or reparameterize; a dense mass matrix (inference.mass = 'dense') helps "
         "correlated posteriors"
     ]
 
@@ -226,7 +226,7 @@ def _bfmi_warnings(values: np.ndarray) -> list[str]:
     return [
         f"sampler: E-BFMI {values[low].min():.2f} < {BFMI_THRESHOLD} in chains {_chains(low)}: the momentum "
         "resampling explores the energy poorly; reparameterize (e.g. non-centred) or use a dense mass matrix "
-        "(inference.dense_mass = true)"
+        "(inference.mass = 'dense')"
     ]
 
 

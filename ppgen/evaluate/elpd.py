@@ -70,7 +70,9 @@ def _log_likelihood_name(results: Any, var_name: str | None) -> str:
 def loo(results: Any, var_name: str | None = None) -> ElpdEstimate:
     """PSIS-LOO (Vehtari, Gelman & Gabry 2017, arXiv:1507.04544) from the ``log_likelihood`` group."""
     var_name = _log_likelihood_name(results, var_name)
-    with _quiet(_PARETO_WARNING):
+    # The generalized Pareto fit weighs its candidate shapes by 1 / sum(exp(...)), which overflows to a weight of 0
+    # for a poor candidate: right, but numpy warns of it (ArviZ's numba version, which ppgen turns off, is silent).
+    with _quiet(_PARETO_WARNING), np.errstate(over="ignore"):
         estimate = _arviz().loo(results, pointwise=True, var_name=var_name)
     if _is_v1():
         elpd, p, pointwise, pareto_k = estimate.elpd, estimate.p, estimate.elpd_i, estimate.pareto_k

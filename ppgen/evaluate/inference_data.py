@@ -72,6 +72,10 @@ def _arviz() -> Any:
         # ArviZ 0.2x announces its 1.0 refactor with a FutureWarning on the first import of each day.
         warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
         import arviz
+    if hasattr(arviz, "Numba"):
+        # ArviZ 0.x compiles its numba kernels afresh in every process (about 0.5 s for the summary and LOO of a
+        # small model), which is longer than its numpy code takes on posteriors of ordinary size.
+        arviz.Numba.disable_numba()
     return arviz
 
 

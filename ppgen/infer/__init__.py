@@ -1,7 +1,16 @@
-"""Inference: stochastic variational inference for any Pyro model/guide pair, as state and step or as ``fit``."""
+"""Inference: stochastic variational inference for any Pyro model/guide pair, as state and step or as ``fit``.
+The names load on first use (``ppgen.lazy``): the NumPyro modules of this package import neither torch nor Pyro."""
 
-from ppgen.infer.fitting import FitResult, fit
-from ppgen.infer.settings import SVISettings
-from ppgen.infer.svi import SVIState, svi_init, svi_step
+from ppgen.lazy import lazy_exports
 
-__all__ = ["FitResult", "SVISettings", "SVIState", "fit", "svi_init", "svi_step"]
+_EXPORTS = {
+    "FitResult": "ppgen.infer.fitting",
+    "fit": "ppgen.infer.fitting",
+    "SVISettings": "ppgen.infer.settings",
+    "SVIState": "ppgen.infer.svi",
+    "svi_init": "ppgen.infer.svi",
+    "svi_step": "ppgen.infer.svi",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,8 +16,9 @@ def enable_compilation_cache() -> str | None:
     """Point JAX's persistent compilation cache at a folder, unless the user set one up already.
 
     The folder is ``$PPGEN_JAX_CACHE``, by default ``ppgen/jax`` in ``$XDG_CACHE_HOME`` (else ``~/.cache``);
-    ``PPGEN_JAX_CACHE=""`` turns the cache off. JAX keys entries by program, backend and version, and only keeps
-    compilations that took over a second (``jax_persistent_cache_min_compile_time_secs``).
+    ``PPGEN_JAX_CACHE=""`` turns the cache off. JAX keys entries by program, backend and version. JAX keeps only
+    compilations that took over a second by default; ppgen's cache keeps every one, since the small programs around
+    a sampler (initialization, posterior predictive, log-likelihood) add up to most of a second per run.
 
     Returns:
         The folder in use, or None when the cache is off.
@@ -34,4 +35,5 @@ def enable_compilation_cache() -> str | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         folder = os.path.join(base, "ppgen", "jax")
     jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return folder

@@ -20,9 +20,9 @@ from torch import nn
 
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
+from ppgen.infer.launch import launched
 
 __all__ = [
-    "launched",
     "setup",
     "is_distributed",
     "rank",
@@ -40,15 +40,9 @@ __all__ = [
     "data_parallel",
 ]
 
-TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 # Process 0 may evaluate a model alone for a long time while the others wait for its metrics.
 CONTROL_TIMEOUT = timedelta(hours=24)
 _control_group: list = []  # a gloo group for small host-side messages, made by ``setup``
-
-
-def launched() -> bool:
-    """Whether this process was started by torchrun (its environment names WORLD_SIZE, RANK and LOCAL_RANK)."""
-    return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
 def setup(device: str = "auto") -> torch.device:

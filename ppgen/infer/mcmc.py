@@ -34,7 +34,7 @@ def pyro_kernel(
 
     options = dict(
         target_accept_prob=settings.target_accept_prob,
-        full_mass=settings.dense_mass,
+        full_mass=settings.mass == "dense",  # "auto" is diag here
         init_strategy=init_strategy or pyro_init_strategy(settings.init_strategy),
         max_plate_nesting=max_plate_nesting,
     )
@@ -91,7 +91,9 @@ def pyro_mcmc(
     else:
         results = [run_chain(chain, progress) for chain in range(settings.num_chains)]
     seconds = time.perf_counter() - started
-    return Draws(stack_chains([draws for draws, _ in results]), stack_chains([stats for _, stats in results]), seconds)
+    draws, stats = stack_chains([draws for draws, _ in results]), stack_chains([stats for _, stats in results])
+    mass = getattr(settings, "mass", None)  # HMC's; Langevin kernels have none
+    return Draws(draws, stats, seconds, {} if mass is None else {"mass": "dense" if mass == "dense" else "diag"})
 
 
 def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool) -> list:

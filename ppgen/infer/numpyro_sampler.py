@@ -11,6 +11,10 @@ Chains (``chain_method``): "sequential" one after another, "vectorized" in one p
 "parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
+Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
+posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
+set, so a sampler compiles its loop at most twice (diag and dense) however many data sets it runs.
+
 NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
@@ -29,7 +33,16 @@ from ppgen.infer.compile_cache import enable_compilation_cache
 from ppgen.infer.draws import Draws
 from ppgen.infer.posterior_settings import MCMCSettings
 
-__all__ = ["NumpyroSampler", "numpyro_mcmc", "numpyro_kernel", "numpyro_chain_method", "request_cpu_devices"]
+__all__ = [
+    "NumpyroSampler",
+    "numpyro_mcmc",
+    "numpyro_kernel",
+    "numpyro_chain_method",
+    "request_cpu_devices",
+    "prefers_dense",
+]
+
+HESSIAN_POINTS = 4  # where mass = "auto" reads the posterior's curvature: the first chain's start and 3 more
 
 # HMCState fields kept per draw (the step size is fixed once warmup ends: it is read from the last state).
 _FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy", "energy")
@@ -44,15 +57,77 @@ class NumpyroSampler:
         import jax
 
         self.model, self.settings = model, settings
-        self._kernels: dict[str, object] = {}  # chain method -> kernel (a vectorized one keeps its vmapped step)
+        # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
+        self._kernels: dict[tuple[str, bool], object] = {}
         self._compiled = jax.jit(self._chain, static_argnames=("kernel", "batched", "bar"))
         self._parallel = jax.pmap(self._initialized_chain, in_axes=(0, None), static_broadcasted_argnums=(2, 3))
+        self._hessian = jax.jit(self._hessian_at)
+        self._dense: bool | None = None  # "auto"'s choice, made on the first data set
 
-    def kernel(self, chain_method: str = "sequential"):
-        """The NumPyro kernel that runs chains as ``chain_method`` says (built on first use)."""
-        if chain_method not in self._kernels:
-            self._kernels[chain_method] = numpyro_kernel(self.model, self.settings)
-        return self._kernels[chain_method]
+    def kernel(self, chain_method: str = "sequential", dense: bool = False):
+        """The NumPyro kernel that runs chains as ``chain_method`` says, with a dense or diagonal mass matrix (built
+        on first use)."""
+        if (chain_method, dense) not in self._kernels:
+            self._kernels[chain_method, dense] = numpyro_kernel(self.model, self.settings, dense)
+        return self._kernels[chain_method, dense]
+
+    def dense_mass(self, seed: int, model_kwargs: Mapping | None = None) -> bool:
+        """Whether the chains adapt a dense mass matrix: ``settings.mass``, or for "auto" ``prefers_dense`` of the
+        potential energy's Hessian at the point the init strategy draws with the first chain's key (continuous
+        models only; with discrete latent sites, diag). "auto" decides on the first call, and later calls (SBC's
+        replicates, data sets of one model) keep its choice: deciding takes about a second."""
+        if self.settings.mass != "auto":
+            return self.settings.mass == "dense"
+        if self._dense is None:
+            self._dense = self._prefers_dense(seed, model_kwargs)
+        return self._dense
+
+    def _prefers_dense(self, seed: int, model_kwargs: Mapping | None) -> bool:
+        from numpyro.infer.util import initialize_model
+
+        window = _mass_window(self.settings.num_warmup)
+        if window < 8:  # warmup too short to estimate even a 2 x 2 covariance: no need to look
+            return False
+        kwargs = dict(model_kwargs or {})
+        init = _init_strategy(self.settings)
+        info = initialize_model(self._keys(seed)[0], self.model, init_strategy=init, model_kwargs=kwargs)
+        sites = info.model_trace.values()
+        if any(
+            site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete for site in sites
+        ):
+            return False
+        dimension = sum(np.size(value) for value in info.param_info.z.values())
+        if dimension < 2 or 4 * dimension > window:  # one dimension: dense is diagonal; see prefers_dense
+            return False
+        hessians = np.asarray(self._hessian(info.param_info.z, kwargs, self._keys(seed)[0]))
+        return prefers_dense(hessians, window)
+
+    def _keys(self, seed: int):
+        """The chains' keys [chain, 2], as ``MCMC`` splits them."""
+        import jax
+
+        key = jax.random.PRNGKey(seed)
+        return jax.random.split(key, self.settings.num_chains) if self.settings.num_chains > 1 else key[None]
+
+    def _hessian_at(self, point: dict, kwargs: dict, key):
+        """The potential energy's Hessians [HESSIAN_POINTS, d, d]: at ``point`` {site: unconstrained value} and at
+        points drawn uniformly in (-2, 2) with ``key``, each by central differences of its gradient (cheaper to
+        compile than ``jax.hessian``: on the ODE posteriors of models/posteriordb, 20 s rather than 90-105 s)."""
+        import jax
+        from jax.flatten_util import ravel_pytree
+        from numpyro.infer.util import potential_energy
+
+        flat, unravel = ravel_pytree(point)
+        others = jax.random.uniform(key, (HESSIAN_POINTS - 1, len(flat)), flat.dtype, -2.0, 2.0)
+        gradient = jax.vmap(jax.grad(lambda x: potential_energy(self.model, (), kwargs, unravel(x))))
+
+        def hessian(x):
+            steps = 1e-5 * (1 + jax.numpy.abs(x))
+            shifts = jax.numpy.diag(steps)
+            rows = (gradient(x + shifts) - gradient(x - shifts)) / (2 * steps[:, None])
+            return (rows + rows.T) / 2
+
+        return jax.lax.map(hessian, jax.numpy.concatenate([flat[None], others]))
 
     def __call__(
         self, seed: int, model_kwargs: Mapping | None = None, chain_method: str = "sequential", progress: bool = False
@@ -65,13 +140,13 @@ class NumpyroSampler:
         enable_compilation_cache()
         kwargs = dict(model_kwargs or {})
         settings = self.settings
-        key = jax.random.PRNGKey(seed)
-        keys = jax.random.split(key, settings.num_chains) if settings.num_chains > 1 else key[None]
+        keys = self._keys(seed)
         bar = _progress_bar(settings, 1 if chain_method == "vectorized" else len(keys)) if progress else None
         started = time.perf_counter()
         method = chain_method if len(keys) > 1 else "sequential"
-        first_use = method not in self._kernels
-        kernel = self.kernel(method)
+        dense = self.dense_mass(seed, kwargs)
+        first_use = (method, dense) not in self._kernels
+        kernel = self.kernel(method, dense)
         num_warmup = settings.num_warmup
         with _x64_in_host_callbacks() if progress else contextlib.nullcontext():
             if chain_method == "parallel" and len(keys) > 1:
@@ -79,7 +154,7 @@ class NumpyroSampler:
             elif chain_method == "vectorized" and len(keys) > 1:
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
-                starter = kernel if first_use else numpyro_kernel(self.model, settings)
+                starter = kernel if first_use else numpyro_kernel(self.model, settings, dense)
                 state = starter.init(keys, num_warmup, None, (), kwargs)
                 outputs = self._compiled(state, kwargs, kernel=kernel, batched=True, bar=bar)
             else:
@@ -89,7 +164,8 @@ class NumpyroSampler:
                 ]
                 outputs = jax.tree.map(lambda *values: jax.numpy.stack(values), *chains)
             posterior, fields, step_size = jax.device_get(outputs)  # one transfer, which waits for the chains
-        return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Draws(posterior, self._statistics(fields, step_size), seconds, {"mass": "dense" if dense else "diag"})
 
     def _initialized_chain(self, key, kwargs: dict, kernel, bar=None):
         state = kernel.init(key, self.settings.num_warmup, None, (), kwargs)
@@ -245,13 +321,56 @@ def request_cpu_devices(count: int) -> int:
     return jax.local_device_count()
 
 
-def numpyro_kernel(model: Callable, settings: MCMCSettings):
-    """NumPyro's NUTS or HMC for ``model`` with ``settings``."""
-    from numpyro.infer import HMC, NUTS, init_to_median, init_to_sample, init_to_uniform
+def numpyro_kernel(model: Callable, settings: MCMCSettings, dense: bool | None = None):
+    """NumPyro's NUTS or HMC for ``model`` with ``settings``, with a dense mass matrix when ``dense`` (default:
+    when ``settings`` say "dense"; ``NumpyroSampler.dense_mass`` resolves "auto")."""
+    from numpyro.infer import HMC, NUTS
 
-    init = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[settings.init_strategy]
-    options = dict(target_accept_prob=settings.target_accept_prob, dense_mass=settings.dense_mass, init_strategy=init)
+    dense = settings.mass == "dense" if dense is None else dense
+    init = _init_strategy(settings)
+    options = dict(target_accept_prob=settings.target_accept_prob, dense_mass=dense, init_strategy=init)
     if settings.method == "nuts":
         return NUTS(model, max_tree_depth=settings.max_tree_depth, **options)
     # trajectory_length=None, or NumPyro fixes the step size to 2 pi / num_steps instead of adapting it
     return HMC(model, num_steps=settings.num_steps, trajectory_length=None, **options)
+
+
+def _init_strategy(settings: MCMCSettings):
+    from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
+
+    return {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[settings.init_strategy]
+
+
+def _mass_window(num_warmup: int) -> int:
+    """Warmup draws of NumPyro's last mass-matrix window (0 when ``num_warmup`` is too short for one)."""
+    from numpyro.infer.hmc_util import build_adaptation_schedule
+
+    windows = build_adaptation_schedule(num_warmup)
+    return windows[-2].end - windows[-2].start + 1 if len(windows) > 2 else 0
+
+
+def prefers_dense(hessians: np.ndarray, window: int) -> bool:
+    """Whether a dense mass matrix pays for a posterior whose potential energy has Hessians ``hessians`` [p, d, d]
+    (or one, [d, d]; unconstrained) at p points where chains may start, when warmup estimates its covariance from
+    ``window`` draws. Every point must say so: kappa below is the smallest over them.
+
+    A diagonal mass matrix leaves the posterior's correlations: NUTS then needs about sqrt(kappa) leapfrog steps a
+    draw, kappa the condition number of the correlation matrix; for a Gaussian, that of the Hessian scaled to a
+    unit diagonal, D^-1/2 H D^-1/2 (both (1 + |r|) / (1 - |r|) in two dimensions of correlation r; singular values,
+    so a Hessian that is not positive definite away from the mode still shows its couplings). A dense one
+    removes them, but its estimate from n = ``window`` draws of d dimensions leaves a condition number of about
+    ((1 + sqrt(d/n)) / (1 - sqrt(d/n)))^2 (Marchenko-Pastur). Dense is chosen only when it should cut the leapfrog
+    steps tenfold: kappa at least 100 times that, and d <= n / 4 (beyond, the estimate is poor and the Hessian dear).
+    The bar is high, and every point must clear it, because the Hessian is read where chains start, not at the
+    posterior: ARMA(1,1) of posteriordb showed kappa 12 at one start and 4400 at another, and there a dense matrix
+    adapted from 500 warmup draws let a chain wander into the non-invertible mode, where diag did not.
+    """
+    hessians = np.reshape(hessians, (-1, *np.shape(hessians)[-2:]))
+    dimension = hessians.shape[-1]
+    curvature = np.abs(np.diagonal(hessians, axis1=-2, axis2=-1))
+    if dimension < 2 or 4 * dimension > window or not np.all(np.isfinite(hessians)) or np.any(curvature == 0):
+        return False
+    ratio = np.sqrt(dimension / window)
+    noise = ((1 + ratio) / (1 - ratio)) ** 2
+    scaled = hessians / np.sqrt(curvature[:, :, None] * curvature[:, None, :])
+    return bool(np.linalg.cond(scaled).min() >= 100 * noise)

@@ -16,6 +16,8 @@ class MCMCSettings:
     1206.1901), compiled with NumPyro/JAX (``backend = "numpyro"``) or run by Pyro (any Pyro model, CPU or CUDA).
 
     chain_method: "auto", "sequential", "vectorized" (NumPyro only) or "parallel"; see ``ppgen.infer.methods``.
+    mass: the mass matrix warmup adapts: "diag", "dense" or "auto" (NumPyro: dense where the posterior's curvature
+    says it pays, ``ppgen.infer.numpyro_sampler.prefers_dense``; Pyro: diag).
     init_strategy: "median", "uniform" (unconstrained values in (-2, 2)) or "sample".
     device: where the Pyro backend computes ("auto", "cpu", "cuda"); NumPyro runs where JAX does.
     """
@@ -26,7 +28,7 @@ class MCMCSettings:
     num_warmup: int = 1000
     num_samples: int = 1000  # per chain
     target_accept_prob: float = 0.8
-    dense_mass: bool = False
+    mass: str = "auto"  # "auto" | "diag" | "dense"
     max_tree_depth: int = 10  # nuts
     num_steps: int = 16  # hmc: leapfrog steps per trajectory
     init_strategy: str = "uniform"

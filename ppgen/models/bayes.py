@@ -15,13 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from pyro import poutine
-from pyro.infer.autoguide.initialization import InitMessenger
 
 from ppgen.errors import PpgenError, SpecError
 from ppgen.models.backends import numpyro_backend, pyro_backend
-from ppgen.models.initialization import pyro_init_to_uniform
 from ppgen.models.interpreter import plate_sizes, run_model
 from ppgen.models.time_steps import gather_steps, split_steps
 from ppgen.spec.bayes import BayesSpec, is_bayes_spec, parse_bayes_spec
@@ -32,12 +28,14 @@ __all__ = [
     "load_bayes_model",
     "bayes_model_from_tables",
     "is_bayes_spec",
-    "pyro_init_to_uniform",
 ]
 
 
 class BayesModel:
     """A declarative Bayesian model with a Pyro and a NumPyro model function.
+
+    Construction runs the model once with ``backend``'s library ("pyro" or "numpyro": the one the run will use,
+    so that a NumPyro run never imports torch), so that shape errors show before inference, naming the variable.
 
     Attributes:
         name: the model's name.
@@ -55,7 +53,7 @@ class BayesModel:
             cannot trace such a model by sampling it.
     """
 
-    def __init__(self, spec: BayesSpec):
+    def __init__(self, spec: BayesSpec, backend: str = "pyro"):
         self.spec = spec
         self.name = spec.name
         self.data = spec.data
@@ -65,17 +63,48 @@ class BayesModel:
         self.observed = dict(spec.observed)
         self.factor_names = list(spec.factor_names)
         self.max_plate_nesting = -min(spec.plate_dims.values(), default=0)
-        self.observed_values = self._check()
         self._plans: dict[tuple[str, int], SubsamplePlan] = {}
+        self.observed_values = self._check_numpyro() if backend == "numpyro" else self._check_pyro()
 
-    def _check(self) -> dict[str, np.ndarray]:
-        """Run the model once (Pyro, latent values from ``pyro_init_to_uniform``) so that shape errors show
-        before inference, naming the variable; returns the observed values."""
-        backend = pyro_backend()
+    def _check_pyro(self) -> dict[str, np.ndarray]:
+        """Run the Pyro model once (latent values uniform in (-1, 1) unconstrained) with errors that name the
+        variable; returns the observed values."""
+        import torch
+        from pyro import poutine
+        from pyro.infer.autoguide.initialization import InitMessenger
+
+        from ppgen.models.initialization import pyro_init_to_uniform
+
         with torch.random.fork_rng(devices=[]), poutine.block(), InitMessenger(pyro_init_to_uniform(radius=1.0)):
             torch.manual_seed(0)
-            env = run_model(self.spec, self.torch_data(), backend, explain_errors=True)
+            env = run_model(self.spec, self.torch_data(), pyro_backend(), explain_errors=True)
         return {name: env[key].detach().cpu().numpy() for name, key in self.observed.items()}
+
+    def _check_numpyro(self) -> dict[str, np.ndarray]:
+        """``_check_pyro`` with NumPyro (its ``init_to_uniform`` values), in float64 as the samplers run. The model is
+        traced with abstract values (``jax.eval_shape``), which finds the same errors without compiling or running
+        it; only an observed variable that is computed, not data, needs a compiled run for its value."""
+        import jax
+        from numpyro import handlers
+        from numpyro.infer import init_to_uniform
+
+        from ppgen.infer.bayes_data import float64
+        from ppgen.infer.compile_cache import enable_compilation_cache
+
+        def observed_values() -> dict:  # the data stays concrete: sizes and indices may be read from it
+            # handlers entered later see a site first: seed gives it a key before substitute draws its value
+            start = handlers.substitute(substitute_fn=init_to_uniform(radius=1.0))
+            with handlers.block(), start, handlers.seed(rng_seed=0):
+                env = run_model(self.spec, data, numpyro_backend(), explain_errors=True)
+            return {name: env[key] for name, key in self.observed.items()}
+
+        enable_compilation_cache()  # before JAX's first compilation, after which the cache folder is fixed
+        with float64():
+            data = self.jax_data()
+            if not all(key in data for key in self.observed.values()):
+                return {name: np.asarray(value) for name, value in jax.jit(observed_values)().items()}
+            shapes = jax.eval_shape(observed_values)
+        return {name: np.asarray(data[key]).reshape(shapes[name].shape) for name, key in self.observed.items()}
 
     def __repr__(self) -> str:
         return f"BayesModel({self.name!r}, latent={self.latent_names}, observed={list(self.observed)})"
@@ -85,7 +114,7 @@ class BayesModel:
         dropped = set() if observed else set(self.spec.observed_data_keys)
         return {key: value for key, value in self.data.items() if key not in dropped}
 
-    def torch_data(self, observed: bool = True, device=None) -> dict[str, torch.Tensor]:
+    def torch_data(self, observed: bool = True, device=None) -> dict:
         """The data as float64 and int64 tensors; ``observed=False`` drops the data the likelihood observes."""
         backend = pyro_backend(device=device)
         return {key: backend.asarray(value) for key, value in self._data(observed).items()}
@@ -109,7 +138,7 @@ class BayesModel:
 
     def pyro_model(
         self,
-        data: Mapping[str, torch.Tensor] | None = None,
+        data: Mapping | None = None,
         subsample: Mapping[str, int] | None = None,
         predict: bool = False,
     ) -> None:
@@ -118,6 +147,8 @@ class BayesModel:
         each call draws B fresh indices (the plate's sample site) and Pyro scales their log densities by N / B.
         ``predict`` samples the observed variables with the data in place (the posterior predictive). A time
         plate's sites are named ``name__t`` (``ppgen.models.time_steps``); ``gather_steps`` stacks their draws."""
+        import torch
+
         data = self.torch_data() if data is None else data
         reference = next((v for v in data.values() if isinstance(v, torch.Tensor) and v.dtype.is_floating_point), None)
         backend = pyro_backend() if reference is None else pyro_backend(reference.dtype, reference.device)
@@ -177,6 +208,9 @@ class BayesModel:
             predictive = Predictive(self.numpyro_model, num_samples=num_samples, return_sites=sites)
             draws = predictive(jax.random.PRNGKey(seed), data=self.jax_data(observed=False))
         elif backend == "pyro":
+            import torch
+            from pyro import poutine
+
             data = self.torch_data(observed=False)
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(seed)
@@ -191,9 +225,10 @@ class BayesModel:
         return {name: np.asarray(draws[name]) for name in sites if name in draws}
 
 
-def bayes_model_from_tables(tables: dict, base_dir: Path, source: str) -> BayesModel:
-    """The model that parsed TOML tables describe (``base_dir``: where ``data_file`` is relative to)."""
-    return BayesModel(parse_bayes_spec(tables, Path(base_dir), source))
+def bayes_model_from_tables(tables: dict, base_dir: Path, source: str, backend: str = "pyro") -> BayesModel:
+    """The model that parsed TOML tables describe (``base_dir``: where ``data_file`` is relative to), checked by a
+    run with ``backend``'s library."""
+    return BayesModel(parse_bayes_spec(tables, Path(base_dir), source), backend)
 
 
 def load_bayes_model(path: Path) -> BayesModel:

@@ -73,7 +73,7 @@ def _pyro_scan(step: Callable, init: dict, length: int) -> dict:
     import pyro
     import torch
 
-    from ppgen.models.time_steps import StepSites
+    from ppgen.models.pyro_steps import StepSites
 
     carry, outputs, sampled = init, [], {}
     for t in pyro.markov(range(length)):

@@ -1,33 +1,18 @@
-"""The sites of a time plate's steps under Pyro: a loop names step t's sites ``name__t``; draws of those sites are
-gathered back into one array per variable, [chain, draw, T, ...], as NumPyro's ``scan`` records them
-(``gather_steps``), and a point's values split into them (``split_steps``)."""
+"""The sites of a time plate's steps under Pyro: a loop names step t's sites ``name__t`` (``StepSites`` in
+``ppgen.models.pyro_steps``); draws of those sites are gathered back into one array per variable,
+[chain, draw, T, ...], as NumPyro's ``scan`` records them (``gather_steps``), and a point's values split into them
+(``split_steps``)."""
 
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from pyro.poutine.messenger import Messenger
 
-__all__ = ["StepSites", "step_site", "gather_steps", "split_steps"]
+__all__ = ["step_site", "gather_steps", "split_steps"]
 
 
 def step_site(name: str, t: int) -> str:
     """The Pyro site name of variable ``name`` at step ``t``."""
     return f"{name}__{t}"
-
-
-class StepSites(Messenger):
-    """Renames the sample sites run inside it to their step's names; ``sampled`` lists the variables it sampled
-    (neither observed nor a plate's index site)."""
-
-    def __init__(self, t: int):
-        super().__init__()
-        self.t = t
-        self.sampled: list[str] = []
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if not msg["is_observed"] and type(msg["fn"]).__name__ != "_Subsample":
-            self.sampled.append(msg["name"])
-        msg["name"] = step_site(msg["name"], self.t)
 
 
 def gather_steps(posterior: Mapping[str, np.ndarray], names: Iterable[str], lengths: Mapping[str, int]) -> dict:

@@ -59,7 +59,10 @@ class MCMCSpec(_InferenceTable):
     num_warmup: PositiveInt = 1000
     num_samples: PositiveInt = 1000  # per chain
     target_accept_prob: Probability = 0.8
-    dense_mass: bool = False
+    # The mass matrix warmup adapts: "diag", "dense" (strongly correlated posteriors; d^2 work a leapfrog step), or
+    # "auto": dense where the curvature of the posterior at a starting point is so correlated that it
+    # pays (numpyro backend; pyro keeps diag).
+    mass: Literal["auto", "diag", "dense"] = "auto"
     max_tree_depth: PositiveInt = 10  # nuts
     num_steps: PositiveInt = 16  # hmc: leapfrog steps per trajectory
     init_strategy: InitStrategy = "uniform"  # unconstrained values in (-2, 2), different for each chain

@@ -50,10 +50,15 @@ def bayes_run_spec(tree: dict, sources: dict[str, str], path: str | Path) -> Bay
             f"{suggest(unknown[0], MODEL_TABLES + INFERENCE_TABLES)}"
         )
     tables = {table: tree[table] for table in MODEL_TABLES if table in tree}
-    model = bayes_model_from_tables(tables, base_dir=path.parent, source=str(path))
     settings = validate_tree(
         BayesInferenceSpec, {t: tree[t] for t in INFERENCE_TABLES if t in tree}, sources, str(path)
     )
+    backend = getattr(settings.inference, "backend", "pyro")
+    if backend == "numpyro":  # JAX grants devices only before its first computation, the model's check run
+        from ppgen.infer.numpyro_sampler import request_cpu_devices
+
+        request_cpu_devices(getattr(settings.inference, "num_chains", 1))
+    model = bayes_model_from_tables(tables, base_dir=path.parent, source=str(path), backend=backend)
     return BayesRunSpec(model=model, settings=settings, tables=tables, source=path)
 
 
