@@ -93,9 +93,14 @@ print(run_seconds, time.perf_counter() - start)
 
 
 def wall_seconds(command: list[str], environment: dict | None = None) -> float:
+    """Seconds until ``command`` exits; then, untimed, until ppgen's background plot process has finished, so that
+    it does not run into the next measurement."""
     start = time.perf_counter()
     subprocess.run(command, env=environment, check=True, capture_output=True)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    while subprocess.run(["pgrep", "-f", "ppgen.evaluate.check_plots"], capture_output=True).returncode == 0:
+        time.sleep(0.1)
+    return seconds
 
 
 def median_seconds(command: list[str], repeats: int, environment: dict | None = None) -> float:
