@@ -1,6 +1,7 @@
 """ppgen's CPU thread policy (ppgen.threads): one thread for small models, short OpenMP spinning, and a user's
 explicit setting always wins. bench/threads.py measures what the policy buys; these tests check the decisions."""
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,16 @@ def test_import_ppgen_shortens_openmp_spinning_before_torch_loads_unless_the_use
     assert _spin_count_after_import("json", OMP_WAIT_POLICY="ACTIVE").strip() == "unset"
     assert _spin_count_after_import("json", GOMP_SPINCOUNT="5").strip() == "5"
     assert _spin_count_after_import("torch").strip() == "unset"  # too late: OpenMP has read its settings
+
+
+def test_the_threads_key_through_the_command_line(tmp_path):
+    # `ppgen run models/vae.toml --set inference.threads=2` trains on 2 threads and records it; by default the
+    # small digits VAE trains on one.
+    from test_cli import REPO, cli
+
+    short = ["inference.epochs=1", "evaluation.num_samples=5", "evaluation.max_examples=10"]
+    for threads, expected in (("2", 2), ("auto", 1)):
+        sets = [arg for key in [*short, f"inference.threads={threads}"] for arg in ("--set", key)]
+        out = tmp_path / threads
+        assert cli("run", REPO / "models" / "vae.toml", "--out", out, "--quiet", *sets).code == 0
+        assert json.loads((out / "metrics.json").read_text())["training"]["threads"] == expected

@@ -270,3 +270,14 @@ def test_a_run_whose_trees_saturate_says_so(tmp_path):
     assert result.code == 0, result.err
     assert "hit the maximum tree depth 1" in (out / "summary.txt").read_text()
     assert "inference.max_tree_depth" in (out / "summary.txt").read_text()
+
+
+def test_the_mass_key_through_the_command_line(tmp_path):
+    # A user's `--set inference.mass=dense` reaches the sampler, and says so; a bad value is one line, exit 2.
+    budget = ["inference.num_warmup=50", "inference.num_samples=50", "inference.num_chains=1", "evaluation.plots=false"]
+    sets = [arg for key in [*budget, "inference.mass=dense"] for arg in ("--set", key)]
+    result = cli("run", EIGHT_SCHOOLS, "--out", tmp_path / "run", "--quiet", *sets)
+    assert result.code == 0 and "nuts (dense mass):" in result.out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["sampler"] == {"mass": "dense"}
+    bad = cli("run", EIGHT_SCHOOLS, "--out", tmp_path / "bad", "--set", "inference.mass=full")
+    assert bad.code == 2 and "inference.mass" in bad.err and len(bad.err.strip().splitlines()) == 1
