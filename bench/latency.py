@@ -13,8 +13,11 @@ second run) and then ``--repeats`` times, and the median is printed. The model i
                         cache), then ``az.summary`` printed (the peer of ../shared/BASELINES.md, 17.2 s)
   PyMC                  the same model in PyMC, ``pm.sample`` (4 chains, default cores), then ``az.summary``
 The row with ``inference.mass = diag`` leaves out the default "auto" mass matrix's decision (the posterior's
-curvature at 4 points), to show what it costs. And two floors: ``import numpyro.infer`` (every NumPyro program
-pays it) and ``ppgen --help``.
+curvature at 4 points); a warm run reads that decision back from the cache (``ppgen.infer.remembered``), so the
+two rows should agree, and the "first run" row (``PPGEN_JAX_CACHE=""``: every program compiled, the decision made)
+shows what a model's first run costs. And the floors: ``import numpyro.infer`` (every NumPyro program pays it),
+that plus ArviZ as ppgen imports it (every run that summarizes its draws with ArviZ pays it), and
+``ppgen --help``.
 ``--repeat-fit`` adds the in-process case (notebooks, SBC replicates): ``ppgen.run`` on the same spec a second
 time in one process, with and without its figures, and the sampler alone (``ppgen.posterior.infer``).
 
@@ -92,6 +95,9 @@ print(run_seconds, time.perf_counter() - start)
 """
 
 
+WITH_ARVIZ = "import numpyro.infer; from ppgen.evaluate import inference_data; inference_data.arviz_version()"
+
+
 def wall_seconds(command: list[str], environment: dict | None = None) -> float:
     """Seconds until ``command`` exits; then, untimed, until ppgen's background plot process has finished, so that
     it does not run into the next measurement."""
@@ -119,6 +125,7 @@ def main() -> None:
         out = str(Path(scratch) / "run")
         rows = {
             "import numpyro.infer (floor)": [sys.executable, "-c", "import numpyro.infer"],
+            "  and ArviZ (floor with a summary)": [sys.executable, "-c", WITH_ARVIZ],
             "ppgen --help": ["ppgen", "--help"],
             "ppgen run models/eight_schools.toml": [
                 "sh",
@@ -129,6 +136,11 @@ def main() -> None:
                 "sh",
                 "-c",
                 f"rm -rf {out} && ppgen run {SPEC} --quiet --out {out} --set inference.mass=diag",
+            ],
+            "  the same, first run (no caches)": [
+                "sh",
+                "-c",
+                f"rm -rf {out} && PPGEN_JAX_CACHE= ppgen run {SPEC} --quiet --out {out}",
             ],
             "stock NumPyro + az.summary": [sys.executable, "-c", STOCK_NUMPYRO],
         }

@@ -64,18 +64,19 @@ def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float, backgro
         "total_seconds": time.perf_counter() - started,
         "summary": json.loads(table.to_json(orient="index")),
     }
-    predictive = checks.ppc(results, statistics=evaluation.statistics)
-    metrics["ppc"], ppc_warnings = predictive
-    warnings = [*warnings, *ppc_warnings]
-    if evaluation.loo and inference_data.has_pointwise_log_likelihood(results):
-        metrics["loo"], loo_warnings = checks.loo(results)
-        warnings += loo_warnings
-    elif evaluation.loo:
-        warnings.append(
-            "loo: skipped, there is no one log-likelihood over conditionally independent data points to leave out"
-            " (several observed variables, a likelihood without a plate, or a discrete latent variable shared by the"
-            " points, such as a change point or a hidden Markov chain)"
-        )
+    metrics["ppc"] = {}
+    if model.observed:  # a density without data (a prior, a target such as a funnel) has nothing to check against
+        metrics["ppc"], ppc_warnings = checks.ppc(results, statistics=evaluation.statistics)
+        warnings = [*warnings, *ppc_warnings]
+        if evaluation.loo and inference_data.has_pointwise_log_likelihood(results):
+            metrics["loo"], loo_warnings = checks.loo(results)
+            warnings += loo_warnings
+        elif evaluation.loo:
+            warnings.append(
+                "loo: skipped, there is no one log-likelihood over conditionally independent data points to leave"
+                " out (several observed variables, a likelihood without a plate, or a discrete latent variable shared"
+                " by the points, such as a change point or a hidden Markov chain)"
+            )
     metrics["warnings"] = warnings
     metrics["plots"] = ("background" if background_plots else "written") if evaluation.plots else "off"
     folder.write_text(SUMMARY_FILE, checks.format_summary(table, warnings))

@@ -2,7 +2,9 @@
 
 import gzip
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,17 @@ import pytest
 from ppgen.data.mnist import IMAGE_MAGIC, LABEL_MAGIC
 
 REPO = Path(__file__).resolve().parents[1]
+
+# JAX's compilation cache and the samplers' remembered choices (ppgen.infer.remembered) live in a folder of this
+# session, as on a fresh CI machine: a choice remembered by an earlier session, made by other code, cannot leak in.
+_OWN_CACHE = "PPGEN_JAX_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["PPGEN_JAX_CACHE"] = tempfile.mkdtemp(prefix="ppgen-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["PPGEN_JAX_CACHE"], ignore_errors=True)
 
 
 def shared_data_root() -> Path | None:

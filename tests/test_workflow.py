@@ -222,7 +222,7 @@ def test_a_failure_after_sampling_leaves_the_draws_on_disk(step, tmp_path, monke
     budget = ("inference.num_chains=1", "inference.num_warmup=30", "inference.num_samples=30")
     spec = REPO / "models" / "posteriordb" / "arK-arK.toml"
     if step == "results_of":  # through the command line
-        result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+        result = run_with(spec, out, *budget)
         assert result.code == 2
         error = result.err
     else:  # ppgen.run from Python, which draws the plots itself (the command line has a background process draw them)
@@ -238,6 +238,16 @@ def test_a_failure_after_sampling_leaves_the_draws_on_disk(step, tmp_path, monke
 
 
 @pytest.mark.slow
+def run_with(spec, out, *settings):
+    """``ppgen run SPEC --out OUT --quiet`` with each of ``settings`` as a ``--set``."""
+    return cli("run", spec, "--out", out, "--quiet", *[arg for key in settings for arg in ("--set", key)])
+
+
+def tiny(chains: int, warmup: int, samples: int) -> tuple[str, ...]:
+    """The settings of a short run."""
+    return (f"inference.num_chains={chains}", f"inference.num_warmup={warmup}", f"inference.num_samples={samples}")
+
+
 def test_a_plate_less_likelihood_runs_end_to_end(tmp_path):
     # One multivariate-normal observation: its log-likelihood has one term per draw, which once crashed the
     # Pareto-k plot after the results were written. LOO has nothing to leave out, and says so.
@@ -246,9 +256,8 @@ def test_a_plate_less_likelihood_runs_end_to_end(tmp_path):
         '[data]\ny = [0.5, -0.2, 1.1]\n\n[variables]\nmu = { dist = "Normal(0, 1)", shape = [3] }\n'
         'y = { dist = "MultivariateNormal(mu, eye(3))", observed = "y" }\n'
     )
-    budget = ("inference.num_chains=2", "inference.num_warmup=100", "inference.num_samples=100")
     out = tmp_path / "run"
-    result = cli("run", spec, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+    result = run_with(spec, out, *tiny(2, 100, 100))
     assert result.code == 0, result.err
     assert {"trace.png", "rank.png", "ppc.png"} <= {path.name for path in out.iterdir()}
     assert not (out / "pareto_k.png").exists()
@@ -259,14 +268,8 @@ def test_a_plate_less_likelihood_runs_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_a_run_whose_trees_saturate_says_so(tmp_path):
     # A depth limit of 1 leaves every NUTS transition at the limit: the summary must name it and the fix.
-    budget = (
-        "inference.num_chains=1",
-        "inference.num_warmup=50",
-        "inference.num_samples=50",
-        "inference.max_tree_depth=1",
-    )
     out = tmp_path / "run"
-    result = cli("run", NORMAL, "--out", out, "--quiet", *[arg for key in budget for arg in ("--set", key)])
+    result = run_with(NORMAL, out, *tiny(1, 50, 50), "inference.max_tree_depth=1")
     assert result.code == 0, result.err
     assert "hit the maximum tree depth 1" in (out / "summary.txt").read_text()
     assert "inference.max_tree_depth" in (out / "summary.txt").read_text()
@@ -281,3 +284,28 @@ def test_the_mass_key_through_the_command_line(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["sampler"] == {"mass": "dense"}
     bad = cli("run", EIGHT_SCHOOLS, "--out", tmp_path / "bad", "--set", "inference.mass=full")
     assert bad.code == 2 and "inference.mass" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
+def test_a_density_without_data_runs_end_to_end(tmp_path):
+    # A model with no observed variable (a prior, a target density such as a funnel) once failed after sampling
+    # with "results have no 'observed_data' group": there is nothing to check the draws against, so no PPC or LOO.
+    spec = tmp_path / "prior.toml"
+    spec.write_text('[variables]\nx = "Normal(1, 2)"\n')
+    out = tmp_path / "run"
+    result = run_with(spec, out, *tiny(2, 200, 500), "evaluation.plots=false")
+    assert result.code == 0, result.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ppc"] == {} and "loo" not in metrics and metrics["warnings"] == []
+    # 1000 draws of N(1, 2): the mean's Monte Carlo sd is about 2 / sqrt(ESS ~ 400) = 0.1; 0.5 is 5 sd.
+    assert abs(metrics["summary"]["x"]["mean"] - 1.0) < 0.5
+
+
+def test_one_chain_says_r_hat_was_not_computed(tmp_path):
+    # R-hat compares chains: with one, ArviZ gives NaN, which once read "R-hat is undefined: constant draws".
+    out = tmp_path / "run"
+    result = run_with(NORMAL, out, *tiny(1, 100, 200), "evaluation.plots=false")
+    assert result.code == 0, result.err
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert "R-hat: not computed, it compares 2 or more chains (inference.num_chains = 1)" in warnings
+    assert not any("R-hat is undefined" in line for line in warnings)
+    assert "Shape validation failed" not in result.err + result.out

@@ -91,7 +91,8 @@ def summarize(
     (Vehtari et al. 2021, arXiv:1903.08008), and once per sampler problem its ``sample_stats`` show: divergent
     transitions, more than 1% of draws at ``max_tree_depth`` (the NUTS setting; no check without it), a collapsed
     step size (``MIN_STEP_SIZE``, ``STEP_SIZE_RATIO``), E-BFMI < 0.3 (``bfmi``). Only HMC and NUTS report
-    ``diverging``; without it, none of these is checked.
+    ``diverging``; without it, none of these is checked. With one chain, one line says that R-hat (which compares
+    chains) was not computed.
 
     Returns:
         (table with ``inference_data.SUMMARY_COLUMNS``, indexed by ``name`` or ``name[index]``; warnings)
@@ -101,12 +102,15 @@ def summarize(
     num_chains = posterior.sizes["chain"]
     min_ess = ESS_PER_CHAIN * num_chains
     lines = []
+    if num_chains == 1:
+        lines.append("R-hat: not computed, it compares 2 or more chains (inference.num_chains = 1)")
     variables = table.index.str.split("[", n=1).str[0]
     for name in dict.fromkeys(variables):
         if np.issubdtype(posterior[name].dtype, np.integer):
             continue  # a discrete variable's draws (mostly one value each, or a most likely value): no R-hat or ESS
         rows = table[variables == name]
-        lines += _rhat_warnings(name, rows)
+        if num_chains > 1:
+            lines += _rhat_warnings(name, rows)
         for kind in ("bulk", "tail"):
             lines += _ess_warnings(name, rows, kind, min_ess, num_chains)
     if "sample_stats" in inference_data.groups(results):

@@ -11,8 +11,10 @@ torch.
 
 import contextlib
 import functools
+import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -68,15 +70,34 @@ def _quiet(*messages: str) -> Iterator[None]:
 
 @functools.cache
 def _arviz() -> Any:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _numba_hidden():
         # ArviZ 0.2x announces its 1.0 refactor with a FutureWarning on the first import of each day.
         warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
         import arviz
+    # ArviZ 0.x logs "Shape validation failed" for every statistic of one chain (R-hat needs two), through a logger
+    # of its own (not logging's "arviz"): checks.summarize says so once, in words.
+    logger = getattr(arviz, "_log", None) or logging.getLogger("arviz")
+    logger.addFilter(lambda record: not record.getMessage().startswith("Shape validation failed"))
     if hasattr(arviz, "Numba"):
         # ArviZ 0.x compiles its numba kernels afresh in every process (about 0.5 s for the summary and LOO of a
         # small model), which is longer than its numpy code takes on posteriors of ordinary size.
         arviz.Numba.disable_numba()
     return arviz
+
+
+@contextlib.contextmanager
+def _numba_hidden() -> Iterator[None]:
+    """While ArviZ 0.x is imported, let numba look absent (unless it is imported already), so that ArviZ neither
+    imports it nor compiles its vectorized kernels at import (0.45 s of a 1.5 s import) only to have them
+    disabled; afterwards numba imports as usual, and ``arviz.Numba.enable_numba()`` still turns them on."""
+    if "numba" in sys.modules:
+        yield
+        return
+    sys.modules["numba"] = None  # importlib.util.find_spec("numba") is then None, and `import numba` fails
+    try:
+        yield
+    finally:
+        del sys.modules["numba"]
 
 
 def arviz_version() -> tuple[int, int]:

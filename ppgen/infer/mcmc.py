@@ -20,8 +20,9 @@ import numpy as np
 from ppgen.errors import SpecError
 from ppgen.infer.draws import Draws, stack_chains
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings
+from ppgen.models.initialization import pyro_init_strategy
 
-__all__ = ["pyro_kernel", "pyro_mcmc", "pyro_init_strategy"]
+__all__ = ["pyro_kernel", "pyro_mcmc"]
 
 ChainSettings = MCMCSettings | LangevinSettings | SGLDSettings  # what pyro_mcmc reads: chains, budget, seed
 
@@ -179,10 +180,3 @@ def _step_stats(infos: list, diagnostics: dict, num_samples: int) -> dict[str, n
         "acceptance_rate": np.full(num_samples, acceptance),  # Pyro reports the chain's mean only
         "step_size": np.asarray(infos, dtype=np.float64),
     }
-
-
-def pyro_init_strategy(name: str):
-    """Pyro's initialization strategy of an ``init_strategy`` key: "median", "uniform" or "sample"."""
-    from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform
-
-    return {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[name]

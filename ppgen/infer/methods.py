@@ -21,9 +21,11 @@ from typing import Protocol
 from ppgen.errors import SpecError
 from ppgen.infer.bayes_data import float64, jax_data, torch_data
 from ppgen.infer.draws import Draws
-from ppgen.infer.mcmc import pyro_init_strategy, pyro_mcmc
+from ppgen.infer.mcmc import pyro_mcmc
 from ppgen.infer.numpyro_sampler import NumpyroSampler, numpyro_chain_method
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings, VariationalSettings
+from ppgen.infer.remembered import data_digest
+from ppgen.models.initialization import pyro_init_strategy, pyro_init_to_uniform
 
 __all__ = ["InferenceMethod", "METHODS", "HMC", "Langevin", "SGLD", "AutoguideSVI", "chain_method", "numpyro_sampler"]
 
@@ -84,7 +86,8 @@ def numpyro_sampler(model, settings: MCMCSettings) -> NumpyroSampler:
 def _numpyro_sampler(model, settings: MCMCSettings, given: dict) -> NumpyroSampler:
     observed = set(model.spec.observed_data_keys)
     fixed = {key: value for key, value in given.items() if key not in observed}
-    return NumpyroSampler(functools.partial(_observed_model, model.numpyro_model, fixed), settings)
+    fingerprint = None if model.fingerprint is None else f"{model.fingerprint} {data_digest(fixed)}"
+    return NumpyroSampler(functools.partial(_observed_model, model.numpyro_model, fixed), settings, fingerprint)
 
 
 def _observed_model(numpyro_model, fixed: dict, observed: dict) -> None:
@@ -194,7 +197,6 @@ def _pyro_init(model, settings):
     if settings.init_strategy != "uniform":
         return pyro_init_strategy(settings.init_strategy)
     from ppgen.device import resolve_device
-    from ppgen.models.initialization import pyro_init_to_uniform
 
     return pyro_init_to_uniform(device=resolve_device(settings.device))
 

@@ -51,12 +51,13 @@ _FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy", "energy"
 class NumpyroSampler:
     """NumPyro NUTS or HMC on ``model(**model_kwargs)``, compiled on the first call and reused by later calls whose
     ``model_kwargs`` have the same shapes (they are traced, so they must not set shapes: close ``model`` over
-    what does, e.g. ``functools.partial(model, N=10)``)."""
+    what does, e.g. ``functools.partial(model, N=10)``). ``fingerprint``, a digest of the model and of the data it
+    is closed over, lets mass = "auto" remember its choice across processes (``ppgen.infer.remembered``)."""
 
-    def __init__(self, model: Callable, settings: MCMCSettings):
+    def __init__(self, model: Callable, settings: MCMCSettings, fingerprint: str | None = None):
         import jax
 
-        self.model, self.settings = model, settings
+        self.model, self.settings, self.fingerprint = model, settings, fingerprint
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._compiled = jax.jit(self._chain, static_argnames=("kernel", "batched", "bar"))
@@ -75,11 +76,21 @@ class NumpyroSampler:
         """Whether the chains adapt a dense mass matrix: ``settings.mass``, or for "auto" ``prefers_dense`` of the
         potential energy's Hessian at the point the init strategy draws with the first chain's key (continuous
         models only; with discrete latent sites, diag). "auto" decides on the first call, and later calls (SBC's
-        replicates, data sets of one model) keep its choice: deciding takes about a second."""
+        replicates, data sets of one model) keep its choice: deciding takes about a second. With a
+        ``fingerprint``, a later process with the same model, data and settings reads the choice back."""
         if self.settings.mass != "auto":
             return self.settings.mass == "dense"
         if self._dense is None:
-            self._dense = self._prefers_dense(seed, model_kwargs)
+            decide = functools.partial(self._prefers_dense, seed, model_kwargs)
+            if self.fingerprint is None:
+                self._dense = decide()
+            else:
+                from ppgen.infer.remembered import data_digest, remembered
+
+                settings = self.settings
+                parts = ("mass", self.fingerprint, data_digest(dict(model_kwargs or {})), settings.init_strategy)
+                counts = (settings.num_warmup, settings.num_chains, seed)
+                self._dense = bool(remembered((*parts, *map(str, counts)), decide))
         return self._dense
 
     def _prefers_dense(self, seed: int, model_kwargs: Mapping | None) -> bool:
@@ -336,9 +347,9 @@ def numpyro_kernel(model: Callable, settings: MCMCSettings, dense: bool | None =
 
 
 def _init_strategy(settings: MCMCSettings):
-    from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
+    from ppgen.models.initialization import numpyro_init_strategy
 
-    return {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[settings.init_strategy]
+    return numpyro_init_strategy(settings.init_strategy)
 
 
 def _mass_window(num_warmup: int) -> int:

@@ -9,6 +9,8 @@ library scales the plate's log densities by N / B, and the variables in the plat
 their data (``ppgen.spec.subsample`` says which values are indexed and which plates qualify).
 """
 
+import hashlib
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,13 +50,16 @@ class BayesModel:
         observed: likelihood terms: observed variable -> the data key (or computed variable) it observes.
         factor_names: observed variables that score a latent variable (prior density terms, not data).
         observed_values: the value each likelihood term observes, as numpy arrays.
+        fingerprint: a digest of the tables and data the model was compiled from (``model_fingerprint``; None for
+            a model built from a parsed spec), under which samplers remember choices across runs.
         max_plate_nesting: how many batch dims the plates use. Pyro's NUTS must be given it (and
             ``init_strategy=pyro_init_to_uniform``) when the model has an improper ``Flat`` prior, since it
             cannot trace such a model by sampling it.
     """
 
-    def __init__(self, spec: BayesSpec, backend: str = "pyro"):
+    def __init__(self, spec: BayesSpec, backend: str = "pyro", fingerprint: str | None = None):
         self.spec = spec
+        self.fingerprint = fingerprint
         self.name = spec.name
         self.data = spec.data
         self.latent_names = list(spec.latent_names)
@@ -228,7 +233,18 @@ class BayesModel:
 def bayes_model_from_tables(tables: dict, base_dir: Path, source: str, backend: str = "pyro") -> BayesModel:
     """The model that parsed TOML tables describe (``base_dir``: where ``data_file`` is relative to), checked by a
     run with ``backend``'s library."""
-    return BayesModel(parse_bayes_spec(tables, Path(base_dir), source), backend)
+    spec = parse_bayes_spec(tables, Path(base_dir), source)
+    return BayesModel(spec, backend, fingerprint=model_fingerprint(tables, spec.data))
+
+
+def model_fingerprint(tables: Mapping, data: Mapping[str, np.ndarray]) -> str:
+    """A digest of a model's TOML tables and its loaded data (a data file's values, not its name: a run folder's
+    copy of the data file gives the same fingerprint)."""
+    from ppgen.infer.remembered import data_digest
+
+    tables = {**tables, "model": {k: v for k, v in tables.get("model", {}).items() if k != "data_file"}}
+    text = json.dumps(tables, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode() + data_digest(data).encode()).hexdigest()
 
 
 def load_bayes_model(path: Path) -> BayesModel:

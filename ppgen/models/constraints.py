@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import SpecError
+from ppgen.models.initialization import DENSITY_KEY
 from ppgen.spec.constraints import CONSTRAINTS, check_constraint, density_site_name, raw_site_name
 
 __all__ = ["constrained_site"]
@@ -158,7 +159,9 @@ def constrained_site(
             support = _support(constraint, library, zero_sum)
         else:
             support = _bounded_support(library.constraints, lower, upper, len(event_shape))
-        value = backend.effects.sample(name, library.ImproperUniform(support, batch_shape, event_shape), obs=obs)
+        start = None if distribution is None else {DENSITY_KEY: distribution}  # for "median" and "sample" starts
+        improper = library.ImproperUniform(support, batch_shape, event_shape)
+        value = backend.effects.sample(name, improper, obs=obs, infer=start)
     if distribution is not None:
         density = _density(backend, name, distribution, value, batch_shape, event_shape)
         log_density = density if log_density is None else log_density + density
