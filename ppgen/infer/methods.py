@@ -26,6 +26,7 @@ from ppgen.infer.numpyro_sampler import NumpyroSampler, numpyro_chain_method
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings, VariationalSettings
 from ppgen.infer.remembered import data_digest
 from ppgen.models.initialization import pyro_init_strategy, pyro_init_to_uniform
+from ppgen.models.reparam import DECENTERED_SUFFIX, noncentered, noncentered_names
 
 __all__ = ["InferenceMethod", "METHODS", "HMC", "Langevin", "SGLD", "AutoguideSVI", "chain_method", "numpyro_sampler"]
 
@@ -61,7 +62,8 @@ class HMC:
                     sampler = numpyro_sampler(model, dataclasses.replace(settings, seed=0, chain_method="auto"))
                 else:  # data that may set shapes is held fixed, in a sampler of its own
                     sampler = _numpyro_sampler(model, settings, given)
-                return sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
+                draws = sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
+                return _as_written(model, draws)
         _pyro_can_solve(model)
         init = _pyro_init(model, settings)
         draws = pyro_mcmc(
@@ -87,7 +89,20 @@ def _numpyro_sampler(model, settings: MCMCSettings, given: dict) -> NumpyroSampl
     observed = set(model.spec.observed_data_keys)
     fixed = {key: value for key, value in given.items() if key not in observed}
     fingerprint = None if model.fingerprint is None else f"{model.fingerprint} {data_digest(fixed)}"
-    return NumpyroSampler(functools.partial(_observed_model, model.numpyro_model, fixed), settings, fingerprint)
+    sampled = noncentered(functools.partial(_observed_model, model.numpyro_model, fixed), model.spec)
+    return NumpyroSampler(sampled, settings, fingerprint)
+
+
+def _as_written(model, draws: Draws) -> Draws:
+    """Draws of the variables the spec names, without the standardized sites of non-centred ones, which the
+    sampler's choices name."""
+    names = noncentered_names(model.spec)
+    if not names:
+        return draws
+    extra = {name + DECENTERED_SUFFIX for name in names}
+    posterior = {name: value for name, value in draws.posterior.items() if name not in extra}
+    choices = {**draws.choices, "non-centred": ", ".join(names)}
+    return dataclasses.replace(draws, posterior=posterior, choices=choices)
 
 
 def _observed_model(numpyro_model, fixed: dict, observed: dict) -> None:

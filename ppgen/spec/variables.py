@@ -12,7 +12,8 @@ Kinds (exactly one of the first four keys, or a constrained parameter with a fla
 
 Other keys: ``plate`` (a name or a list, outermost first), ``shape`` (event shape of ``dist``, or of a flat
 constrained parameter), ``observed`` (a data key or a variable), ``init`` (the value of ``v[t - 1]`` at the first
-step of a time plate).
+step of a time plate), ``centered`` (a latent Normal, StudentT or Cauchy: ``true`` samples it as written, ``false``
+non-centred; by default NUTS samples it non-centred when its scale is a parameter: ``ppgen.models.reparam``).
 """
 
 import keyword
@@ -39,9 +40,11 @@ VARIABLE_KEYS = (
     "constraint",
     "lower",
     "upper",
+    "centered",
     *ODE_KEYS,
 )
 _KINDS = ("dist", "value", "factor", "ode")
+LOC_SCALE = ("Normal", "StudentT", "Cauchy")  # the distributions that ``centered`` applies to
 _SUPPORT_KEYS = ("constraint", "lower", "upper")
 
 
@@ -65,6 +68,7 @@ class Variable:
     upper: Expression | None = None
     ode: Any = None  # ppgen.spec.ode.OdeSpec
     previous: tuple[str, ...] = ()  # the variables of its time plate whose previous step it reads
+    centered: bool | None = None  # a loc-scale latent sampled as written (True), non-centred (False), or NUTS picks
 
     @property
     def is_stochastic(self) -> bool:
@@ -130,7 +134,7 @@ def _check_kind(entry: dict, where: str) -> str | None:
         )
     kind = kinds[0] if kinds else None
     allowed = {
-        "dist": {"observed", "shape", "init", *_SUPPORT_KEYS},
+        "dist": {"observed", "shape", "init", "centered", *_SUPPORT_KEYS},
         None: {"shape", *_SUPPORT_KEYS},
         "value": {"init"},
         "factor": set(),
@@ -175,6 +179,7 @@ def parse_variable(name: str, entry: Any, plates: dict[str, Expression]) -> Vari
     shape = shape if isinstance(shape, list) else [shape]
     constraint = entry.get("constraint")
     check_constraint(name, constraint, "lower" in entry or "upper" in entry)
+    _check_centered(entry, where)
     ode = None
     if kind == "ode":
         ode = parse_ode(name, entry)
@@ -191,4 +196,19 @@ def parse_variable(name: str, entry: Any, plates: dict[str, Expression]) -> Vari
         lower=_optional_expression(entry, "lower", where),
         upper=_optional_expression(entry, "upper", where),
         ode=ode,
+        centered=entry.get("centered"),
     )
+
+
+def _check_centered(entry: dict, where: str) -> None:
+    """``centered`` goes with a latent Normal, StudentT or Cauchy on the whole real line."""
+    if "centered" not in entry:
+        return
+    if not isinstance(entry["centered"], bool):
+        raise SpecError(f"{where}.centered: expected true or false, not {entry['centered']!r}")
+    dist = entry["dist"].split("(", 1)[0].strip() if isinstance(entry["dist"], str) else None
+    if "observed" in entry or any(key in entry for key in _SUPPORT_KEYS) or dist not in LOC_SCALE:
+        raise SpecError(
+            f"{where}.centered: applies to a latent {', '.join(LOC_SCALE)} variable without bounds, which can be"
+            " sampled non-centred (loc + scale * z)"
+        )
