@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_spec": "ppgen.spec.load",
     "run": "ppgen.runner",
+    "load": "ppgen.fitted",  # a finished Bayesian run: summary, draws, predict(new data)
+    "FittedModel": "ppgen.fitted",
     # the model zoo and its registry
     "VAE": "ppgen.models",
     "ConditionalVAE": "ppgen.models",

@@ -92,7 +92,7 @@ def run_calibration(
     num_draws: int = 99,
     workers: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     executor: str = "process",
     ray_address: str | None = None,
 ) -> SBCResult:
@@ -104,7 +104,8 @@ def run_calibration(
     executor, workers, ray_address: "process" runs replicates in this process (workers None or 1) or in
     ``workers`` spawned processes; "ray" runs them as tasks of the Ray cluster at ``ray_address``, else of a
     local Ray instance of ``workers`` CPUs (None: all cores). Each worker compiles the spec once. The ranks are
-    the same however replicates are spread.
+    the same however replicates are spread. progress: a bar counting replicates (None: on a terminal, and
+    ``ppgen.progress`` lines otherwise).
     """
     from ppgen.evaluate.sbc_plots import plot_rank_histograms
     from ppgen.executors import make_executor

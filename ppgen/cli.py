@@ -1,8 +1,8 @@
 """The ``ppgen`` command line: a thin layer over ``ppgen.load_spec`` and ``ppgen.run``.
 
-    ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume]
+    ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume | --force] [--prior]
     ppgen evaluate RUN [--num-samples K] [--max-examples N]
-    ppgen sample RUN [-n 64] [--out samples.png] [--sampler ancestral|pc|langevin]
+    ppgen sample RUN [-n 64] [--out FILE.png] [--sampler ancestral|pc|langevin]
     ppgen classify RUN [--num-samples K] [--max-examples N]
     ppgen compare RUN RUN [RUN ...]
     ppgen sbc SPEC [--inference SPEC] [--replicates N] [--workers W] [--executor process|ray]
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as interruption:
         print(f"ppgen: {interruption}; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("ppgen: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interruption:  # a SamplingInterrupted says what was kept
+        print(f"ppgen: interrupted{': ' if str(interruption) else ''}{interruption}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except PpgenError as error:
         print(f"ppgen: error: {error}", file=sys.stderr)
@@ -53,18 +53,34 @@ def _run(args) -> int:
     from ppgen.spec.bayes_run import BayesRunSpec
     from ppgen.spec.load import load_spec
 
-    spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
+    out = Path(args.out) if args.out else Path("runs") / (Path(args.spec).stem + ("-prior" if args.prior else ""))
+    if args.resume and args.prior:
+        raise PpgenError("--prior: a prior predictive check starts afresh; --resume continues a training run")
+    if args.resume:  # the run in the folder goes on as its own spec says; --set and --inference change it
+        from ppgen.generative_run import resumed_spec
+
+        spec = resumed_spec(out, inference=args.inference, overrides=args.set)
+    else:
+        spec = load_spec(args.spec, inference=args.inference, overrides=args.set)
     bayes = isinstance(spec, BayesRunSpec)
+    if args.prior and not bayes:
+        raise PpgenError(f"--prior: {args.spec} is a generative model spec; prior predictive checks need [variables]")
     if bayes and launched():
         raise PpgenError(
             f"{args.spec}: torchrun trains model/guide pairs; a Bayesian spec runs in one process"
             " (its chains run in parallel with inference.chain_method)"
         )
-    out = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem
-    metrics = run(spec, out, resume=args.resume, progress=False if args.quiet else None, background_plots=True)
+    progress = False if args.quiet else None
+    metrics = run(
+        spec, out, resume=args.resume, force=args.force, progress=progress, background_plots=True, prior=args.prior
+    )
     if bayes:
         print((out / "summary.txt").read_text(), end="")
         plots = "; plots are being drawn in the background" if metrics["plots"] == "background" else ""
+        if args.prior:
+            seconds = metrics["seconds"]
+            print(f"prior predictive: {metrics['num_draws']} draws, {seconds:.1f} s; run folder: {out}{plots}")
+            return 0
         chosen = "".join(f" ({value} {key})" for key, value in metrics.get("sampler", {}).items())
         print(f"{metrics['method']}{chosen}: {metrics['seconds']:.1f} s; run folder: {out}{plots}")
     else:
@@ -79,7 +95,13 @@ def _run(args) -> int:
 def _compare(args) -> int:
     from ppgen.bayesian_run import compare_runs
 
-    print(compare_runs(args.runs).to_string())
+    table = compare_runs(args.runs)[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "warning"]]
+    print(table.to_string(float_format=lambda value: f"{value:.2f}", formatters={"weight": "{:.3f}".format}))
+    print(
+        "elpd: PSIS-LOO expected log predictive density (higher is better); elpd_diff, dse: from the best model and"
+        " its se; weight: stacking weights (Yao et al. 2018), the mix of the models' predictions that best predicts"
+        " left-out points"
+    )
     return 0
 
 
@@ -118,6 +140,7 @@ def _evaluate(args) -> int:
 
     metrics = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
     _report(metrics)
+    print(f"recorded in {Path(args.run) / 'metrics.json'} beside every earlier estimate (test.nll_estimates)")
     return 0
 
 
@@ -132,11 +155,10 @@ def _sample(args) -> int:
 def _classify(args) -> int:
     from ppgen.generative_run import classify_run
 
-    metrics = classify_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
-    test = metrics["test"]
+    figures = classify_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
     print(
-        f"test accuracy {test['accuracy']:.4f}"
-        f" ({test['accuracy_num_examples']} examples, K = {test['accuracy_num_samples']} per class)"
+        f"test accuracy {figures['accuracy']:.4f}"
+        f" ({figures['accuracy_num_examples']} examples, K = {figures['accuracy_num_samples']} per class)"
     )
     return 0
 
@@ -150,23 +172,61 @@ def _report(metrics: dict) -> None:
         bits = figures.get("elbo_discrete_bits_per_dim", figures["elbo_bits_per_dim"])
         line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({bits:.4f} bits/dim)"
         if "nll" in figures:
-            line += (
-                f"; NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
-                f" (K = {figures['nll_num_samples']}, {figures['nll_num_examples']} examples,"
-                f" median effective sample size {figures['nll_effective_sample_size_median']:.0f})"
+            used, total = figures["nll_num_examples"], figures["num_examples"]
+            nll = (
+                f"NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
+                f" (K = {figures['nll_num_samples']}, {used if used == total else f'first {used} of {total}'}"
+                f" examples, median effective sample size {figures['nll_effective_sample_size_median']:.0f})"
             )
+            if used == total:
+                line += f"; {nll}"
+            else:  # figures over different examples are not comparable: the NLL gets a line of its own
+                line += f" over {total} examples\n{'':>10}  {nll}"
         print(line)
-    kl_per_site = metrics.get("test", {}).get("kl_per_site")
-    if kl_per_site:
-        print("  KL per latent site (nats):", ", ".join(f"{name} {value:.2f}" for name, value in kl_per_site.items()))
+    test = metrics.get("test", {})
+    if test.get("kl_per_site"):
+        print("  KL per latent site (nats):", ", ".join(f"{k} {value:.2f}" for k, value in test["kl_per_site"].items()))
+    if "accuracy" in test:
+        print(
+            f"  classification accuracy {test['accuracy']:.4f} ({test['accuracy_num_examples']} test examples,"
+            f" K = {test['accuracy_num_samples']} per class)"
+        )
     if "training" in metrics:
         print("  training:", json.dumps(metrics["training"]))
+    warnings = list(metrics.get("warnings", []))
+    if "nll" in test:
+        from ppgen.evaluate.bounds import effective_sample_size_warning
+
+        ess = effective_sample_size_warning(test["nll_effective_sample_size_median"], test["nll_num_samples"])
+        warnings += [ess] if ess else []
+    for warning in warnings:
+        print(f"ppgen: warning: {warning}", file=sys.stderr)
 
 
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def _predict(args) -> int:
+    from ppgen.fitted import load, write_predictions
+
+    predictions = load(args.run).predict(args.data, seed=args.seed)
+    netcdf, table = write_predictions(predictions, args.out or args.run)
+    unseen = predictions.attrs["unseen_levels"]
+    unseen = f"; group levels not in the training data ({unseen}) drawn from the population" if unseen else ""
+    print(
+        f"predictions for {predictions.sizes['row']} rows: {netcdf} (draws), {table} (mean, sd, 94% interval){unseen}"
+    )
+    return 0
+
+
+def _show(args) -> int:
+    from ppgen.spec.show import show_spec
+
+    print(show_spec(args.spec, tuple(args.set)), end="")
+    return 0
 
 
 def _seed(text: str) -> int:
@@ -186,11 +246,26 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key, e.g. model.latent_dim=32"
     )
     run.add_argument("--out", help="run folder (default runs/<spec name>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, as its spec.toml says (SPEC only names the default"
+        " --out); --set and --inference change settings, recorded in overrides.json",
+    )
+    again.add_argument("--force", action="store_true", help="replace the run already in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--prior",
+        action="store_true",
+        help="Bayesian specs: a prior predictive check against the data instead of the fit (inference.num_samples"
+        " draws; default --out runs/<spec name>-prior)",
+    )
     run.set_defaults(command=_run)
 
-    evaluate = commands.add_parser("evaluate", help="re-evaluate a finished run and update its metrics.json")
+    evaluate = commands.add_parser(
+        "evaluate", help="re-evaluate a finished generative run, adding the estimates to its metrics.json"
+    )
     evaluate.add_argument("run", help="run folder")
     evaluate.add_argument("--num-samples", type=_positive_int, help="importance samples K per test example")
     evaluate.add_argument("--max-examples", type=_positive_int, help="evaluate the NLL on the first N test examples")
@@ -200,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="draw samples from a finished run's model into a PNG grid")
     sample.add_argument("run", help="run folder")
     sample.add_argument("-n", dest="num", type=_positive_int, default=64, help="number of samples (default 64)")
-    sample.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    sample.add_argument("--out", help="PNG file (default samples-n<N>-seed<S>-<sampler>.png in the run folder)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sample.add_argument(
@@ -210,10 +285,24 @@ def _parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="classify the test set of a labelled (cvae) run by likelihood")
     classify.add_argument("run", help="run folder")
-    classify.add_argument("--num-samples", type=_positive_int, default=100, help="importance samples K per class")
+    classify.add_argument(
+        "--num-samples", type=_positive_int, help="importance samples K per class (default evaluation.classify_samples)"
+    )
     classify.add_argument("--max-examples", type=_positive_int, help="classify the first N test examples")
     classify.add_argument("--device", choices=("auto", "cpu", "cuda"))
     classify.set_defaults(command=_classify)
+
+    predict = commands.add_parser("predict", help="posterior predictive draws of a finished Bayesian run for new rows")
+    predict.add_argument("run", help="run folder")
+    predict.add_argument("--data", required=True, help="new rows: a .csv, .json or .npz file of columns")
+    predict.add_argument("--out", help="NetCDF file (default RUN/predictions.nc; a CSV of means and intervals beside)")
+    predict.add_argument("--seed", type=_seed, default=0)
+    predict.set_defaults(command=_predict)
+
+    show = commands.add_parser("show", help="print the model a spec describes (a formula as the variables it means)")
+    show.add_argument("spec", help="model spec (TOML)")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
+    show.set_defaults(command=_show)
 
     compare = commands.add_parser(
         "compare", help="rank finished Bayesian runs by expected log predictive density (LOO)"

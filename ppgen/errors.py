@@ -1,6 +1,6 @@
 """Errors that report a user mistake in one line, without a traceback."""
 
-__all__ = ["PpgenError", "SpecError", "DataError", "TrainingError", "TrainingInterrupted"]
+__all__ = ["PpgenError", "SpecError", "DataError", "TrainingError", "TrainingInterrupted", "SamplingInterrupted"]
 
 
 class PpgenError(Exception):
@@ -21,3 +21,13 @@ class TrainingError(PpgenError):
 
 class TrainingInterrupted(TrainingError):
     """Training was interrupted (Ctrl-C); the message says where the checkpoint is."""
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """MCMC was stopped by Ctrl-C; the message says what was drawn. ``draws``: the complete chains, or else the
+    chains stopped after equally many draws (None before the first draw); ``partial``: a chain stopped short of
+    the complete ones (sequential chains), or None."""
+
+    def __init__(self, message: str, draws=None, partial=None):
+        super().__init__(message)
+        self.draws, self.partial = draws, partial

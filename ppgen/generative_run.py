@@ -1,12 +1,16 @@
 """One generative run from a spec to a run folder: data -> model -> SVI -> evaluation -> files.
 
-A run folder holds ``spec.toml`` (the resolved spec), ``checkpoint.pt`` (training state, for
-``resume``), ``model.pt`` (the fitted parameters), ``metrics.json``, ``elbo.png`` and ``samples.png``.
+A run folder holds ``spec.toml`` (the resolved spec, as the run began), ``checkpoint.pt`` (training state, for
+``resume``), ``model.pt`` (the fitted parameters and a fingerprint of the data split they were trained on),
+``metrics.json``, ``elbo.png`` and ``samples.png``; a resume that changes settings records them in
+``overrides.json``, and the folder's spec is ``spec.toml`` with those changes (``folder_spec``).
 ``ppgen.run`` calls ``run_generative`` for a ``RunSpec``; the CLI's evaluate, sample and classify commands are
 thin wrappers over ``evaluate_run``, ``sample_run`` and ``classify_run``. Under ``torchrun``, ``run_generative``
 trains in every process (see ``ppgen.infer.distributed``) and process 0 alone writes the folder.
 """
 
+import hashlib
+import math
 import time
 from pathlib import Path
 
@@ -18,17 +22,20 @@ from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
 from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl, log_likelihood
+from ppgen.evaluate.metrics import keep_estimates
 from ppgen.files import atomic_open
 from ppgen.infer import FitResult, distributed, fit
 from ppgen.infer.checkpoint import load_checkpoint
 from ppgen.models import GenerativeFamily, as_family, build_model, family_of
 from ppgen.plots import plot_elbo_curve, plot_examples
-from ppgen.run_folder import CHECKPOINT_FILE, MODEL_FILE, SPEC_FILE, RunFolder
-from ppgen.spec.load import dump_spec, load_spec
+from ppgen.run_folder import CHECKPOINT_FILE, MODEL_FILE, OVERRIDES_FILE, SPEC_FILE, RunFolder
+from ppgen.spec.load import dump_spec, load_spec, read_tree, validate_spec, validate_tree
 from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec
 
 __all__ = [
     "run_generative",
+    "folder_spec",
+    "resumed_spec",
     "evaluate_run",
     "sample_run",
     "classify_run",
@@ -39,46 +46,120 @@ __all__ = [
 ]
 
 MODEL_FORMAT = 1
+# The [inference] keys a resume may change; the others are fixed by the checkpoint (the optimizer's state and
+# learning rate, its schedule, the batches and their order, the objective).
+RESUMABLE_INFERENCE = (
+    "epochs", "time_limit", "patience", "validation_particles", "keep_best", "checkpoint_every", "log_every",
+    "device", "threads", "jit", "precision",
+)  # fmt: skip
+DIVERGED = 3.0  # a final training ELBO this many times |start| below its start: the run diverged
 
 
-def run_generative(spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None) -> dict:
+def run_generative(
+    spec: RunSpec, out: str | Path, *, resume: bool = False, progress: bool | None = None, force: bool = False
+) -> dict:
     """Train and evaluate the model a spec describes, writing the run folder ``out``; returns the metrics.
+
+    ``resume`` continues the interrupted run in ``out``: ``spec`` may differ from the folder's spec (``folder_spec``)
+    only in settings a resume can change, which are recorded in ``overrides.json``; ``spec.toml`` stays as the run
+    began. ``force`` replaces a run already in ``out``. The folder is locked while the run writes it.
 
     Under torchrun every process trains its share of each batch; then process 0 alone evaluates the model
     and writes the folder, while the others wait for it and return the same metrics.
     """
-    folder = RunFolder(out)
     distributed.setup(spec.inference.device)
-    folder.start(resume=resume, create=distributed.is_main())
-    if resume:
-        _check_resumable(folder, spec)
-    distributed.barrier()  # every process has checked the folder before process 0 writes to it
-    splits = load_splits(spec.data)
-    pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters, the same in every process
-    model = _build(spec, splits)
-    if distributed.is_main():
-        folder.write_spec(dump_spec(spec))
-    result = fit(
-        model.model,
-        model.guide,
-        _data(model, splits, "train", fixed=False),
-        _data(model, splits, "validation"),
-        settings=spec.inference.settings(),
-        checkpoint=folder / CHECKPOINT_FILE,
-        resume=resume,
-        batch_transform=splits.batch_transform(),
-        progress=progress,
-    )
-    if not distributed.is_main():
-        return distributed.broadcast_object()
-    with atomic_open(folder / MODEL_FILE) as file:
-        torch.save({"format": MODEL_FORMAT, "state_dict": model.state_dict()}, file)
-    plot_elbo_curve(result.train_elbo, result.validation_elbo, folder / "elbo.png")
-    metrics = {"training": _training_summary(result), **evaluate_model(model, splits, spec.evaluation)}
-    metrics["versions"] = _versions()
-    folder.write_metrics(metrics)
-    _plot_samples(model, splits, spec, folder / "samples.png")
-    return distributed.broadcast_object(metrics)
+    with RunFolder(out) as folder:
+        folder.start(resume=resume, create=distributed.is_main(), force=force)
+        changes = _resume_changes(folder, spec) if resume else {}
+        distributed.barrier()  # every process has checked the folder before process 0 writes to it
+        splits = load_splits(spec.data)
+        fingerprint = split_fingerprint(splits)
+        if resume and (folder / MODEL_FILE).is_file():
+            _check_split(folder, load_checkpoint(folder / MODEL_FILE), fingerprint)
+        pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters, the same in every process
+        model = _build(spec, splits)
+        if distributed.is_main():
+            if not resume:
+                folder.write_spec(dump_spec(spec))
+            elif changes:
+                folder.record_overrides(changes)
+        result = fit(
+            model.model,
+            model.guide,
+            _data(model, splits, "train", fixed=False),
+            _data(model, splits, "validation"),
+            settings=spec.inference.settings(),
+            checkpoint=folder / CHECKPOINT_FILE,
+            resume=resume,
+            batch_transform=splits.batch_transform(),
+            progress=progress,
+        )
+        if not distributed.is_main():
+            return distributed.broadcast_object()
+        with atomic_open(folder / MODEL_FILE) as file:
+            torch.save({"format": MODEL_FORMAT, "state_dict": model.state_dict(), "splits": fingerprint}, file)
+        plot_elbo_curve(result.train_elbo, result.validation_elbo, folder / "elbo.png")
+        metrics = {"training": _training_summary(result), **evaluate_model(model, splits, spec.evaluation)}
+        metrics["test"] = keep_estimates({}, metrics["test"])
+        diverged = _divergence(result, spec)
+        if diverged:
+            metrics["warnings"] = [diverged]
+        metrics["versions"] = _versions()
+        folder.write_metrics(metrics)
+        _plot_samples(model, splits, spec, folder / "samples.png")
+        return distributed.broadcast_object(metrics)
+
+
+def folder_spec(folder: str | Path) -> RunSpec:
+    """The spec of the generative run in ``folder``: its ``spec.toml`` with the changes each resume recorded in
+    ``overrides.json``."""
+    folder = RunFolder(folder)
+    if not (folder / SPEC_FILE).is_file():
+        raise PpgenError(f"{folder} is not a run folder (no {SPEC_FILE})")
+    spec = load_spec(folder / SPEC_FILE)
+    if not isinstance(spec, RunSpec):
+        raise PpgenError(
+            f"{folder} holds a Bayesian run: evaluate, sample, classify and --resume work on trained generative"
+            " models (for Bayesian runs see posterior.nc, summary.txt and ppgen compare)"
+        )
+    resumes = folder.read_overrides()
+    if not resumes:
+        return spec
+    tree = spec.model_dump(mode="json")
+    for changes in resumes:
+        for key, change in changes.items():
+            *tables, leaf = key.split(".")
+            node = tree
+            for table in tables:
+                node = node.setdefault(table, {})
+            node[leaf] = change["now"]
+    return validate_spec(tree, source=str(folder / OVERRIDES_FILE))
+
+
+def resumed_spec(folder: str | Path, *, inference: str | Path | None = None, overrides=()) -> RunSpec:
+    """What ``ppgen run --resume`` continues: the folder's spec (``folder_spec``) with an inference spec's tables
+    and ``key=value`` overrides applied, which ``run_generative`` records when they change anything."""
+    spec = folder_spec(folder) if (Path(folder) / SPEC_FILE).is_file() else None  # a Bayesian run is named first
+    RunFolder(folder).start(resume=True, create=False)  # a folder without a checkpoint is one clear line
+    spec = spec or folder_spec(folder)
+    if inference is None and not overrides:
+        return spec
+    tree = spec.model_dump(mode="json", exclude_none=True)
+    tree, sources = read_tree(Path(folder) / SPEC_FILE, inference=inference, overrides=overrides, tree=tree)
+    return validate_tree(RunSpec, tree, sources, str(Path(folder) / SPEC_FILE))
+
+
+def split_fingerprint(splits: Splits) -> dict:
+    """Each split's example count and a hash of its examples (and labels), as training saw them."""
+    fingerprint = {}
+    for name in ("train", "validation", "test"):
+        split = getattr(splits, name)
+        digest = hashlib.sha256()
+        for tensor in (split.x, split.y):
+            if tensor is not None:
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        fingerprint[name] = {"examples": len(split), "sha256": digest.hexdigest()}
+    return fingerprint
 
 
 def load_splits(spec: DataSpec) -> Splits:
@@ -87,24 +168,30 @@ def load_splits(spec: DataSpec) -> Splits:
 
 
 def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, GenerativeFamily, Splits]:
-    """The spec, the fitted model (on ``device``, default the spec's) and the data of a finished run."""
+    """The spec, the fitted model (on ``device``, default the spec's) and the data of a finished run; data split
+    differently from training (the split's fingerprint in ``model.pt``) is refused."""
     folder = Path(folder)
-    if not (folder / SPEC_FILE).is_file():
-        raise PpgenError(f"{folder} is not a run folder (no {SPEC_FILE})")
-    spec = load_spec(folder / SPEC_FILE)
-    if not isinstance(spec, RunSpec):
-        raise PpgenError(
-            f"{folder} holds a Bayesian run: evaluate, sample and classify work on trained generative models"
-            " (for Bayesian runs see posterior.nc, summary.txt and ppgen compare)"
-        )
+    spec = folder_spec(folder)
     if not (folder / MODEL_FILE).is_file():
         raise PpgenError(
             f"{folder} has no fitted model ({MODEL_FILE}); finish the run with:"
             f" ppgen run {folder / SPEC_FILE} --out {folder} --resume"
         )
+    saved = load_checkpoint(folder / MODEL_FILE)
+    state_dict = saved.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        raise PpgenError(f"{folder / MODEL_FILE} is corrupt or not a ppgen model: it holds no state dict of tensors")
     splits = load_splits(spec.data)
+    _check_split(folder, saved, split_fingerprint(splits))
     model = _build(spec, splits)
-    model.load_state_dict(load_checkpoint(folder / MODEL_FILE)["state_dict"])
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:  # torch lists every missing, unexpected or mis-shaped parameter
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise PpgenError(
+            f"{folder / MODEL_FILE} does not fit the model {folder / SPEC_FILE} describes (was the spec edited after"
+            f" training?): {details[0] if details else 'the parameters differ'}"
+        ) from None
     return spec, model.to(resolve_device(device or spec.inference.device)).eval(), splits
 
 
@@ -152,8 +239,9 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
         metrics["test"].update(
             accuracy=accuracy, accuracy_num_samples=spec.classify_samples, accuracy_num_examples=len(test[0])
         )
-    if family.kl_per_site:
-        kl_per_site = latent_kl(family.model, family.guide, test, num_samples=1)
+    if family.kl_per_site:  # over the whole test split, as its ELBO
+        whole = tuple(t.to(device) for t in _data(family, splits, "test"))
+        kl_per_site = latent_kl(family.model, family.guide, whole, num_samples=1)
         if kl_per_site:
             metrics["test"]["kl_per_site"] = kl_per_site
     metrics["evaluation_seconds"] = time.perf_counter() - started
@@ -174,57 +262,73 @@ def classify_accuracy(
 def evaluate_run(
     folder: str | Path, *, num_samples: int | None = None, max_examples: int | None = None, device: str | None = None
 ) -> dict:
-    """Re-evaluate a finished run (e.g. with more importance samples) and update its metrics.json."""
-    folder = Path(folder)
-    spec, model, splits = load_run(folder, device)
-    updates = {"num_samples": num_samples, "max_examples": max_examples}
-    evaluation = spec.evaluation.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    pyro.set_rng_seed(spec.inference.seed)
-    metrics = RunFolder(folder).read_metrics()
-    metrics.update(evaluate_model(model, splits, evaluation))
-    RunFolder(folder).write_metrics(metrics)
-    return metrics
+    """Re-evaluate a finished run (e.g. with more importance samples) and return this evaluation's metrics (with
+    the run's other figures). Its metrics.json keeps every estimate (see ``keep_estimates``): a partial or cheaper
+    one is filed beside a fuller one, never over it."""
+    with RunFolder(folder) as run:
+        run.lock()
+        spec, model, splits = load_run(folder, device)
+        metrics = run.read_metrics()  # a corrupt file stops us before the evaluation, not after it
+        updates = {"num_samples": num_samples, "max_examples": max_examples}
+        evaluation = spec.evaluation.model_copy(update={k: v for k, v in updates.items() if v is not None})
+        pyro.set_rng_seed(spec.inference.seed)
+        fresh = evaluate_model(model, splits, evaluation)
+        recorded = {**metrics, **fresh}
+        for name in ("train", "validation", "test"):
+            recorded[name] = keep_estimates(metrics.get(name, {}), fresh[name])
+        run.write_metrics(recorded)
+    return {**metrics, **fresh}
 
 
 def classify_run(
-    folder: str | Path, *, num_samples: int = 100, max_examples: int | None = None, device: str | None = None
+    folder: str | Path, *, num_samples: int | None = None, max_examples: int | None = None, device: str | None = None
 ) -> dict:
-    """Classify a labelled run's test set by likelihood and record the accuracy in its metrics.json."""
-    folder = Path(folder)
-    spec, model, splits = load_run(folder, device)
-    if not model.classifies:
-        raise PpgenError(f"{folder} holds a {spec.model.kind!r}, which has no labels to classify (use a 'cvae')")
-    pyro.set_rng_seed(spec.inference.seed)
-    device = next(model.parameters()).device
-    test = tuple(t[:max_examples].to(device) for t in _data(model, splits, "test"))
-    accuracy = classify_accuracy(model, test, num_samples, spec.evaluation.chunk_size)
-    metrics = RunFolder(folder).read_metrics()
-    metrics.setdefault("test", {}).update(
-        accuracy=accuracy, accuracy_num_samples=num_samples, accuracy_num_examples=len(test[0])
-    )
-    RunFolder(folder).write_metrics(metrics)
-    return metrics
+    """Classify a labelled run's test set by likelihood with ``num_samples`` (default the spec's
+    ``evaluation.classify_samples``) per class, file the accuracy in its metrics.json beside any other (see
+    ``keep_estimates``), and return this classification's figures."""
+    with RunFolder(folder) as run:
+        run.lock()
+        spec, model, splits = load_run(folder, device)
+        if not model.classifies:
+            raise PpgenError(f"{folder} holds a {spec.model.kind!r}, which has no labels to classify (use a 'cvae')")
+        num_samples = num_samples or spec.evaluation.classify_samples
+        metrics = run.read_metrics()
+        pyro.set_rng_seed(spec.inference.seed)
+        device = next(model.parameters()).device
+        test = tuple(t[:max_examples].to(device) for t in _data(model, splits, "test"))
+        accuracy = classify_accuracy(model, test, num_samples, spec.evaluation.chunk_size)
+        figures = {"accuracy": accuracy, "accuracy_num_samples": num_samples, "accuracy_num_examples": len(test[0])}
+        metrics["test"] = keep_estimates(metrics.get("test", {}), figures)
+        run.write_metrics(metrics)
+    return figures
 
 
 def sample_run(
     folder: str | Path,
     num_samples: int,
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     seed: int = 0,
     device: str | None = None,
     sampler: str | None = None,
 ) -> Path:
-    """Draw num_samples examples from a finished run's model and save them as a PNG grid; ``sampler``
+    """Draw num_samples examples from a finished run's model and save them as a PNG grid at ``out`` (default
+    ``samples-n<N>-seed<S>-<sampler>.png`` in the run folder, beside the run's own ``samples.png``); ``sampler``
     (diffusion models) overrides the spec's ``[sampling]`` table."""
     spec, model, splits = load_run(folder, device)
     sampling = spec.sampling if sampler is None else spec.sampling.model_copy(update={"sampler": sampler})
     if sampling.sampler not in spec.model.samplers:
         raise PpgenError(f"sampler {sampling.sampler!r} needs a diffusion model; {folder} holds a {spec.model.kind!r}")
+    out = Path(folder) / f"samples-n{num_samples}-seed{seed}-{sampling.sampler}.png" if out is None else Path(out)
+    if not out.parent.is_dir():
+        raise PpgenError(f"cannot write {out}: the folder {out.parent} does not exist")
     pyro.set_rng_seed(seed)
     samples = model.draw(num_samples, sampling)
-    plot_examples([(f"{num_samples} samples ({sampling.sampler})", samples)], splits.event_shape, out)
-    return Path(out)
+    try:
+        plot_examples([(f"{num_samples} samples ({sampling.sampler})", samples)], splits.event_shape, out)
+    except OSError as error:
+        raise PpgenError(f"cannot write {out}: {error.strerror}") from None
+    return out
 
 
 def _build(spec: RunSpec, splits: Splits) -> GenerativeFamily:
@@ -257,8 +361,14 @@ def _plot_samples(model: GenerativeFamily, splits: Splits, spec: RunSpec, path: 
         samples = model.draw(len(splits.test.x), spec.sampling)
         plot_examples([("test data", splits.test.x), ("samples", samples)], splits.event_shape, path)
         return
-    samples = model.draw(64, spec.sampling)
-    panels = [("samples", samples)]
+    if model.classifies:  # draw() goes through the classes in turn: 8 of each, a row per class
+        classes = len(model.class_log_prior)
+        samples = model.draw(8 * classes, spec.sampling).reshape(8, classes, -1)
+        samples = samples.transpose(0, 1).reshape(8 * classes, -1)
+        panels = [("samples, a row per class", samples, [f"class {c}" for c in range(classes)])]
+    else:
+        samples = model.draw(64, spec.sampling)
+        panels = [("samples", samples)]
     width = min(8, len(splits.test.x))
     rows = min(4, len(splits.test.x) // width)
     data = tuple(t[: rows * width].to(samples.device) for t in _data(model, splits, "test"))
@@ -266,21 +376,60 @@ def _plot_samples(model: GenerativeFamily, splits: Splits, spec: RunSpec, path: 
     if reconstructions is not None:
         # Rows alternate: `width` test examples, then their reconstructions.
         pairs = torch.stack([data[0].reshape(rows, width, -1), reconstructions.reshape(rows, width, -1)], dim=1)
-        panels.append(("test examples / reconstructions", pairs.reshape(2 * rows * width, -1)))
+        labels = ["test", "reconstruction"] * rows
+        panels.append(("test examples / reconstructions", pairs.reshape(2 * rows * width, -1), labels))
     plot_examples(panels, splits.event_shape, path, columns=8)
 
 
-def _check_resumable(folder: RunFolder, spec: RunSpec) -> None:
-    """Only the [inference], [evaluation] and [sampling] tables may change when a run resumes."""
-    saved = load_spec(folder / SPEC_FILE)
-    for table in ("data", "model", "guide"):
-        before, now = getattr(saved, table).model_dump(), getattr(spec, table).model_dump()
-        changed = [key for key in now if before.get(key) != now[key]]
-        if changed:
+def _resume_changes(folder: RunFolder, spec: RunSpec) -> dict:
+    """The settings in which ``spec`` differs from the folder's (dotted key -> {"was", "now"}); a change a resume
+    cannot make (the data, the model, or what the checkpoint fixes) is one error naming the key."""
+    saved = folder_spec(folder)
+    changes = {}
+    for table in RunSpec.model_fields:
+        before, now = getattr(saved, table).model_dump(mode="json"), getattr(spec, table).model_dump(mode="json")
+        for key in now:
+            if before.get(key) == now[key]:
+                continue
+            if table in ("data", "model", "guide") or (table == "inference" and key not in RESUMABLE_INFERENCE):
+                raise PpgenError(
+                    f"cannot resume {folder}: {table}.{key} was {before.get(key)!r} and is now {now[key]!r} (a resume"
+                    f" may change [evaluation], [sampling] and inference's {', '.join(RESUMABLE_INFERENCE)}; the"
+                    " others need a new run: --out elsewhere or --force)"
+                )
+            changes[f"{table}.{key}"] = {"was": before.get(key), "now": now[key]}
+    return changes
+
+
+def _check_split(folder: RunFolder | Path, saved: dict, fingerprint: dict) -> None:
+    """Refuse data split differently from the split ``model.pt`` was trained on (older files have no record)."""
+    trained = saved.get("splits")
+    if not isinstance(trained, dict):
+        return
+    for name, now in fingerprint.items():
+        if trained.get(name) != now:
+            was = trained.get(name, {}).get("examples", "?") if isinstance(trained.get(name), dict) else "?"
             raise PpgenError(
-                f"cannot resume {folder}: {table}.{changed[0]} was {before.get(changed[0])!r} and is now"
-                f" {now[changed[0]]!r} (only [inference], [evaluation] and [sampling] may change on resume)"
+                f"{folder}: the {name} split differs from the one the model was trained on ({was} examples then,"
+                f" {now['examples']} now, or other examples): the data or data.seed changed since training, and"
+                " scoring it could count training examples as held out; restore the run's data or train a new run"
             )
+
+
+def _divergence(result: FitResult, spec: RunSpec) -> str:
+    """A warning when the training ELBO ended far below where it started (a diverged run), else ""."""
+    if not result.train_elbo:
+        return ""
+    start, final = result.train_elbo[0][1], result.train_elbo[-1][1]
+    if result.initial_elbo is not None and math.isfinite(result.initial_elbo):
+        start = max(start, result.initial_elbo)
+    if math.isfinite(final) and final >= start - DIVERGED * max(abs(start), 1.0):
+        return ""
+    return (
+        f"training diverged: the training ELBO ended at {final:.4g} nats, far below where it started ({start:.4g});"
+        f" the model is not usable: lower inference.lr (now {spec.inference.lr:g}) or set"
+        " inference.optimizer = 'clipped_adam'"
+    )
 
 
 def _training_summary(result: FitResult) -> dict:

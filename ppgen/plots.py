@@ -32,18 +32,19 @@ def plot_elbo_curve(
 
 
 def plot_examples(
-    panels: Sequence[tuple[str, torch.Tensor]],
+    panels: Sequence[tuple[str, torch.Tensor] | tuple[str, torch.Tensor, Sequence[str]]],
     event_shape: tuple[int, ...],
     path: str | Path,
     columns: int | None = None,
-) -> None:
-    """Side-by-side panels of examples, each given as (title, x [n, D]).
+) -> Figure:
+    """Side-by-side panels of examples, each given as (title, x [n, D]) or (title, x [n, D], a label per row of
+    the grid, e.g. "reconstruction" or "class 3"); returns the figure written.
 
     Images (a 2-D event shape) are tiled in grids of ``columns`` columns (default: as square as possible);
     2-D points are drawn as a scatter plot; other vectors are tiled as 1 x D strips.
     """
     figure = Figure(figsize=(4.5 * len(panels), 4.8), layout="constrained")
-    for index, (title, examples) in enumerate(panels):
+    for index, (title, examples, *row_labels) in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), index + 1)
         examples = examples.detach().float().cpu()
         if event_shape == (2,):
@@ -53,9 +54,22 @@ def plot_examples(
             shape = event_shape if len(event_shape) == 2 else (1, math.prod(event_shape))
             canvas = _tile(examples.reshape(-1, *shape), columns).numpy()
             axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0)
-            axes.axis("off")
+            _label_rows(axes, row_labels[0] if row_labels else None, shape[0])
         axes.set_title(title)
     figure.savefig(path, dpi=120)
+    return figure
+
+
+def _label_rows(axes, labels: Sequence[str] | None, height: int, padding: int = 1) -> None:
+    """Label the rows of a ``_tile`` canvas of images ``height`` pixels high at the left (no labels: no axes)."""
+    if labels is None:
+        axes.axis("off")
+        return
+    axes.set_xticks([])
+    axes.set_yticks([padding + row * (height + padding) + (height - 1) / 2 for row in range(len(labels))], labels)
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
 
 
 def _tile(images: torch.Tensor, columns: int | None = None, padding: int = 1) -> torch.Tensor:

@@ -10,6 +10,7 @@ vectorized over draws) and builds the ArviZ results.
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,21 +19,29 @@ from ppgen.infer.bayes_data import float64, jax_data
 from ppgen.infer.discrete import discrete_draws, has_pointwise_marginal, map_name, marginal_log_likelihood
 from ppgen.infer.draws import Draws
 from ppgen.infer.methods import METHODS
+from ppgen.models.backends import numpyro_backend
 from ppgen.models.bayes import BayesModel
+from ppgen.models.interpreter import plate_sizes
+from ppgen.models.missing import cut_to_observed
 from ppgen.spec.bayes_inference import BayesInferenceSpec
 
-__all__ = ["infer", "results_of", "draws_only"]
+__all__ = ["infer", "results_of", "log_prior", "plate_dims", "data_dims", "draws_only"]
 
 
-def infer(model: BayesModel, spec: BayesInferenceSpec, data: Mapping | None = None, progress: bool = False) -> Draws:
+def infer(
+    model: BayesModel, spec: BayesInferenceSpec, data: Mapping | None = None, progress: bool | None = False
+) -> Draws:
     """Posterior draws of the latent variables by the ``[inference]`` method, given ``data`` (default the
-    model's own data; numpy arrays, e.g. simulated ones for calibration)."""
+    model's own data; numpy arrays, e.g. simulated ones for calibration); ``progress`` as ``ppgen.progress`` says
+    (None: bars on a terminal, lines otherwise)."""
     return METHODS[spec.inference.method].run(model, spec.settings(), data=data, progress=progress)
 
 
 def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, seed: int = 0):
     """ArviZ results from latent draws: posterior (latent and deterministic variables), sample_stats,
-    observed_data, posterior_predictive and pointwise log-likelihood of every observed variable.
+    observed_data, constant_data (the rest of the data), posterior_predictive, pointwise log-likelihood of every
+    observed variable and the log prior density of each draw (``log_prior``). A variable's dimensions are named
+    after its plates (``plate_dims``).
 
     Discrete latent variables, which the samplers marginalize, are drawn given each continuous draw
     (``ppgen.infer.discrete``): ``z`` holds draws from p(z | theta, y) and ``z_map`` the most likely value given
@@ -66,17 +75,72 @@ def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, see
         predictive = Predictive(replicate, posterior_samples=flat)(jax.random.PRNGKey(seed), data=given)
         if not model.discrete_names:
             pointwise = log_likelihood(model.numpyro_model, flat, data=given)  # also has prior terms (factor_names)
+        prior_terms = per_chain(log_prior(model, flat, given))
         observed = dict(model.observed_values)
         observed.update({name: np.asarray(given[key]) for name, key in model.observed.items() if key in given})
+        constant = {key: np.asarray(value) for key, value in given.items() if key not in model.spec.observed_data_keys}
+        sizes = plate_sizes(model.spec, given, numpyro_backend())
 
     deterministic = per_chain({k: predictive[k] for k in model.deterministic_names if k in predictive})
+    posterior = {**posterior, **deterministic}
+    replicated = per_chain({name: predictive[name] for name in model.observed})
+    pointwise = None if pointwise is None else per_chain({name: pointwise[name] for name in model.observed})
+    if model.spec.missing:  # the checks compare observed entries only; imputed ones are in the posterior
+        observed, replicated, pointwise = (
+            None if group is None else cut_to_observed(group, model.spec.missing)
+            for group in (observed, replicated, pointwise)
+        )
+    shapes = {name: np.shape(value)[2:] for name, value in posterior.items()}
+    shapes.update({name: np.shape(value) for name, value in observed.items()})
     return inference_data.build_inference_data(
-        posterior={**posterior, **deterministic},
+        posterior=posterior,
         sample_stats=draws.sample_stats or None,
         observed_data=observed,
-        posterior_predictive=per_chain({name: predictive[name] for name in model.observed}),
-        log_likelihood=None if pointwise is None else per_chain({name: pointwise[name] for name in model.observed}),
+        constant_data=constant or None,
+        posterior_predictive=replicated,
+        log_likelihood=pointwise,
+        log_prior=prior_terms,
+        dims={**data_dims(sizes, constant), **plate_dims(model, sizes, shapes)},
     )
+
+
+def log_prior(model: BayesModel, latent: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The log prior density of latent draws ``latent`` ({name: [S, ...]}) per variable and element, {name: [S,
+    ...]}: the log density of every sample site of the NumPyro model but the likelihood terms (prior terms,
+    ``factor_names``, included), vectorized over the draws. Power-scaling the prior (``ppgen.evaluate.sensitivity``)
+    reweights the draws by its sum."""
+    import jax
+    from numpyro.infer.util import compute_log_probs
+
+    def one_draw(values: dict) -> dict:
+        terms, _ = compute_log_probs(model.numpyro_model, (), {"data": data}, values, sum_log_prob=False)
+        return {name: term for name, term in terms.items() if name not in model.observed}
+
+    return {name: np.asarray(value) for name, value in jax.jit(jax.vmap(one_draw))(dict(latent)).items()}
+
+
+def plate_dims(model: BayesModel, sizes: Mapping[str, int], shapes: Mapping[str, tuple]) -> dict[str, list[str]]:
+    """Names of the leading dimensions of each variable's values, given their shape without (chain, draw): its
+    plates, outermost first (``sizes``: plate name -> size). ArviZ names the event dimensions after them
+    (``{name}_dim_{i}``), and every dimension of a variable outside plates or not laid out [plates..., event...]."""
+    dims = {}
+    for name, shape in shapes.items():
+        variable = model.spec.variables.get(name)
+        plates = variable.plates if variable is not None else ()
+        if plates and tuple(shape[: len(plates)]) == tuple(sizes[plate] for plate in plates):
+            dims[name] = list(plates)
+    return dims
+
+
+def data_dims(sizes: Mapping[str, int], data: Mapping[str, np.ndarray]) -> dict[str, list[str]]:
+    """Name the first dimension of a data array after the plate of its length, when exactly one plate has it (a
+    covariate over ``obs``, the times of a time plate)."""
+    dims = {}
+    for key, value in data.items():
+        plates = [plate for plate, size in sizes.items() if np.ndim(value) and size == np.shape(value)[0]]
+        if len(plates) == 1:
+            dims[key] = plates
+    return dims
 
 
 def draws_only(draws: Draws):

@@ -293,7 +293,7 @@ SCHOOLS = {"J": 3, "y": [1.0, 2.0, 3.0], "sigma": [1.0, 1.0, 2.0]}
         ),
         ({"mu": {"dist": "Normal(0, 1)", "shape": ["K"]}}, {}, {}, "variables.mu.shape[0]: unknown data 'K'"),
         ({"mu": {"dist": "Normal(0, 1)", "plate": "p"}}, {"n": 2.5}, {"p": "n"}, "plates.p: expected a non-negative"),
-        ({"mu": "Normal(0, -1)"}, {}, {}, "variables.mu.dist: ValueError"),
+        ({"mu": "Normal(0, -1)"}, {}, {}, "variables.mu.dist: Normal's scale must be > 0, got -1"),
         (
             {"u": {"dist": "Normal(0, 1)", "plate": ["a", "b"]}, "v": {"dist": "Normal(0, 1)", "plate": ["b", "a"]}},
             {},

@@ -14,6 +14,7 @@ from models_exact import ConjugateNormalMean, ProbabilisticPCA
 
 from ppgen.errors import PpgenError
 from ppgen.evaluate import elbo, log_likelihood
+from ppgen.evaluate.bounds import effective_sample_size_warning
 from ppgen.models import VAE
 
 Z = 4.0  # standard errors allowed; a wrong estimator misses by far more (see the gaps asserted below)
@@ -185,3 +186,31 @@ def test_memory_stays_bounded_by_the_chunk_size(ppca):
     result = log_likelihood(watched_model, ppca.approximate_guide, ppca.sample(40), num_samples=5000, chunk_size=1000)
     assert result.estimate.shape == (40,) and torch.isfinite(result.estimate).all()
     assert max(pairs_per_call) == 1000 and sum(pairs_per_call[1:]) == 40 * 5000  # call 0 probes the structure
+
+
+@pytest.mark.parametrize(
+    ("effective_sample_size", "num_samples", "warns"),
+    [(2.6, 200, True), (1.0, 100, True), (1.0, 1, True), (7.0, 8, False), (80.0, 1000, False), (40.0, 1000, True)],
+)
+def test_a_tiny_effective_sample_size_warns_that_the_standard_error_means_little(
+    effective_sample_size, num_samples, warns
+):
+    warning = effective_sample_size_warning(effective_sample_size, num_samples)
+    assert (warning is not None) == warns
+    if warns:
+        assert f"effective sample size of {effective_sample_size:.1f} of K = {num_samples}" in warning
+        assert "no error bar" in warning and "Raise K" in warning
+
+
+def test_a_guide_far_from_the_posterior_gives_an_estimate_that_warns(ppca, x):
+    """A guide that ignores the data (the prior) is dominated by the few samples near the posterior."""
+
+    def prior_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(ppca.latent_dim, dtype=x.dtype), 1.0).to_event(1))
+
+    estimate = log_likelihood(ppca.model, prior_guide, x, num_samples=200, chunk_size=10_000)
+    median = estimate.effective_sample_size.median().item()
+    assert effective_sample_size_warning(median, 200) is not None
+    exact = log_likelihood(ppca.model, ppca.exact_guide, x, num_samples=200, chunk_size=10_000)
+    assert effective_sample_size_warning(exact.effective_sample_size.median().item(), 200) is None

@@ -54,14 +54,17 @@ class _Payload:
     ("content", "message"),
     [
         (None, "no checkpoint at"),
-        (b"not a checkpoint", "is unreadable or not a ppgen checkpoint"),
-        (_Payload(), "is unreadable or not a ppgen checkpoint"),
+        (b"not a checkpoint", "is corrupt or not a ppgen file: torch cannot read it"),
+        (_Payload(), "is corrupt or not a ppgen file: it holds objects other than tensors and plain data"),
+        ([1, 2], "is corrupt or not a ppgen file: it holds a list, not a dict"),
     ],
 )
 def test_missing_corrupt_or_unsafe_files_are_refused(tmp_path, content, message):
     path = tmp_path / "checkpoint.pt"
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif isinstance(content, list):
+        torch.save(content, path)
     elif content is not None:
         torch.save({"payload": content}, path)
     with pytest.raises(TrainingError, match=message) as error:

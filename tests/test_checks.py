@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from ppgen.errors import DataError, SpecError
-from ppgen.evaluate import check_plots, checks
+from ppgen.evaluate import check_plots, checks, elpd, inference_data
 from ppgen.evaluate.inference_data import SUMMARY_COLUMNS, build_inference_data
 
 CHAINS, DRAWS = 4, 1000
@@ -310,6 +310,45 @@ def test_high_pareto_k_warns():
     assert len(warnings) == 1 and warnings[0].startswith("loo: ") and "Pareto k > 0.70" in warnings[0]
 
 
+def conjugate_checked(y: np.ndarray, sigma: float, seed: int):
+    """Exact posterior draws of the conjugate model with noise scale ``sigma``, their replicates and log-likelihoods."""
+    model = ConjugateNormal(y, sigma=sigma)
+    results, log_likelihood = model.results(seed)
+    mu = inference_data.get_group(results, "posterior")["mu"].values
+    return build_inference_data(
+        {"mu": mu},
+        observed_data={"y": y},
+        posterior_predictive={"y": np.random.default_rng(seed).normal(mu[..., None], sigma, size=(*mu.shape, y.size))},
+        log_likelihood={"y": log_likelihood.reshape(*mu.shape, y.size)},
+    )
+
+
+def test_loo_pit_of_the_true_model_is_uniform_and_of_a_too_narrow_one_is_not():
+    y = np.random.default_rng(30).normal(1.0, 1.0, size=100)
+    summary, warnings = checks.loo_pit(conjugate_checked(y, sigma=1.0, seed=31))
+    # The true model: LOO-PIT values are uniform up to PSIS error, and the KS test fails only with probability 0.01.
+    assert summary["num_data"] == 100 and summary["p_value"] > checks.LOO_PIT_ALPHA and warnings == []
+    # Predictive sd 0.3 against data sd 1: |y_i - mu| > 0.3 * 1.645 for most points, so most PIT values lie in the
+    # outer 10% tails (a U shape): KS D ~ 0.3, p ~ 1e-7 for n = 100.
+    summary, warnings = checks.loo_pit(conjugate_checked(y, sigma=0.3, seed=32))
+    assert summary["p_value"] < 1e-6
+    (line,) = warnings
+    assert line.startswith("y: LOO-PIT values are not uniform (Kolmogorov-Smirnov p = ") and "too narrow" in line
+
+
+def test_loo_pit_is_not_tested_for_a_discrete_likelihood():
+    rng = np.random.default_rng(33)
+    rate = rng.gamma(20.0, 0.1, size=(CHAINS, 100))
+    y = rng.poisson(2.0, size=30)
+    results = build_inference_data(
+        {"rate": rate},
+        observed_data={"y": y},
+        posterior_predictive={"y": rng.poisson(rate[..., None], size=(CHAINS, 100, 30))},
+        log_likelihood={"y": stats.poisson.logpmf(y, rate[..., None])},
+    )
+    assert checks.loo_pit(results) == ({}, [])
+
+
 def test_compare_ranks_the_correct_model_first(conjugate):
     correct, _ = conjugate.results(seed=12)
     wrong, _ = conjugate.results(seed=13, shift=-2.0)  # mu two sigma off: every point is badly predicted
@@ -317,6 +356,29 @@ def test_compare_ranks_the_correct_model_first(conjugate):
     assert list(table.index) == ["correct", "wrong"]
     assert table.loc["wrong", "elpd_diff"] > 4 * table.loc["wrong", "dse"]
     assert table.loc["correct", "weight"] > table.loc["wrong", "weight"]
+
+
+def test_compare_weights_are_the_stacking_weights():
+    """Half the data near 0, half near 3; one model predicts each half well and the other badly. Ranking by elpd
+    would put almost all weight on one; stacking (Yao et al. 2018, arXiv:1704.02030) mixes them, with the weights
+    that maximize sum_i log sum_k w_k exp(elpd_loo_ik)."""
+    y = np.concatenate([np.random.default_rng(40).normal(0.0, 1.0, 15), np.random.default_rng(41).normal(3.0, 1.0, 25)])
+    named = {}
+    for name, centre in (("low", 0.0), ("high", 3.0)):
+        mu = np.random.default_rng(42).normal(centre, 0.1, size=(CHAINS, DRAWS))
+        named[name] = build_inference_data({"mu": mu}, log_likelihood={"y": stats.norm.logpdf(y, mu[..., None], 1.0)})
+    table = checks.compare(named)
+    weights = table["weight"]
+    assert abs(weights.sum() - 1) < 1e-6 and 0.2 < weights["low"] < 0.8
+    pointwise = np.stack([elpd.loo(named[name]).pointwise for name in ("low", "high")])  # [model, point]
+
+    def objective(w_low: np.ndarray) -> np.ndarray:
+        mixed = w_low[:, None] * np.exp(pointwise[0]) + (1 - w_low[:, None]) * np.exp(pointwise[1])
+        return np.log(mixed).sum(axis=1)
+
+    grid = np.linspace(0.0, 1.0, 10001)  # the maximum of this concave objective lies within 1e-4 of a grid point
+    assert abs(grid[np.argmax(objective(grid))] - weights["low"]) < 2e-3
+    assert objective(np.array([weights["low"]]))[0] >= objective(grid).max() - 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------- plots
@@ -333,7 +395,142 @@ def test_plot_checks_writes_every_plot(tmp_path):
         log_likelihood={"y": stats.norm.logpdf(rng.normal(size=(*draws, 10)))},
     )
     written = check_plots.plot_checks(results, tmp_path)
-    assert [path.name for path in written] == ["trace.png", "rank.png", "ppc.png", "pareto_k.png"]
+    assert [path.name for path in written] == ["trace.png", "rank.png", "ppc.png", "pareto_k.png", "loo_pit.png"]
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
     with pytest.raises(SpecError, match="unknown posterior variable 'w'"):
         check_plots.plot_trace(results, tmp_path / "w.png", var_names=["w"])
+
+
+def saved_figures(monkeypatch) -> list:
+    """The figures the plots save from now on (kept for inspection after they are written and closed)."""
+    from ppgen.evaluate import arviz_plots
+
+    figures, save = [], arviz_plots._save_figure
+    monkeypatch.setattr(
+        arviz_plots, "_save_figure", lambda figure, path: (figures.append(figure), save(figure, path))[1]
+    )
+    return figures
+
+
+@pytest.mark.parametrize(
+    "draws, plots",
+    [
+        (1, ["ppc.png"]),
+        (5, ["trace.png", "ppc.png"]),  # a rank plot compares chains: none for one
+        (20, ["trace.png", "ppc.png"]),  # too few draws for PSIS-LOO's tail fit
+        (30, ["trace.png", "ppc.png", "pareto_k.png", "loo_pit.png"]),
+    ],
+)
+def test_plots_adapt_to_small_runs(draws, plots, tmp_path):
+    """One chain of 20 draws once died in the posterior predictive plot; 1 draw in LOO's tail fit; one chain in
+    ArviZ 1.x's rank plot."""
+    rng = np.random.default_rng(15)
+    shape = (1, draws)
+    results = build_inference_data(
+        {"mu": rng.normal(size=shape)},
+        observed_data={"y": rng.normal(size=10)},
+        posterior_predictive={"y": rng.normal(size=(*shape, 10))},
+        log_likelihood={"y": stats.norm.logpdf(rng.normal(size=(*shape, 10)))},
+    )
+    assert [path.name for path in check_plots.plot_checks(results, tmp_path)] == plots
+    summary, warnings = checks.loo(results)
+    if draws < checks.MIN_LOO_DRAWS:
+        assert summary == {} and warnings[0].startswith(f"loo: skipped, {draws} posterior draws are too few")
+    else:
+        assert summary["num_samples"] == draws
+
+
+def test_trace_titles_clear_the_axes_above(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    posterior = {"mu": iid_normal(16), "tau": iid_normal(17), "theta": iid_normal(18, (4,)), "z": iid_normal(19, (4,))}
+    check_plots.plot_trace(build_inference_data(posterior), tmp_path / "trace.png")
+    (figure,) = figures
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()  # closing the figure took its canvas
+    figure.draw(renderer)
+    for axes in figure.axes:
+        title = axes.title.get_window_extent(renderer)
+        for other in figure.axes:
+            if other is not axes and axes.title.get_text():
+                assert not title.overlaps(other.get_tightbbox(renderer)), (axes.title.get_text(), other.get_title())
+
+
+def test_binary_and_count_data_get_a_bar_plot(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    rng = np.random.default_rng(20)
+    y, y_rep = rng.poisson(2.0, size=30), rng.poisson(2.0, size=(CHAINS, 50, 30))
+    results = build_inference_data(
+        {"rate": rng.gamma(2.0, size=(CHAINS, 50))}, observed_data={"y": y}, posterior_predictive={"y": y_rep}
+    )
+    check_plots.plot_ppc(results, tmp_path / "ppc.png")
+    (axes,) = figures[0].axes
+    values = np.arange(min(y.min(), y_rep.min()), max(y.max(), y_rep.max()) + 1)
+    heights = [patch.get_height() for patch in axes.patches]
+    assert heights == [np.sum(y == value) for value in values]  # a bar per value: the observed count
+    assert axes.get_xlabel() == "y" and not [line for line in axes.lines if len(line.get_xdata()) > len(values)]
+
+
+def test_the_pareto_k_plot_shows_the_threshold(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    rng = np.random.default_rng(21)
+    results = build_inference_data(
+        {"mu": iid_normal(22)}, log_likelihood={"y": stats.norm.logpdf(rng.normal(size=(CHAINS, DRAWS, 10)))}
+    )
+    check_plots.plot_pareto_k(results, tmp_path / "pareto_k.png")
+    levels = {tuple(line.get_ydata()) for line in figures[0].axes[0].lines}
+    assert (0.7, 0.7) in levels and (1.0, 1.0) in levels  # S = 4000 draws: good k is 0.7
+
+
+def test_the_summary_prints_the_posterior_predictive_p_values_and_loo(conjugate):
+    results, log_likelihood = conjugate.results(seed=23)
+    mu = inference_data.get_group(results, "posterior")["mu"].values
+    replicated = np.random.default_rng(24).normal(mu[..., None], conjugate.sigma, size=(*mu.shape, conjugate.y.size))
+    results = build_inference_data(
+        {"mu": mu},
+        observed_data={"y": conjugate.y},
+        posterior_predictive={"y": replicated},
+        log_likelihood={"y": log_likelihood.reshape(replicated.shape)},
+    )
+    table, warnings = checks.summarize(results)
+    ppc, _ = checks.ppc(results)
+    loo, _ = checks.loo(results)
+    text = checks.format_summary(table, warnings, ppc, loo)
+    p_values = ", ".join(f"{name} {ppc['y'][name]['p_value']:.3f}" for name in ("mean", "sd", "min", "max"))
+    assert f"  y: {p_values}\n" in text
+    assert f"PSIS-LOO: elpd_loo {loo['elpd_loo']:.2f} (se {loo['se']:.2f}), p_loo {loo['p_loo']:.2f}" in text
+    assert "20 good (<= 0.70), 0 bad, 0 very bad (> 1)" in text
+    assert checks.format_summary(table, warnings) == checks.format_summary(table, warnings, {}, {})
+
+
+def test_the_rank_plot_leaves_out_discrete_variables(tmp_path):
+    rng = np.random.default_rng(25)
+    results = build_inference_data({"mu": iid_normal(26), "z": rng.integers(0, 2, size=(CHAINS, DRAWS))})
+    assert check_plots.plot_rank(results, tmp_path / "rank.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_summary_prints_loo_pit_and_sensitivity():
+    """A sensitivity table without any diagnosis once failed: pandas refused to fill a float column with text."""
+    table, _ = checks.summarize(build_inference_data({"mu": iid_normal(50)}))
+    loo_pit = {"ks_statistic": 0.061, "p_value": 0.818, "num_data": 100}
+    quiet = {"mu": {"prior": 0.01, "likelihood": 0.2, "diagnosis": None}}
+    text = checks.format_summary(table, [], loo_pit=loo_pit, sensitivity=quiet)
+    assert "LOO-PIT uniformity: Kolmogorov-Smirnov D 0.061, p = 0.818 (miscalibrated below 0.01)" in text
+    assert "\nmu  0.010       0.200         -\n" in text
+    loud = {**quiet, "tau": {"prior": 0.1, "likelihood": 0.01, "diagnosis": "strong prior / weak likelihood"}}
+    assert "\ntau  0.100       0.010  strong prior / weak likelihood\n" in checks.format_summary(
+        table, [], sensitivity=loud
+    )
+
+
+def test_interval_coverage_counts_the_points_inside_their_central_interval():
+    # Replicates evenly spread over [0, 1] at every point: the central 90% interval is [0.05, 0.95] (linear
+    # interpolation between draws), which holds 0.5 and 0.06 but not 0.01, 0.99 or 2.
+    spread = np.repeat(np.linspace(0.0, 1.0, 1001)[:, None], 5, axis=1)[None]  # [chain 1, draw 1001, 5 points]
+    results = build_inference_data(
+        {"mu": np.zeros((1, 1001))},
+        observed_data={"y": np.array([0.5, 0.06, 0.01, 0.99, 2.0]), "b": np.array([0, 1])},
+        posterior_predictive={"y": spread, "b": np.random.default_rng(60).integers(0, 2, size=(1, 1001, 2))},
+    )
+    coverage = checks.interval_coverage(results)
+    assert coverage == {"y": {"prob": 0.9, "covered": 2, "num_data": 5, "share": 0.4}}  # binary b: left out

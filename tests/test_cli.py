@@ -134,9 +134,12 @@ def test_evaluate_updates_the_metrics(run_folder):
     before = metrics_of(run_folder)
     result = cli("evaluate", run_folder, "--num-samples", 16, "--max-examples", 20)
     assert (result.code, result.err) == (0, "")
-    assert "(K = 16, 20 examples" in result.out.splitlines()[2]
+    # The NLL over 20 examples is not on the line of the ELBO over all of them.
+    total = before["test"]["num_examples"]
+    assert result.out.splitlines()[2].endswith(f"bits/dim) over {total} examples")
+    assert f"(K = 16, first 20 of {total} examples" in result.out.splitlines()[3]
     after = metrics_of(run_folder)
-    assert (after["test"]["nll_num_samples"], after["test"]["nll_num_examples"]) == (16, 20)
+    assert after["test"]["nll_estimates"]["K=16, 20 examples"]["nll_num_examples"] == 20
     assert (after["training"], after["versions"]) == (before["training"], before["versions"])
     assert f"  training: {json.dumps(before['training'])}" in result.out
 
@@ -172,7 +175,7 @@ USER_ERRORS = {
     ),
     "same --out twice": (
         ["run", "{run}/spec.toml", "--out", "{run}", "--quiet"],
-        "{run} already holds a run: pass --resume to continue it, or --out to write elsewhere",
+        "{run} already holds a run: pass --resume to continue it, --out to write elsewhere, or --force to replace it",
     ),
     "--resume into an empty folder": (
         ["run", VAE, *TINY, "--out", "{tmp}", "--resume"],
@@ -180,8 +183,9 @@ USER_ERRORS = {
     ),
     "--resume with a changed model": (
         ["run", "{run}/spec.toml", "--out", "{run}", "--resume", "--set", "model.latent_dim=3", "--quiet"],
-        "cannot resume {run}: model.latent_dim was 2 and is now 3"
-        " (only [inference], [evaluation] and [sampling] may change on resume)",
+        "cannot resume {run}: model.latent_dim was 2 and is now 3 (a resume may change [evaluation], [sampling] and"
+        " inference's epochs, time_limit, patience, validation_particles, keep_best, checkpoint_every, log_every,"
+        " device, threads, jit, precision; the others need a new run: --out elsewhere or --force)",
     ),
     "evaluate a folder that is not a run": (["evaluate", "{tmp}"], "{tmp} is not a run folder (no spec.toml)"),
     "MNIST without a data path": (
@@ -263,7 +267,7 @@ def test_mnist_run_folder_can_be_evaluated(mnist_run, tmp_path):
     folder = Path(shutil.copytree(mnist_run[0], tmp_path / "mnist"))
     result = cli("evaluate", folder, "--num-samples", 4, "--max-examples", 5)
     assert (result.code, result.err) == (0, "")
-    assert (metrics_of(folder)["test"]["nll_num_samples"], metrics_of(folder)["test"]["nll_num_examples"]) == (4, 5)
+    assert metrics_of(folder)["test"]["nll_estimates"]["K=4, 5 examples"]["nll_num_examples"] == 5
 
 
 @pytest.mark.parametrize(

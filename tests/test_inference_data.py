@@ -29,16 +29,19 @@ def arrays() -> dict[str, dict[str, np.ndarray]]:
             "lp": rng.normal(size=(CHAINS, DRAWS)),
         },
         "observed_data": {"y": rng.normal(size=N)},
+        "constant_data": {"x": rng.normal(size=(N, 2)), "scale": np.asarray(2.0)},
         "posterior_predictive": {"y": rng.normal(size=(CHAINS, DRAWS, N))},
         "log_likelihood": {"y": -1.0 - 0.5 * rng.normal(size=(CHAINS, DRAWS, N)) ** 2},
+        "log_prior": {"mu": rng.normal(size=(CHAINS, DRAWS)), "theta": rng.normal(size=(CHAINS, DRAWS, 3))},
         "prior": {"mu": rng.normal(size=(1, 200))},
+        "prior_predictive": {"y": rng.normal(size=(1, 200, N))},
     }
 
 
 @pytest.fixture(scope="module")
 def results(arrays):
     return inference_data.build_inference_data(
-        **arrays, dims={"theta": ["school"], "y": ["obs"]}, coords={"school": ["a", "b", "c"]}
+        **arrays, dims={"theta": ["school"], "y": ["obs"], "x": ["obs"]}, coords={"school": ["a", "b", "c"]}
     )
 
 
@@ -52,6 +55,9 @@ def test_every_group_keeps_its_arrays(results, arrays):
     assert theta.dims == ("chain", "draw", "school")
     assert list(theta["school"].values) == ["a", "b", "c"]
     assert inference_data.get_group(results, "observed_data")["y"].dims == ("obs",)
+    # dims may name the leading dimensions only (a variable's plates): ArviZ names the rest
+    obs, event = inference_data.get_group(results, "constant_data")["x"].dims
+    assert obs == "obs" and event.startswith("x_dim_")  # x_dim_1 on ArviZ 0.x, x_dim_0 on 1.x
 
 
 def test_netcdf_round_trip_keeps_every_group(results, arrays, tmp_path):
@@ -76,6 +82,22 @@ def test_shape_mistakes_name_the_variable():
         inference_data.build_inference_data({"mu": draws}, log_likelihood={"y": np.zeros((2, 9, 3))})
     with pytest.raises(DataError, match="posterior: no variables"):
         inference_data.build_inference_data({})
+
+
+def test_a_prior_predictive_check_has_no_posterior(tmp_path):
+    rng = np.random.default_rng(1)
+    prior = inference_data.build_inference_data(
+        None,
+        prior={"mu": rng.normal(size=(1, 50))},
+        prior_predictive={"y": rng.normal(size=(1, 50, N))},
+        observed_data={"y": rng.normal(size=N)},
+    )
+    loaded = inference_data.load(inference_data.save(prior, tmp_path / "prior.nc"))
+    assert set(inference_data.groups(loaded)) == {"prior", "prior_predictive", "observed_data"}
+    with pytest.raises(DataError, match=r"prior_predictive\['y'\] has \(chain, draw\) = \(1, 49\)"):
+        inference_data.build_inference_data(
+            None, prior={"mu": np.zeros((1, 50))}, prior_predictive={"y": np.zeros((1, 49, N))}
+        )
 
 
 def test_missing_groups_files_and_names_are_reported(results, tmp_path):
@@ -163,7 +185,7 @@ def test_compare_ranks_by_elpd(arrays):
         elpd.compare({"good": good})
 
 
-@pytest.mark.parametrize("plot", ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k"])
+@pytest.mark.parametrize("plot", ["plot_trace", "plot_rank", "plot_ppc", "plot_pareto_k", "plot_loo_pit"])
 def test_plots_write_png_and_close_their_figure(plot, results, tmp_path):
     import matplotlib.pyplot as plt
 

@@ -66,13 +66,13 @@ def test_the_engines_import_nothing_from_the_spec_layer_at_module_level():
 @pytest.mark.parametrize("method", _spec_methods())
 def test_each_method_hands_back_draws_of_every_latent_by_chain_and_draw(method):
     # A tiny budget each (the NumPyro ones compile for a few seconds); exactness: tests/test_workflow.py.
-    budget = {"num_steps": 20, "num_samples": 8} if method == "svi" else {"num_warmup": 10, "num_samples": 8}
-    table = {"method": method, **budget} if method == "svi" else {"method": method, "num_chains": 2, **budget}
-    spec = BayesInferenceSpec.model_validate({"inference": table})
+    # SVI and Pathfinder split their 8 independent draws into 4 chains; the samplers run 2 chains of 8.
+    budgets = {"svi": {"num_steps": 20}, "pathfinder": {"draws_per_path": 8, "max_iterations": 20}}
+    budget = budgets.get(method, {"num_warmup": 10, "num_chains": 2})
+    spec = BayesInferenceSpec.model_validate({"inference": {"method": method, "num_samples": 8, **budget}})
     model = load_spec(NORMAL).model
     draws = METHODS[method].run(model, spec.settings())
-    chains = 4 if method == "svi" else 2
-    shape = (chains, 8 // chains if method == "svi" else 8)
+    shape = (4, 2) if method in budgets else (2, 8)
     assert {name: draws.posterior[name].shape[:2] for name in model.latent_names} == dict.fromkeys(
         model.latent_names, shape
     )  # (NumPyro adds the deterministic sites)
@@ -100,17 +100,18 @@ def test_pyro_chains_resolve_auto_to_sequential():
 @pytest.mark.slow
 def test_the_numpyro_sampler_is_compiled_once_for_many_data_sets(monkeypatch):
     # About 5 s (one compilation). SBC's replicates and `ppgen run` share this sampler; new observed data of the
-    # same shape must reuse the compiled loop, and its draws must change with the data. The loop is counted by its
-    # traces: each compilation starts with one. (JAX's own count of a jitted function's compiled entries,
-    # `_cache_size()`, read 0 late in a full test session although the loop was traced and compiled once.)
+    # same shape must reuse the compiled loop (one segment of it, run SEGMENTS times a chain), and its draws must
+    # change with the data. The loop is counted by its traces: each compilation starts with one. (JAX's own count
+    # of a jitted function's compiled entries, `_cache_size()`, read 0 late in a full test session although the
+    # loop was traced and compiled once.)
     traces = []
-    chain = NumpyroSampler._chain
+    segment = NumpyroSampler._run_segment
 
-    def counted_chain(self, *args, **kwargs):
-        traces.append(args[1]["observed"]["y"].shape)
-        return chain(self, *args, **kwargs)
+    def counted_segment(self, *args, **kwargs):
+        traces.append(args[2]["observed"]["y"].shape)
+        return segment(self, *args, **kwargs)
 
-    monkeypatch.setattr(NumpyroSampler, "_chain", counted_chain)
+    monkeypatch.setattr(NumpyroSampler, "_run_segment", counted_segment)
     model = load_spec(NORMAL).model
     settings = MCMCSettings(num_warmup=50, num_samples=20, num_chains=2, chain_method="sequential")
     runs = [METHODS["nuts"].run(model, settings, data={"y": np.full(10, value)}) for value in (0.0, 3.0)]

@@ -35,6 +35,16 @@ def test_model_spec_gives_the_values_it_writes(path):
         assert {key: spec[table][key] for key in values} == values
 
 
+DIGITS_SPECS = [path for path in MODEL_SPECS if tomllib.loads(path.read_text()).get("data", {}).get("name") == "digits"]
+
+
+@pytest.mark.parametrize("path", DIGITS_SPECS, ids=spec_id)
+def test_every_digits_spec_takes_mnist(path):
+    """The README's promise: any digits spec runs on MNIST with --set data.name=mnist (which has its test split)."""
+    spec = load_spec(path, overrides=["data.name='mnist'"])
+    assert spec.data.name == "mnist" and spec.data.test_fraction is None
+
+
 @pytest.mark.parametrize("inference", INFERENCE_SPECS, ids=spec_id)
 @pytest.mark.parametrize("model", MODEL_SPECS, ids=spec_id)
 def test_model_spec_with_inference_spec(model, inference):

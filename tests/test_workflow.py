@@ -85,6 +85,10 @@ def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
     )
     y = inference_data.get_group(results, "observed_data")["y"].values
     np.testing.assert_array_equal(y, np.asarray(load_spec(NORMAL).model.data["y"]))
+    # dimensions named after the plates, and the rest of the data in constant_data, for ArviZ's labelled plots
+    for group in ("observed_data", "posterior_predictive", "log_likelihood"):
+        assert inference_data.get_group(results, group)["y"].dims[-1] == "obs"
+    assert {"N", "mu0", "tau0", "sigma"} <= set(inference_data.get_group(results, "constant_data").data_vars)
     replicated = inference_data.get_group(results, "posterior_predictive")["y"]
     assert replicated.shape == (2, 500, len(y))
     assert {"diverging", "acceptance_rate", "step_size", "lp"} <= set(inference_data.get_group(results, "sample_stats"))
@@ -94,7 +98,12 @@ def test_a_run_folder_holds_results_checks_and_plots(tmp_path):
     assert "mu" in (tmp_path / "run" / "summary.txt").read_text()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["method"] == "nuts" and "mu" in saved["summary"]
-    for plot in ("rank.png", "ppc.png", "pareto_k.png"):
+    # the right model for its data: LOO-PIT uniform; a prior of sd 2 against 10 points of sd 1: no sensitive prior
+    assert saved["loo_pit"]["p_value"] > 0.01 and saved["loo_pit"]["num_data"] == len(y)
+    assert saved["sensitivity"]["mu"]["prior"] < 0.05 < saved["sensitivity"]["mu"]["likelihood"]
+    assert not any(line.startswith(("sensitivity:", "y: LOO-PIT")) for line in saved["warnings"])
+    assert list(inference_data.get_group(results, "log_prior").data_vars) == ["mu"]
+    for plot in ("rank.png", "ppc.png", "pareto_k.png", "loo_pit.png"):
         assert (tmp_path / "run" / plot).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -106,7 +115,7 @@ def test_ppgen_run_prints_the_summary_and_draws_the_figures_in_a_background_proc
     assert metrics["plots"] == "background" and metrics["sampler"] == {"mass": "diag"}  # one parameter: diag
     assert "nuts (diag mass):" in result.out
     # this file's conftest waits for the plot process, which must have exited with status 0
-    for plot in ("rank.png", "ppc.png", "pareto_k.png"):
+    for plot in ("trace.png", "ppc.png", "pareto_k.png"):  # one chain: no rank plot, which compares chains
         assert (tmp_path / "run" / plot).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -148,7 +157,10 @@ def test_compare_ranks_the_right_model_first(tmp_path):
         runs.append(tmp_path / name)
     result = cli("compare", *runs)
     assert result.code == 0
-    assert result.out.splitlines()[1].split()[0] == "right"
+    header, right, wrong = result.out.splitlines()[:3]
+    assert right.split()[0] == "right" and header.split()[6] == "weight"
+    assert float(right.split()[7]) > 0.9  # stacking puts (almost) all weight on the right model
+    assert "weight: stacking weights" in result.out
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.errors import PpgenError
 from ppgen.plates import DATA_PLATE, PlateStructure, inspect_plates
+from ppgen.progress import reporter
 
 __all__ = [
     "LogLikelihood",
@@ -48,6 +49,9 @@ __all__ = [
     "MEMORY_FRACTION",
     "CPU_ACTIVATION_FACTOR",
     "DEFAULT_CPU_MEMORY",
+    "MIN_ESS_FRACTION",
+    "MIN_ESS",
+    "effective_sample_size_warning",
 ]
 
 _SAMPLE_PLATE = "_ppgen_samples"
@@ -66,7 +70,13 @@ DEFAULT_CPU_MEMORY = 2 * 1024**3
 """Bytes of RAM the CPU evaluator counts on: the available RAM (from psutil, when installed) capped at this, so
 that the chunks, and with them the draws, are the same on every machine with at least this much free."""
 
+MIN_ESS_FRACTION, MIN_ESS = 0.05, 2.0
+"""An importance-sampled log p(x) whose effective sample size is below MIN_ESS_FRACTION of K (or below MIN_ESS) has
+weights dominated by a few samples: its standard error, estimated from the spread of those same weights, leaves out
+the larger weights not drawn, and is no error bar (``effective_sample_size_warning``)."""
+
 _PROBE_PAIRS = 1024  # (example, sample) pairs in the chunk whose memory is measured
+PROGRESS_DELAY = 5.0  # seconds before an evaluation shows a progress bar on a terminal
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,8 @@ def elbo(
     """The ELBO estimated with num_particles samples: [N] per example, or [] for global latents, on the
     data's device. chunk_size, memory_budget: as for ``log_likelihood``."""
     total = None
-    chunks = _log_weight_chunks(model, guide, data, num_particles, chunk_size, memory_budget, vectorize)
+    label = "ELBO" if num_particles == 1 else f"ELBO ({num_particles} particles)"
+    chunks = _log_weight_chunks(model, guide, data, num_particles, chunk_size, memory_budget, vectorize, label)
     for rows, log_weights in chunks:
         total = _accumulate(total, rows, log_weights.sum(0), torch.add, 0.0, data)
     return total / num_particles
@@ -133,7 +144,8 @@ def log_likelihood(
         A LogLikelihood whose tensors are on the data's device.
     """
     lse, lse_squared = None, None
-    chunks = _log_weight_chunks(model, guide, data, num_samples, chunk_size, memory_budget, vectorize)
+    label = f"log-likelihood (K = {num_samples})"
+    chunks = _log_weight_chunks(model, guide, data, num_samples, chunk_size, memory_budget, vectorize, label)
     for rows, log_weights in chunks:
         lse = _accumulate(lse, rows, log_weights.logsumexp(0), torch.logaddexp, -math.inf, data)
         lse_squared = _accumulate(lse_squared, rows, (2 * log_weights).logsumexp(0), torch.logaddexp, -math.inf, data)
@@ -146,6 +158,20 @@ def log_likelihood(
     relative_variance = torch.expm1(log_k + lse_squared - 2 * lse).clamp(min=0)
     stderr = (relative_variance / (num_samples - 1)).sqrt()
     return LogLikelihood(estimate, stderr, effective_sample_size, num_samples)
+
+
+def effective_sample_size_warning(effective_sample_size: float, num_samples: int) -> str | None:
+    """A line saying why an importance-sampled estimate with this (median) effective sample size of K =
+    ``num_samples`` has no meaningful standard error, and what to do; None when the ESS is large enough."""
+    if effective_sample_size >= max(MIN_ESS, MIN_ESS_FRACTION * num_samples):
+        return None
+    return (
+        f"the importance-sampled NLL has a median effective sample size of {effective_sample_size:.1f} of K ="
+        f" {num_samples}: a few samples carry the weights, so its +- (estimated from those same weights) is no error"
+        " bar, and the NLL is in practice an upper bound on -log p(x). Raise K (evaluation.num_samples, or ppgen"
+        " evaluate --num-samples), or bring the guide closer to the posterior (train longer, guide.family = 'iaf', or"
+        " inference.elbo = 'iwae')"
+    )
 
 
 def _accumulate(total, rows, part, combine, identity, data):
@@ -276,10 +302,11 @@ def _site_tensors(site: dict) -> Iterator[torch.Tensor]:
 
 
 def _log_weight_chunks(
-    model, guide, data, num_samples, chunk_size, memory_budget, vectorize
+    model, guide, data, num_samples, chunk_size, memory_budget, vectorize, label
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (rows, log_weights) with log_weights [S, len(rows)] for per-example models, or [S] for
-    models with global latents (rows = all), over chunks covering all examples and num_samples samples."""
+    models with global latents (rows = all), over chunks covering all examples and num_samples samples; a phase
+    longer than a few seconds shows its progress as ``label`` (``ppgen.progress``: the run's setting)."""
     num_examples = data[0].shape[0]
     structure = _inspect(model, guide, data, num_samples)
     if chunk_size is None:
@@ -290,16 +317,20 @@ def _log_weight_chunks(
     else:
         examples_per_call = num_examples
         samples_per_call = max(1, min(num_samples, chunk_size // num_examples))
-    for start in range(0, num_examples, examples_per_call):
-        rows = slice(start, min(start + examples_per_call, num_examples))
-        chunk = tuple(x[rows] for x in data)
-        for first in range(0, num_samples, samples_per_call):
-            count = min(samples_per_call, num_samples - first)
-            # The structure's pass ran with validation as the caller set it; checking every chunk's arguments,
-            # supports and NaNs again would read a flag back from the device several times per chunk.
-            with pyro.validation_enabled(False):
-                log_weights = _log_weights(model, guide, chunk, count, structure, vectorize)
-            yield rows, log_weights
+    done = 0
+    with reporter(label, num_examples * num_samples, "sample", delay=PROGRESS_DELAY) as bar:
+        for start in range(0, num_examples, examples_per_call):
+            rows = slice(start, min(start + examples_per_call, num_examples))
+            chunk = tuple(x[rows] for x in data)
+            for first in range(0, num_samples, samples_per_call):
+                count = min(samples_per_call, num_samples - first)
+                # The structure's pass ran with validation as the caller set it; checking every chunk's arguments,
+                # supports and NaNs again would read a flag back from the device several times per chunk.
+                with pyro.validation_enabled(False):
+                    log_weights = _log_weights(model, guide, chunk, count, structure, vectorize)
+                yield rows, log_weights
+                done += (rows.stop - rows.start) * count
+                bar.update(done)
 
 
 def _log_weights(model, guide, data, num_samples, structure, vectorize) -> torch.Tensor:

@@ -15,6 +15,7 @@ from scipy import stats
 
 from ppgen.errors import DataError, SpecError
 from ppgen.evaluate import elpd, inference_data
+from ppgen.evaluate.sensitivity import SENSITIVITY_THRESHOLD
 
 __all__ = [
     "RHAT_THRESHOLD",
@@ -26,11 +27,16 @@ __all__ = [
     "MIN_STEP_SIZE",
     "STEP_SIZE_RATIO",
     "BFMI_THRESHOLD",
+    "MIN_LOO_DRAWS",
+    "LOO_PIT_ALPHA",
+    "num_draws",
     "summarize",
     "bfmi",
     "format_summary",
     "ppc",
+    "interval_coverage",
     "loo",
+    "loo_pit",
     "waic",
     "compare",
 ]
@@ -53,6 +59,14 @@ STEP_SIZE_RATIO = 10
 # Betancourt (2016), arXiv:1604.00695, section 6.1, and Stan: E-BFMI below 0.3 means the momentum resampling
 # explores the energy distribution poorly.
 BFMI_THRESHOLD = 0.3
+# PSIS-LOO fits a generalized Pareto distribution to the largest 20% of the S importance ratios of each point; ArviZ
+# 1.x needs 5 of them (S >= 25), ArviZ 0.x fails outright on 1 draw, and the threshold for a reliable Pareto k,
+# 1 - 1/log10(S) (arXiv:1507.02646), is 0.28 at S = 25: below that no estimate could be trusted.
+MIN_LOO_DRAWS = 25
+# LOO-PIT values of a calibrated model for continuous data are uniform (Gabry et al. 2019, arXiv:1709.01449): a
+# Kolmogorov-Smirnov test rejecting uniformity at this level flags a miscalibrated predictive distribution (a
+# well-specified model warns in 1% of data sets).
+LOO_PIT_ALPHA = 0.01
 
 
 def _quantile(q: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -116,6 +130,12 @@ def summarize(
     if "sample_stats" in inference_data.groups(results):
         lines += _sampler_warnings(inference_data.get_group(results, "sample_stats"), max_tree_depth)
     return table, lines
+
+
+def num_draws(results: Any) -> int:
+    """Posterior draws over all chains."""
+    posterior = inference_data.get_group(results, "posterior")
+    return posterior.sizes["chain"] * posterior.sizes["draw"]
 
 
 def bfmi(energy: np.ndarray) -> np.ndarray:
@@ -234,9 +254,56 @@ def _bfmi_warnings(values: np.ndarray) -> list[str]:
     ]
 
 
-def format_summary(table: pd.DataFrame, warnings: Sequence[str]) -> str:
-    """The text of ``summary.txt``: the summary table, then the warnings (or a line saying there are none)."""
-    text = table.to_string(float_format=lambda value: f"{value:.4g}")
+def format_summary(
+    table: pd.DataFrame | None,
+    warnings: Sequence[str],
+    ppc: Mapping | None = None,
+    loo: Mapping | None = None,
+    loo_pit: Mapping | None = None,
+    sensitivity: Mapping | None = None,
+    coverage: Mapping | None = None,
+    predictive: str = "posterior",
+) -> str:
+    """The text of ``summary.txt``: the summary table, the ``predictive`` ("posterior" or "prior") predictive
+    p-values (``ppc``'s result) and interval coverage (``interval_coverage``'s), the LOO estimate (``loo``'s), the
+    LOO-PIT test (``loo_pit``'s) and the power-scaling sensitivity (``sensitivity.sensitivity``'s) when given, then
+    the warnings (or a line saying there are none)."""
+    text = "" if table is None else table.to_string(float_format=lambda value: f"{value:.4g}")
+    if ppc:
+        text += (
+            f"\n\n{predictive.capitalize()} predictive p-values, P(T(y_rep) > T(y)) (extreme outside [{PPC_EXTREME},"
+            f" {1 - PPC_EXTREME}]):\n"
+        )
+        for name, statistics in ppc.items():
+            text += (
+                f"  {name}: " + ", ".join(f"{key} {check['p_value']:.3f}" for key, check in statistics.items()) + "\n"
+            )
+        text = text.rstrip("\n")
+    for name, covered in (coverage or {}).items():
+        text += (
+            f"\n  {name}: {covered['covered']} of {covered['num_data']} data points ({covered['share']:.0%}) in their"
+            f" central {covered['prob']:.0%} {predictive} predictive interval"
+        )
+    if loo:
+        counts = loo["pareto_k"]
+        text += (
+            f"\n\nPSIS-LOO: elpd_loo {loo['elpd_loo']:.2f} (se {loo['se']:.2f}), p_loo {loo['p_loo']:.2f}, over"
+            f" {loo['num_data']} data points; Pareto k (max {loo['max_k']:.2f}): {counts['good']} good (<="
+            f" {loo['good_k']:.2f}), {counts['bad']} bad, {counts['very_bad']} very bad (> 1)"
+        )
+    if loo_pit:
+        text += (
+            f"\nLOO-PIT uniformity: Kolmogorov-Smirnov D {loo_pit['ks_statistic']:.3f}, p = {loo_pit['p_value']:.3f}"
+            f" (miscalibrated below {LOO_PIT_ALPHA})"
+        )
+    if sensitivity:
+        rows = pd.DataFrame.from_dict(sensitivity, orient="index")
+        rows["diagnosis"] = [value["diagnosis"] or "-" for value in sensitivity.values()]
+        text += (
+            f"\n\nPower-scaling sensitivity (Kallioinen et al. 2023; notable above {SENSITIVITY_THRESHOLD}):\n"
+            + rows.to_string(float_format=lambda value: f"{value:.3f}")
+        )
+    text = text.lstrip("\n")
     if warnings:
         return text + "\n\nWarnings:\n" + "".join(f"- {line}\n" for line in warnings)
     return text + "\n\nNo warnings.\n"
@@ -249,12 +316,13 @@ def ppc(
     results: Any,
     statistics: Sequence[str] = ("mean", "sd", "min", "max"),
     var_names: Sequence[str] | None = None,
+    group: str = "posterior_predictive",
 ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
-    """Posterior predictive checks with Bayesian p-values p = P(T(y_rep) > T(y) | y) + P(T(y_rep) = T(y) | y) / 2
-    (Gelman et al., BDA3, 6.3, with ties counted half: the mid-p-value of Lancaster 1961, doi:10.1080/
-    01621459.1961.10482105). Ties happen for discrete data: the maximum of binary outcomes is 1 in almost every
-    replicate, and counting ties in full would give p = 1 and a false alarm; for continuous statistics ties have
-    probability 0 and the two definitions agree.
+    """Posterior (or, with ``group`` "prior_predictive", prior) predictive checks with Bayesian p-values
+    p = P(T(y_rep) > T(y) | y) + P(T(y_rep) = T(y) | y) / 2 (Gelman et al., BDA3, 6.3, with ties counted half:
+    the mid-p-value of Lancaster 1961, doi:10.1080/01621459.1961.10482105). Ties happen for discrete data: the
+    maximum of binary outcomes is 1 in almost every replicate, and counting ties in full would give p = 1 and a
+    false alarm; for continuous statistics ties have probability 0 and the two definitions agree.
 
     Args:
         results: with ``observed_data`` y [...] and ``posterior_predictive`` y_rep [chain, draw, ...].
@@ -262,39 +330,65 @@ def ppc(
         var_names: observed variables to check (default: every one that has replicates).
     Returns:
         ({variable: {statistic: {"observed", "replicated_mean", "p_value"}}}, warnings for p outside
-        [0.05, 0.95])
+        [0.05, 0.95]). Of the prior predictive, such a p-value says that the prior rarely produces data sets like the
+        observed one.
     """
     for name in statistics:
         if name not in PPC_STATISTICS:
             raise SpecError(f"statistics: unknown test statistic {name!r} (known: {', '.join(PPC_STATISTICS)})")
     observed = inference_data.get_group(results, "observed_data")
-    replicated = inference_data.get_group(results, "posterior_predictive")
+    replicated = inference_data.get_group(results, group)
     if var_names is None:
         var_names = [name for name in observed.data_vars if name in replicated.data_vars]
         if not var_names:
-            raise DataError("posterior_predictive: no variable shares a name with observed_data")
+            raise DataError(f"{group}: no variable shares a name with observed_data")
     checks, lines = {}, []
     for name in var_names:
         if name not in observed.data_vars:
             raise SpecError(f"var_names: {name!r} is not an observed variable ({', '.join(observed.data_vars)})")
         if name not in replicated.data_vars:
-            raise DataError(f"posterior_predictive: no replicates of observed variable {name!r}")
+            raise DataError(f"{group}: no replicates of observed variable {name!r}")
         y = np.asarray(observed[name].values, dtype=float).ravel()
         y_rep = replicated[name].transpose("chain", "draw", ...).values.astype(float)
         y_rep = y_rep.reshape(-1, math.prod(y_rep.shape[2:]))
         if y_rep.shape[1] != y.size:
-            raise DataError(f"posterior_predictive[{name!r}] has {y_rep.shape[1]} values per draw, y has {y.size}")
+            raise DataError(f"{group}[{name!r}] has {y_rep.shape[1]} values per draw, y has {y.size}")
         checks[name] = {}
         for statistic in statistics:
             check = _p_value(PPC_STATISTICS[statistic], y, y_rep)
             checks[name][statistic] = check
             if not PPC_EXTREME <= check["p_value"] <= 1 - PPC_EXTREME:
                 lines.append(
-                    f"{name}: posterior predictive p-value of {statistic} is {check['p_value']:.3f} "
+                    f"{name}: {group.replace('_', ' ')} p-value of {statistic} is {check['p_value']:.3f} "
                     f"(observed {check['observed']:.4g}, replicated mean {check['replicated_mean']:.4g}): "
-                    "the model does not reproduce this statistic"
+                    + ("the model does not reproduce" if group == "posterior_predictive" else "the prior rarely gives")
+                    + " this statistic"
                 )
     return checks, lines
+
+
+def interval_coverage(
+    results: Any, group: str = "posterior_predictive", prob: float = 0.9
+) -> dict[str, dict[str, float]]:
+    """How many observed data points lie in their central ``prob`` predictive interval (the ``group`` replicates'
+    quantiles (1 - prob) / 2 and (1 + prob) / 2, point by point).
+
+    Returns:
+        {variable: {"prob", "covered", "num_data", "share"}} for each observed variable with replicates, binary ones
+        (two values or fewer) left out.
+    """
+    observed = inference_data.get_group(results, "observed_data")
+    replicated = inference_data.get_group(results, group)
+    coverage = {}
+    for name in (name for name in observed.data_vars if name in replicated.data_vars):
+        y = np.asarray(observed[name].values, dtype=float).ravel()
+        y_rep = replicated[name].transpose("chain", "draw", ...).values.reshape(-1, y.size)
+        if np.unique(y_rep).size <= 2:  # binary data: every interval that holds both values covers every point
+            continue
+        low, high = np.quantile(y_rep, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+        covered = int(np.sum((low <= y) & (y <= high)))
+        coverage[name] = {"prob": prob, "covered": covered, "num_data": y.size, "share": covered / y.size}
+    return coverage
 
 
 def _p_value(statistic: Callable[[np.ndarray], np.ndarray], y: np.ndarray, y_rep: np.ndarray) -> dict[str, float]:
@@ -316,8 +410,15 @@ def loo(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list
     Returns:
         ({"elpd_loo", "se", "p_loo", "num_data", "num_samples", "good_k", "max_k", "pareto_k": {"good", "bad",
         "very_bad"} counts}, warnings). k above good_k = min(1 - 1/log10(S), 0.7) makes a point's estimate
-        unreliable (Vehtari et al. 2024, arXiv:1507.02646); k > 1 makes it unusable.
+        unreliable (Vehtari et al. 2024, arXiv:1507.02646); k > 1 makes it unusable. With fewer than
+        ``MIN_LOO_DRAWS`` draws: ({}, a warning that says so).
     """
+    draws = num_draws(results)
+    if draws < MIN_LOO_DRAWS:
+        return {}, [
+            f"loo: skipped, {draws} posterior draws are too few (PSIS-LOO needs {MIN_LOO_DRAWS}: below that no Pareto k"
+            " can be trusted); draw more (inference.num_samples, inference.num_chains)"
+        ]
     estimate = elpd.loo(results, var_name=var_name)
     pareto_k = estimate.pareto_k
     good_k = estimate.good_k
@@ -345,6 +446,44 @@ def loo(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list
             "check for influential observations or use a more robust model"
         )
     return summary, lines
+
+
+def loo_pit(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """LOO-PIT uniformity: a Kolmogorov-Smirnov test of the LOO-PIT values (``elpd.loo_pit``) against U(0, 1).
+
+    A U shape (values piled at 0 and 1) says the predictive distributions are too narrow, a hump too wide, a slope
+    biased. A discrete likelihood (whole-number replicates) is not tested: its PIT values are not uniform even under
+    the true model.
+
+    Returns:
+        ({"ks_statistic", "p_value", "num_data"}, a warning when p < ``LOO_PIT_ALPHA``); ({}, []) for a discrete
+        likelihood.
+    """
+    name = elpd._log_likelihood_name(results, var_name)
+    y_rep = inference_data.get_group(results, "posterior_predictive")[name].values
+    if np.all(y_rep == np.round(y_rep)):  # replicates of a discrete likelihood (the data may be whole numbers anyway)
+        return {}, []
+    values = elpd.loo_pit(results, name)
+    test = stats.kstest(values, "uniform")
+    summary = {"ks_statistic": float(test.statistic), "p_value": float(test.pvalue), "num_data": values.size}
+    lines = []
+    if test.pvalue < LOO_PIT_ALPHA:
+        shape = _pit_shape(values)
+        lines.append(
+            f"{name}: LOO-PIT values are not uniform (Kolmogorov-Smirnov p = {test.pvalue:.2g} < {LOO_PIT_ALPHA},"
+            f" {values.size} data points; {shape}): the predictive distributions are miscalibrated; see loo_pit.png"
+        )
+    return summary, lines
+
+
+def _pit_shape(values: np.ndarray) -> str:
+    """What the LOO-PIT values' departure from uniform suggests, from the share in the outer fifths."""
+    tails, middle = np.mean((values < 0.1) | (values > 0.9)), np.mean(np.abs(values - 0.5) < 0.1)
+    if tails > 0.3:
+        return f"{tails:.0%} in the outer 10% tails, 20% expected: predictions too narrow"
+    if middle > 0.3:
+        return f"{middle:.0%} in the middle 20%, 20% expected: predictions too wide"
+    return f"mean {values.mean():.2f}, 0.5 expected: predictions biased"
 
 
 def waic(results: Any, var_name: str | None = None) -> tuple[dict[str, Any], list[str]]:

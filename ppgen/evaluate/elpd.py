@@ -1,5 +1,6 @@
 """Expected log pointwise predictive density: PSIS-LOO, WAIC and model comparison by ArviZ, on ArviZ 0.x and 1.x
-alike (Vehtari, Gelman & Gabry 2017, arXiv:1507.04544)."""
+alike (Vehtari, Gelman & Gabry 2017, arXiv:1507.04544); and the Pareto-smoothed importance weights they rest on
+(``psis``)."""
 
 import math
 from collections.abc import Mapping
@@ -19,11 +20,23 @@ from ppgen.evaluate.inference_data import (
     get_group,
 )
 
-__all__ = ["COMPARE_COLUMNS", "ElpdEstimate", "loo", "waic", "waic_from_log_likelihood", "compare"]
+__all__ = [
+    "COMPARE_COLUMNS",
+    "ElpdEstimate",
+    "reliable_k",
+    "psis",
+    "loo",
+    "loo_pit",
+    "waic",
+    "waic_from_log_likelihood",
+    "compare",
+]
 
 COMPARE_COLUMNS = ("rank", "elpd", "p", "elpd_diff", "weight", "se", "dse", "warning")
 
 _SAMPLE_DIMS = ("chain", "draw")
+# Log weights that differ by less are equal up to rounding (log densities of float64 computations): no tail to fit.
+EQUAL_LOG_WEIGHTS = 1e-8
 _WAIC_WARNING = "For one or more samples the posterior variance"  # ArviZ 0.x's, reported by ppgen's checks instead
 
 
@@ -56,6 +69,30 @@ class ElpdEstimate:
     num_data: int
 
 
+def reliable_k(num_samples: int) -> float:
+    """The Pareto k above which a point's PSIS estimate from ``num_samples`` draws is unreliable, min(1 - 1/log10(S),
+    0.7) (Vehtari et al. 2024, arXiv:1507.02646); 0.7 for a single draw, where the formula has no meaning."""
+    return min(1 - 1 / math.log10(num_samples), 0.7) if num_samples > 1 else 0.7
+
+
+def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed importance sampling (Vehtari et al. 2024, arXiv:1507.02646) of independent draws with log
+    weights [S] (finite): (smoothed log weights [S], normalized to sum to one; Pareto k of the weights' tail). Weights
+    all equal (the proposal is the target up to a constant; to within ``EQUAL_LOG_WEIGHTS``) have no tail: k = -inf
+    (ArviZ 0.x says inf, and fits rounding errors)."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    if np.ptp(log_weights) < EQUAL_LOG_WEIGHTS:
+        return np.full(log_weights.shape, -math.log(log_weights.size)), -math.inf
+    with _quiet(_PARETO_WARNING), np.errstate(over="ignore", divide="ignore"):
+        if _is_v1():
+            from arviz_stats.base import array_stats
+
+            smoothed, k = array_stats.psislw(log_weights, r_eff=1.0)
+        else:
+            smoothed, k = _arviz().psislw(log_weights, reff=1.0)
+    return np.asarray(smoothed), float(k)
+
+
 def _log_likelihood_name(results: Any, var_name: str | None) -> str:
     names = list(get_group(results, "log_likelihood").data_vars)
     if var_name is None:
@@ -81,7 +118,7 @@ def loo(results: Any, var_name: str | None = None) -> ElpdEstimate:
         elpd, p, pointwise, pareto_k = (estimate[key] for key in ("elpd_loo", "p_loo", "loo_i", "pareto_k"))
         num_samples = estimate["n_samples"]
     pointwise, pareto_k = np.asarray(pointwise).ravel(), np.asarray(pareto_k).ravel()
-    good_k = min(1 - 1 / math.log10(num_samples), 0.7) if num_samples > 1 else 0.7
+    good_k = reliable_k(int(num_samples))
     return ElpdEstimate(
         method="loo",
         elpd=float(elpd),
@@ -94,6 +131,19 @@ def loo(results: Any, var_name: str | None = None) -> ElpdEstimate:
         num_samples=int(num_samples),
         num_data=pareto_k.size,
     )
+
+
+def loo_pit(results: Any, var_name: str | None = None) -> np.ndarray:
+    """LOO-PIT values [n]: each observed point's quantile in its leave-one-out predictive distribution, P(y_rep_i <=
+    y_i | y_-i), from the ``posterior_predictive`` replicates weighted by PSIS-LOO (Gabry et al. 2019,
+    arXiv:1709.01449, section 5). Uniform on (0, 1) when the model is calibrated and the data continuous."""
+    var_name = _log_likelihood_name(results, var_name)
+    with _quiet(_PARETO_WARNING), np.errstate(over="ignore"):
+        if _is_v1():
+            values = _arviz().loo_pit(results, var_names=[var_name])[var_name]
+        else:
+            values = _arviz().loo_pit(results, y=var_name)
+    return np.asarray(values, dtype=float).ravel()
 
 
 def waic(results: Any, var_name: str | None = None) -> ElpdEstimate:
@@ -162,11 +212,11 @@ def compare(named_results: Mapping[str, Any], var_name: str | None = None) -> pd
         raise SpecError(f"compare: needs at least two models, got {len(named_results)}")
     with _quiet(_PARETO_WARNING, *_ARVIZ_0_DEPRECATIONS):
         if _is_v1():
-            table = _arviz().compare(dict(named_results), var_name=var_name, round_to="none")
+            table = _arviz().compare(dict(named_results), method="stacking", var_name=var_name, round_to="none")
             table["warning"] = table["diag_elpd"].fillna("").astype(str).str.len() > 0
             table["elpd_diff"] = table["elpd_diff"].abs()  # ArviZ 1.x counts worse models' differences as < 0
         else:
-            table = _arviz().compare(dict(named_results), ic="loo", var_name=var_name)
+            table = _arviz().compare(dict(named_results), ic="loo", method="stacking", var_name=var_name)
             table = table.rename(columns={"elpd_loo": "elpd", "p_loo": "p"})
     table = table[list(COMPARE_COLUMNS)].copy()
     table["warning"] = table["warning"].astype(bool)

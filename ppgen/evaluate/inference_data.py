@@ -3,18 +3,18 @@
 ArviZ 0.x (pip's choice on Python 3.11) stores results as ``arviz.InferenceData``; ArviZ 1.x (Python >= 3.12)
 stores them as ``xarray.DataTree``, drops ``waic`` and ``from_pyro``, and renames arguments (``hdi_prob`` became
 ``prob``). The rest of ppgen builds, saves and reads results, and calls ArviZ's statistics and plots, only through
-this module, ``ppgen.evaluate.elpd`` (LOO, WAIC, compare) and ``ppgen.evaluate.arviz_plots``: every difference
-between ArviZ 0.x and 1.x lives in these three. Their functions take plain numpy arrays and return numpy arrays,
-``xarray.Dataset`` or pandas tables. ArviZ is imported lazily, so importing them neither imports ArviZ nor needs
-torch.
+this module, ``ppgen.evaluate.elpd`` (LOO, LOO-PIT, WAIC, compare), ``ppgen.evaluate.arviz_plots`` and
+``ppgen.evaluate.sensitivity`` (power-scaling): every difference between ArviZ 0.x and 1.x lives in these four.
+Their functions take plain numpy arrays and return numpy arrays, ``xarray.Dataset`` or pandas tables. ArviZ is
+imported lazily, so importing them neither imports ArviZ nor needs torch.
 """
 
 import contextlib
-import functools
 import logging
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +31,7 @@ __all__ = [
     "SAMPLE_STATS_NAMES",
     "SUMMARY_COLUMNS",
     "arviz_version",
+    "import_in_background",
     "build_inference_data",
     "save",
     "load",
@@ -44,11 +45,21 @@ __all__ = [
     "mcse",
 ]
 
-GROUPS = ("posterior", "sample_stats", "observed_data", "posterior_predictive", "log_likelihood", "prior")
+GROUPS = (
+    "posterior",
+    "sample_stats",
+    "observed_data",
+    "constant_data",
+    "posterior_predictive",
+    "log_likelihood",
+    "log_prior",
+    "prior",
+    "prior_predictive",
+)
 SAMPLE_STATS_NAMES = ("diverging", "acceptance_rate", "step_size", "tree_depth", "lp")
 SUMMARY_COLUMNS = ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat")
 
-_PER_DRAW_GROUPS = ("posterior", "sample_stats", "posterior_predictive", "log_likelihood")
+_PER_DRAW_GROUPS = ("posterior", "sample_stats", "posterior_predictive", "log_likelihood", "log_prior")
 # ArviZ's own warning that ppgen turns into its one-line check warnings (see ppgen.evaluate.checks).
 _PARETO_WARNING = "Estimated shape parameter of Pareto distribution"
 # ArviZ 0.2x calls APIs that newer pandas and matplotlib deprecate; users cannot act on these, so the 0.x branches
@@ -68,8 +79,25 @@ def _quiet(*messages: str) -> Iterator[None]:
         yield
 
 
-@functools.cache
+_ARVIZ: list = []  # the imported, configured module, once ``_arviz`` has run
+_ARVIZ_LOCK = threading.Lock()
+
+
+def import_in_background() -> None:
+    """Start importing ArviZ (about a second) in a thread of its own, to overlap with sampling, which spends its
+    time in XLA without Python's lock; the first use of ArviZ then waits for the import to finish."""
+    threading.Thread(target=_arviz, name="ppgen-import-arviz", daemon=True).start()
+
+
 def _arviz() -> Any:
+    """ArviZ, imported and configured once (by whichever thread comes first; the others wait)."""
+    with _ARVIZ_LOCK:
+        if not _ARVIZ:
+            _ARVIZ.append(_import_arviz())
+    return _ARVIZ[0]
+
+
+def _import_arviz() -> Any:
     with warnings.catch_warnings(), _numba_hidden():
         # ArviZ 0.2x announces its 1.0 refactor with a FutureWarning on the first import of each day.
         warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
@@ -114,7 +142,7 @@ def _is_v1() -> bool:
 
 
 def build_inference_data(
-    posterior: Mapping[str, np.ndarray],
+    posterior: Mapping[str, np.ndarray] | None,
     sample_stats: Mapping[str, np.ndarray] | None = None,
     observed_data: Mapping[str, np.ndarray] | None = None,
     posterior_predictive: Mapping[str, np.ndarray] | None = None,
@@ -122,39 +150,56 @@ def build_inference_data(
     prior: Mapping[str, np.ndarray] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
     coords: Mapping[str, Sequence[Any]] | None = None,
+    constant_data: Mapping[str, np.ndarray] | None = None,
+    log_prior: Mapping[str, np.ndarray] | None = None,
+    prior_predictive: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
     """ArviZ results (InferenceData on ArviZ 0.x, DataTree on 1.x) from numpy arrays.
 
     Args:
-        posterior, sample_stats, posterior_predictive, log_likelihood: name -> array [chain, draw, ...], all with
-            the posterior's (chain, draw). sample_stats names follow ArviZ: ``diverging``, ``acceptance_rate``,
-            ``step_size``, ``tree_depth``, ``lp``.
-        observed_data: name -> array [...] (no sample dimensions).
-        prior: name -> array [chain, draw, ...] (its own chain and draw counts).
-        dims: variable name -> names of its non-sample dimensions; coords: dimension name -> labels.
+        posterior, sample_stats, posterior_predictive, log_likelihood, log_prior: name -> array [chain, draw, ...],
+            all with the posterior's (chain, draw). sample_stats names follow ArviZ: ``diverging``,
+            ``acceptance_rate``, ``step_size``, ``tree_depth``, ``lp``. log_prior: the log prior density of each
+            draw (what ``az.psens`` power-scales).
+        observed_data, constant_data: name -> array [...] (no sample dimensions): the data the model observes, and
+            the rest of its data (sizes, covariates, known constants).
+        prior, prior_predictive: name -> array [chain, draw, ...] (their own chain and draw counts); results of a
+            prior predictive check have these and no posterior (``posterior`` None).
+        dims: variable name -> names of its non-sample dimensions (e.g. its plates), in every group that holds it;
+            coords: dimension name -> labels.
     """
     given = {
         "posterior": posterior,
         "sample_stats": sample_stats,
         "observed_data": observed_data,
+        "constant_data": constant_data,
         "posterior_predictive": posterior_predictive,
         "log_likelihood": log_likelihood,
+        "log_prior": log_prior,
         "prior": prior,
+        "prior_predictive": prior_predictive,
     }
-    if not posterior:
+    if not posterior and not prior:
         raise DataError("posterior: no variables given")
     data = {name: _as_arrays(name, group) for name, group in given.items() if group}
-    sample_shape = _check_sample_shapes("posterior", data["posterior"], None)
-    for name in _PER_DRAW_GROUPS[1:]:
-        if name in data:
-            _check_sample_shapes(name, data[name], sample_shape)
-    if "prior" in data:
-        _check_sample_shapes("prior", data["prior"], None)
+    if posterior:
+        sample_shape = _check_sample_shapes("posterior", data["posterior"], None)
+        for name in _PER_DRAW_GROUPS[1:]:
+            if name in data:
+                _check_sample_shapes(name, data[name], sample_shape)
+    if prior:
+        prior_shape = _check_sample_shapes("prior", data["prior"], None)
+        if "prior_predictive" in data:
+            _check_sample_shapes("prior_predictive", data["prior_predictive"], prior_shape)
     dims = {key: list(value) for key, value in (dims or {}).items()}
     coords = {key: list(value) for key, value in (coords or {}).items()}
     if _is_v1():
         return _arviz().from_dict(data, dims=dims, coords=coords)
-    return _arviz().from_dict(**data, dims=dims, coords=coords)
+    log_prior = data.pop("log_prior", None)
+    results = _arviz().from_dict(**data, dims=dims, coords=coords)
+    if log_prior:  # ArviZ 0.x's from_dict drops the groups it does not know, log_prior among them
+        results.add_groups({"log_prior": log_prior}, dims=dims, coords=coords)
+    return results
 
 
 def _as_arrays(group: str, variables: Mapping[str, Any]) -> dict[str, np.ndarray]:

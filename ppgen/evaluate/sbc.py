@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from ppgen.errors import PpgenError, SpecError
+from ppgen.progress import reporter
 
 __all__ = ["Simulate", "Fit", "RankUniformity", "SBCResult", "run_sbc", "default_num_bins", "replicate_seeds"]
 
@@ -201,7 +202,7 @@ def run_sbc(
     executor: Executor | None = None,
     alpha: float = 0.01,
     num_bins: int | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> SBCResult:
     """Run SBC: num_replicates simulate/fit pairs, each ranking the true parameters among num_draws draws.
 
@@ -270,12 +271,12 @@ def _with_context(index: int, seeds: tuple[int, int, int], call: Callable[[], An
         raise
 
 
-def _bar(items: list, progress: bool):
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="SBC replicates", unit="fit")
+def _bar(items: list, progress: bool | None):
+    """``items`` one by one, each counted once the caller is done with it (``ppgen.progress.reporter``)."""
+    with reporter("SBC replicates", len(items), "fit", progress=progress) as bar:
+        for done, item in enumerate(items, 1):
+            yield item
+            bar.update(done)
 
 
 def _rank_replicate(

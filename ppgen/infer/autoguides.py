@@ -38,6 +38,7 @@ from ppgen.errors import SpecError, TrainingError
 from ppgen.flows import Flip
 from ppgen.infer.draws import Draws
 from ppgen.infer.posterior_settings import AutoguideSettings, VariationalSettings
+from ppgen.progress import reporter
 
 __all__ = ["autoguide", "fit_autoguide"]
 
@@ -57,7 +58,7 @@ def autoguide(model: Callable, settings: AutoguideSettings) -> AutoGuide:
 
 
 def fit_autoguide(
-    model: Callable, model_kwargs: Mapping, settings: VariationalSettings, progress: bool = False
+    model: Callable, model_kwargs: Mapping, settings: VariationalSettings, progress: bool | None = False
 ) -> tuple[Draws, list[float]]:
     """Fit the ``settings.guide`` autoguide by maximizing the ELBO with clipped Adam (learning rate decaying from
     lr to lr * lr_decay), then draw from it ``settings.num_samples`` times. Pyro's global parameter store is
@@ -66,8 +67,6 @@ def fit_autoguide(
     Returns the draws ([4, num_samples / 4, ...] when 4 divides num_samples, else one chain) and the loss
     (negative ELBO) every 10 steps.
     """
-    from tqdm.auto import tqdm
-
     pyro.set_rng_seed(settings.seed)
     with pyro.settings.context(module_local_params=True):
         discrete, nesting = _enumerated_sites(model, model_kwargs)
@@ -84,16 +83,21 @@ def fit_autoguide(
         # A decaying step size lets the final iterate settle at the optimum instead of jittering around it.
         decay = settings.lr_decay ** (1 / settings.num_steps)
         optimizer = ClippedAdam(guide.parameters(), lr=settings.lr, lrd=decay)
-        for step in tqdm(range(settings.num_steps), disable=not progress, desc="svi"):
-            optimizer.zero_grad()
-            value = loss(**model_kwargs)
-            value.backward()
-            optimizer.step()
-            value = value.item()
-            if not math.isfinite(value):
-                raise TrainingError(f"the ELBO became {value} at step {step}: lower inference.lr or check the model")
-            if step % 10 == 0:
-                losses.append(value)
+        with reporter("svi", settings.num_steps, "step", progress=progress) as bar:
+            for step in range(settings.num_steps):
+                optimizer.zero_grad()
+                value = loss(**model_kwargs)
+                value.backward()
+                optimizer.step()
+                value = value.item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the ELBO became {value} at step {step}: lower inference.lr or check the model"
+                    )
+                if step % 10 == 0:
+                    losses.append(value)
+                    bar.update(step + 1, elbo=f"{-value:.4g}")
+            bar.update(settings.num_steps)
         with torch.no_grad():
             draws = [guide(**model_kwargs) for _ in range(settings.num_samples)]
     # The draws are independent, so any split into chains is exchangeable: four let R-hat and ESS be checked.

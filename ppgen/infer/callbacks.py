@@ -4,7 +4,7 @@
 - ``Validation``: after every epoch, the ELBO on held-out data, the best parameters, the patience count.
 - ``Checkpointer``: write the state (process 0) unless a loss or parameter is no longer finite.
 - ``StopSignals``: Ctrl-C (turned into a flag checked between steps) and the time limit.
-- ``Progress``: the progress bar (process 0).
+- ``Progress``: a progress bar on a terminal, progress lines otherwise (process 0).
 
 Under torchrun every process runs them; figures are reduced over processes, so all of them agree.
 """
@@ -16,46 +16,45 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ppgen.errors import TrainingError
 from ppgen.infer import distributed
 from ppgen.infer.checkpoint import rng_state, save_checkpoint, svi_state_dict
 from ppgen.infer.objectives import make_objective
 from ppgen.infer.svi import SVIState
+from ppgen.progress import reporter
 
 __all__ = ["LossLog", "Validation", "Checkpointer", "StopSignals", "Progress"]
 
 
 class Progress:
-    """A tqdm bar over the run's steps, shown by process 0; ``progress=None`` shows it on a terminal."""
+    """The run's progress over its steps (``ppgen.progress.reporter``: a bar on a terminal, a line at a time when
+    stderr is not one), shown by process 0; ``progress=None`` chooses by the terminal."""
 
     def __init__(self, state: SVIState, progress: bool | None):
-        total = state.settings.epochs * state.batches_per_epoch
-        self.bar = tqdm(
-            total=total,
-            initial=min(state.step, total),
-            disable=True if not distributed.is_main() else None if progress is None else not progress,
-            unit="step",
-            dynamic_ncols=True,
+        self.total, self.epochs = state.settings.epochs * state.batches_per_epoch, state.settings.epochs
+        self.reporter = reporter(
+            "training",
+            self.total,
+            "step",
+            initial=min(state.step, self.total),
+            progress=progress if distributed.is_main() else False,
         )
 
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        self.reporter.close()
 
     def update(self, state: SVIState, epoch: int) -> None:
         """Show the position, ``epoch`` (1-based) and the last logged figures."""
-        postfix = {"epoch": epoch}
+        fields = {"epoch": f"{epoch}/{self.epochs}"}
         if state.train_elbo:
-            postfix["elbo"] = f"{state.train_elbo[-1][1]:.3f}"
+            fields["elbo"] = f"{state.train_elbo[-1][1]:.3f}"
         if state.validation_elbo:
-            postfix["val"] = f"{state.validation_elbo[-1][1]:.3f}"
-        self.bar.n = min(state.step, self.bar.total)
-        self.bar.set_postfix(postfix, refresh=True)
+            fields["val"] = f"{state.validation_elbo[-1][1]:.3f}"
+        self.reporter.update(min(state.step, self.total), **fields)
 
 
 class LossLog:
@@ -76,9 +75,11 @@ class LossLog:
         for offset, loss in enumerate(losses):
             if not math.isfinite(loss):
                 step = state.step - len(losses) + offset + 1
-                kept = f"the last good checkpoint is {self.checkpoint}" if self.checkpoint else "no checkpoint was kept"
+                written = self.checkpoint is not None and Path(self.checkpoint).is_file()
+                kept = f"the last good checkpoint is {self.checkpoint}" if written else "no checkpoint was written"
                 raise TrainingError(
-                    f"the loss is {loss} at step {step} (epoch {epoch}); training stopped and {kept}"
+                    f"the loss is {loss} at step {step} (epoch {(step - 1) // state.batches_per_epoch + 1});"
+                    f" training stopped and {kept}"
                     " (try a lower learning rate or optimizer = 'clipped_adam')"
                 )
         state.train_elbo.append((state.step, -sum(losses) / len(losses) / self.per_example))
@@ -120,7 +121,7 @@ class Validation:
             state.epochs_since_best = 0
         elif state.epoch > state.settings.kl_warmup:  # patience starts once the objective is the ELBO
             state.epochs_since_best += 1
-        self.progress.update(state, state.epoch + 1)
+        self.progress.update(state, state.epoch)  # the epoch that just ended
 
 
 class Checkpointer:

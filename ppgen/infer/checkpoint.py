@@ -22,6 +22,7 @@ from ppgen.infer.svi import SVIState
 __all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "svi_state_dict", "load_svi_state"]
 
 CHECKPOINT_FORMAT = 2  # 2: the random state of every process, in rank order
+CHECKPOINT_KEYS = ("position", "parameters", "optimizer", "scheduler", "rng", "train_elbo", "validation_elbo", "best")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -32,14 +33,24 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """Read a checkpoint with ``weights_only=True``: plain data and tensors only, never arbitrary objects."""
+    """Read a checkpoint (or ``model.pt``) with ``weights_only=True``: plain data and tensors only, never arbitrary
+    objects. A missing, unreadable or corrupt file, or one holding anything but a dict, is one line naming it."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        saved = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise TrainingError(f"no checkpoint at {path}") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TrainingError(f"checkpoint {path} is unreadable or not a ppgen checkpoint: {reason}") from None
+    except OSError as error:
+        raise TrainingError(f"cannot read {path}: {error.strerror}") from None
+    except Exception as error:  # torch raises RuntimeError, KeyError, EOFError, UnpicklingError... for a bad file
+        # Its message for a file holding other objects suggests weights_only=False, which would run the file's code.
+        unsafe = isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error)
+        reason = "it holds objects other than tensors and plain data, which ppgen never loads" if unsafe else None
+        raise TrainingError(
+            f"{path} is corrupt or not a ppgen file: {reason or 'torch cannot read it (cut short or damaged?)'}"
+        ) from None
+    if not isinstance(saved, dict):
+        raise TrainingError(f"{path} is corrupt or not a ppgen file: it holds a {type(saved).__name__}, not a dict")
+    return saved
 
 
 def rng_state(device: torch.device) -> dict:
@@ -69,6 +80,9 @@ def load_svi_state(state: SVIState, saved: dict) -> SVIState:
     ``saved``, this process's random state included; returns it."""
     if saved.get("format") not in (1, CHECKPOINT_FORMAT):
         raise TrainingError(f"checkpoint format {saved.get('format')!r} is not {CHECKPOINT_FORMAT}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in saved]
+    if missing:
+        raise TrainingError(f"the checkpoint is corrupt: it has no {missing[0]!r}")
     state.load_parameters(saved["parameters"])
     state.optimizer.load_state_dict(saved["optimizer"])
     if state.scheduler is not None and saved["scheduler"] is not None:

@@ -16,13 +16,16 @@ class Draws:
     sample_stats: ArviZ names (``diverging``, ``acceptance_rate``, ``step_size``, ``tree_depth``, ``lp``, ...)
         -> [chain, draw].
     seconds: wall time of warmup and sampling.
-    choices: what the sampler chose for itself, e.g. {"mass": "dense"} for NUTS's mass = "auto".
+    choices: what the sampler chose for itself, e.g. {"mass": "dense"} for NUTS's mass = "auto", or found (Pathfinder's
+        {"Pareto k": "0.41"}).
+    warnings: what the method says is wrong with its draws (one line each), added to the run's warnings.
     """
 
     posterior: dict[str, np.ndarray]
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     choices: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def thinned(self, step: int) -> "Draws":
         """Every ``step``-th draw of each chain (draws [chain, ceil(draw / step), ...])."""
@@ -33,6 +36,7 @@ class Draws:
             {name: value[:, ::step] for name, value in self.sample_stats.items()},
             self.seconds,
             self.choices,
+            self.warnings,
         )
 
     def flat(self, names) -> dict[str, np.ndarray]:

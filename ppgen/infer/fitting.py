@@ -42,6 +42,7 @@ class FitResult:
     # (step at the end of an epoch, the training objective per example on the validation data, in eval mode)
     validation_elbo: list[tuple[int, float]] = field(default_factory=list)
     best_validation_elbo: float | None = None
+    initial_elbo: float | None = None  # the training objective per example at the first step (None when resumed)
     stop_reason: str = ""  # "epochs", "patience" or "time_limit"
     seconds: float = 0.0  # wall-clock seconds spent in this call
     device: str = "cpu"
@@ -96,7 +97,11 @@ def fit(
         if resume:
             if checkpoint is None or not Path(checkpoint).exists():
                 raise TrainingError(f"cannot resume: no checkpoint at {checkpoint}")
-            load_svi_state(state, load_checkpoint(checkpoint))
+            saved = load_checkpoint(checkpoint)
+            try:
+                load_svi_state(state, saved)
+            except TrainingError as error:
+                raise TrainingError(f"cannot resume from {checkpoint}: {error}") from None
         with using_threads(_threads(state)) as threads:
             result = _train(state, train, validation, checkpoint, batch_transform, progress)
         result.threads = threads
@@ -118,7 +123,7 @@ def _train(
     settings = state.settings
     started = time.perf_counter()
     rows = distributed.shard(state.batch_size)  # this process's part of every batch
-    stop_reason = ""
+    stop_reason, initial_elbo = "", None
     with Progress(state, progress) as bar, StopSignals(state) as stop_signals, pyro.validation_enabled(False):
         log = LossLog(state, checkpoint, bar)
         validate = None if validation is None else Validation(state, validation, bar)
@@ -138,7 +143,9 @@ def _train(
                     batch = tuple(t[order[start + rows.start : start + rows.stop]] for t in train)
                     if batch_transform is not None:
                         batch = (batch_transform(batch[0]), *batch[1:])
-                    state, _ = svi_step(state, batch)
+                    state, loss = svi_step(state, batch)
+                    if state.step == 1:  # where training started, to tell a run that diverged
+                        initial_elbo = -distributed.all_reduce_mean(loss.detach()).item() / log.per_example
                     if state.step % settings.log_every == 0:
                         log(state)
                     if state.batch == 0 and validate is not None:  # an epoch ended
@@ -161,6 +168,7 @@ def _train(
         train_elbo=list(state.train_elbo),
         validation_elbo=list(state.validation_elbo),
         best_validation_elbo=None if state.best is None else state.best["elbo"],
+        initial_elbo=initial_elbo,
         stop_reason=stop_reason,
         seconds=time.perf_counter() - started,
         device=str(state.device),

@@ -21,6 +21,7 @@ from ppgen.errors import SpecError
 from ppgen.infer.draws import Draws, stack_chains
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings
 from ppgen.models.initialization import pyro_init_strategy
+from ppgen.progress import ProgressLog, progress_mode, reporter
 
 __all__ = ["pyro_kernel", "pyro_mcmc"]
 
@@ -49,7 +50,7 @@ def pyro_mcmc(
     model_kwargs: Mapping,
     settings: ChainSettings,
     kernel: Callable | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     init_strategy: Callable | None = None,
     max_plate_nesting: int | None = None,
     executor: Executor | None = None,
@@ -67,7 +68,7 @@ def pyro_mcmc(
     step size, with acceptance and divergences from Pyro's diagnostics. ``init_strategy`` (default: the settings')
     and ``max_plate_nesting`` go to HMC/NUTS; models with improper priors need both, since Pyro cannot trace
     them by sampling. ``progress`` shows each chain's bar when they run in this process, and a bar counting
-    finished chains when they run in workers.
+    finished chains when they run in workers (None: bars on a terminal, ``ppgen.progress`` lines otherwise).
     """
     import torch
 
@@ -97,16 +98,14 @@ def pyro_mcmc(
     return Draws(draws, stats, seconds, {} if mass is None else {"mass": "dense" if mass == "dense" else "diag"})
 
 
-def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool) -> list:
-    """The chains' results in chain order; ``progress`` counts finished chains on a bar (workers show none)."""
-    from tqdm.auto import tqdm
-
+def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool | None) -> list:
+    """The chains' results in chain order; ``progress`` counts finished chains (workers show none)."""
     futures = [executor.submit(run_chain, chain) for chain in range(num_chains)]
     try:
-        with tqdm(total=num_chains, unit="chain", desc="chains in workers", disable=not progress) as bar:
-            for future in as_completed(futures):
+        with reporter("chains in workers", num_chains, "chain", progress=progress) as bar:
+            for done, future in enumerate(as_completed(futures), 1):
                 future.result()  # the first failure stops the wait
-                bar.update()
+                bar.update(done)
         return [future.result() for future in futures]
     finally:
         for future in futures:
@@ -132,10 +131,11 @@ def _pyro_chain(
     max_plate_nesting: int | None,
     dtype,
     chain: int,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One chain of ``pyro_mcmc``: ({site: [draw, ...]}, {statistic: [draw]}), in whichever process runs it
-    (``dtype``: torch's default dtype in the caller's process)."""
+    (``dtype``: torch's default dtype in the caller's process); ``progress``: Pyro's bar, or lines (``ProgressLog``)
+    where ``ppgen.progress`` says so."""
     import pyro
     import torch
     from pyro.infer import MCMC
@@ -147,19 +147,27 @@ def _pyro_chain(
     else:
         sampler = pyro_kernel(model, settings, init_strategy, max_plate_nesting)
     infos: list = []
+    mode = progress_mode(progress)
+    label = "sampling" if settings.num_chains == 1 else f"sampling chain {chain + 1}/{settings.num_chains}"
+    log = ProgressLog(label, settings.num_warmup + settings.num_samples, "iteration") if mode == "log" else None
 
     def record(kernel, params, stage, index):
-        if stage.startswith("Sample"):  # Langevin kernels describe each step; HMC only its step size
+        sampling = stage.startswith("Sample")
+        if sampling:  # Langevin kernels describe each step; HMC only its step size
             infos.append(getattr(kernel, "last_info", None) or float(getattr(kernel, "step_size", np.nan)))
+        if log is not None:
+            log.update(index + 1 + settings.num_warmup * sampling, phase="sampling" if sampling else "warmup")
 
     mcmc = MCMC(
         sampler,
         num_samples=settings.num_samples,
         warmup_steps=settings.num_warmup,
-        disable_progbar=not progress,
+        disable_progbar=mode != "bar",
         hook_fn=record,
     )
     mcmc.run(**model_kwargs)
+    if log is not None:
+        log.close()
     draws = {name: value.detach().cpu().numpy() for name, value in mcmc.get_samples().items()}
     diagnostics = mcmc.diagnostics() if settings.num_samples >= 4 else {}  # Pyro's R-hat needs 4 draws
     return draws, _step_stats(infos, diagnostics, settings.num_samples)

@@ -7,6 +7,7 @@ settings, data=None, progress=False) -> Draws``.
 | mala, ula | ``LangevinSettings``    | ppgen's Langevin kernels, run by ``ppgen.infer.mcmc.pyro_mcmc`` |
 | sgld      | ``SGLDSettings``        | SGLD on minibatches of one plate, run by ``pyro_mcmc``          |
 | svi       | ``VariationalSettings`` | an autoguide fitted by SVI, then draws from it (``autoguides``) |
+| pathfinder| ``PathfinderSettings``  | blackjax's multi-path Pathfinder on the NumPyro model (``pathfinder``) |
 
 ``model`` is a compiled declarative model (``ppgen.models.bayes.BayesModel``); ``data`` replaces some of its data
 (numpy arrays, e.g. simulated ones for calibration). How chains run is resolved once, by ``chain_method``.
@@ -15,6 +16,7 @@ A new method is one class with a ``run`` method and one entry here.
 
 import dataclasses
 import functools
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -23,12 +25,28 @@ from ppgen.infer.bayes_data import float64, jax_data, torch_data
 from ppgen.infer.draws import Draws
 from ppgen.infer.mcmc import pyro_mcmc
 from ppgen.infer.numpyro_sampler import NumpyroSampler, numpyro_chain_method
-from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings, VariationalSettings
+from ppgen.infer.posterior_settings import (
+    LangevinSettings,
+    MCMCSettings,
+    PathfinderSettings,
+    SGLDSettings,
+    VariationalSettings,
+)
 from ppgen.infer.remembered import data_digest
 from ppgen.models.initialization import pyro_init_strategy, pyro_init_to_uniform
 from ppgen.models.reparam import DECENTERED_SUFFIX, noncentered, noncentered_names
 
-__all__ = ["InferenceMethod", "METHODS", "HMC", "Langevin", "SGLD", "AutoguideSVI", "chain_method", "numpyro_sampler"]
+__all__ = [
+    "InferenceMethod",
+    "METHODS",
+    "HMC",
+    "Langevin",
+    "SGLD",
+    "AutoguideSVI",
+    "Pathfinder",
+    "chain_method",
+    "numpyro_sampler",
+]
 
 
 class InferenceMethod(Protocol):
@@ -89,8 +107,13 @@ def _numpyro_sampler(model, settings: MCMCSettings, given: dict) -> NumpyroSampl
     observed = set(model.spec.observed_data_keys)
     fixed = {key: value for key, value in given.items() if key not in observed}
     fingerprint = None if model.fingerprint is None else f"{model.fingerprint} {data_digest(fixed)}"
-    sampled = noncentered(functools.partial(_observed_model, model.numpyro_model, fixed), model.spec)
-    return NumpyroSampler(sampled, settings, fingerprint)
+    return NumpyroSampler(_sampled_model(model, fixed), settings, fingerprint)
+
+
+def _sampled_model(model, fixed: dict):
+    """The NumPyro model that NumPyro's methods infer: the data that sets shapes ``fixed``, the observed data an
+    argument (``observed``), non-centred variables through their standardized sites."""
+    return noncentered(functools.partial(_observed_model, model.numpyro_model, fixed), model.spec)
 
 
 def _as_written(model, draws: Draws) -> Draws:
@@ -185,6 +208,38 @@ class AutoguideSVI:
         return _gathered(model, draws[0])
 
 
+class Pathfinder:
+    """Multi-path Pathfinder (``PathfinderSettings``) by blackjax on the NumPyro model: draws [4, num_samples / 4, ...]
+    when 4 divides num_samples, else one chain (importance-resampled draws are exchangeable: any split into chains is
+    one, and four let R-hat and ESS be checked), their log density as ``lp``, the Pareto k of the importance
+    weights in ``choices`` and, above 0.7, in ``warnings``."""
+
+    def run(self, model, settings: PathfinderSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
+        from ppgen.infer.pathfinder import pathfinder, warnings_of
+
+        started = time.perf_counter()
+        with float64():
+            given = jax_data(model, data)
+            observed = set(model.spec.observed_data_keys)
+            fixed = {key: value for key, value in given.items() if key not in observed}
+            kwargs = {"observed": {key: value for key, value in given.items() if key in observed}}
+            found = pathfinder(_sampled_model(model, fixed), kwargs, settings)
+        chains = 4 if settings.num_samples % 4 == 0 else 1
+
+        def per_chain(value):
+            return value.reshape(chains, -1, *value.shape[1:])
+
+        choices = {"paths": f"{found.paths} of {settings.num_paths}", "Pareto k": f"{found.pareto_k:.2f}"}
+        draws = Draws(
+            {site: per_chain(value) for site, value in found.constrained.items()},
+            {"lp": per_chain(found.log_density)},
+            time.perf_counter() - started,
+            choices,
+            warnings_of(found, settings),
+        )
+        return _as_written(model, draws)
+
+
 def _pyro_can_solve(model) -> None:
     """SpecError before Pyro runs a model with an ODE solver that torchdiffeq lacks (the stiff ones): Pyro could
     only solve it forward, without the gradients inference needs."""
@@ -223,4 +278,5 @@ METHODS: dict[str, InferenceMethod] = {
     "ula": Langevin(),
     "sgld": SGLD(),
     "svi": AutoguideSVI(),
+    "pathfinder": Pathfinder(),
 }

@@ -11,6 +11,9 @@ Chains (``chain_method``): "sequential" one after another, "vectorized" in one p
 "parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
+The loop runs in ``SEGMENTS`` calls of one compiled length, so that Python regains control between them: a Ctrl-C
+stops the chains at the end of a segment and ``SamplingInterrupted`` carries the draws made so far.
+
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
 set, so a sampler compiles its loop at most twice (diag and dense) however many data sets it runs.
@@ -19,19 +22,23 @@ NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ppgen.errors import SpecError
+from ppgen.errors import SamplingInterrupted, SpecError
 from ppgen.infer.compile_cache import enable_compilation_cache
 from ppgen.infer.draws import Draws
 from ppgen.infer.posterior_settings import MCMCSettings
+from ppgen.progress import numpyro_progress_log, progress_mode
 
 __all__ = [
     "NumpyroSampler",
@@ -42,6 +49,7 @@ __all__ = [
     "prefers_dense",
 ]
 
+SEGMENTS = 20  # pieces of a chain's warmup and draws: Ctrl-C stops the chains at the end of one
 HESSIAN_POINTS = 4  # where mass = "auto" reads the posterior's curvature: the first chain's start and 3 more
 
 # HMCState fields kept per draw (the step size is fixed once warmup ends: it is read from the last state).
@@ -60,8 +68,16 @@ class NumpyroSampler:
         self.model, self.settings, self.fingerprint = model, settings, fingerprint
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
-        self._compiled = jax.jit(self._chain, static_argnames=("kernel", "batched", "bar"))
-        self._parallel = jax.pmap(self._initialized_chain, in_axes=(0, None), static_broadcasted_argnums=(2, 3))
+        self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
+        self._parallel_segment = jax.pmap(
+            self._run_segment, in_axes=(0, 0, None, None), static_broadcasted_argnums=(4, 5, 6)
+        )
+        # (key, start, kwargs) per chain; no start: in_axes None for it (JAX 0.10 misaligns a None mapped over 0
+        # with the nested kwargs that follow it)
+        self._parallel_start = {
+            given: jax.pmap(self._initialized, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3,))
+            for given in (True, False)
+        }
         self._hessian = jax.jit(self._hessian_at)
         self._dense: bool | None = None  # "auto"'s choice, made on the first data set
 
@@ -141,90 +157,155 @@ class NumpyroSampler:
         return jax.lax.map(hessian, jax.numpy.concatenate([flat[None], others]))
 
     def __call__(
-        self, seed: int, model_kwargs: Mapping | None = None, chain_method: str = "sequential", progress: bool = False
+        self,
+        seed: int,
+        model_kwargs: Mapping | None = None,
+        chain_method: str = "sequential",
+        progress: bool | None = False,
     ) -> Draws:
         """Draws [chain, draw, ...] of the latent sites with per-draw statistics, the chains run as ``chain_method``
-        says ("sequential", "vectorized" or "parallel"; see ``numpyro_chain_method``); ``progress`` shows a bar
-        per chain."""
+        says ("sequential", "vectorized" or "parallel"; see ``numpyro_chain_method``); ``progress``: True a bar per
+        chain, None a bar on a terminal and progress lines otherwise (``ppgen.progress``), False nothing.
+
+        Ctrl-C stops the chains at the end of their current segment (``SEGMENTS`` per chain) and raises
+        ``SamplingInterrupted`` with the draws so far; a second Ctrl-C interrupts at once."""
         import jax
 
         enable_compilation_cache()
         kwargs = dict(model_kwargs or {})
         settings = self.settings
         keys = self._keys(seed)
-        bar = _progress_bar(settings, 1 if chain_method == "vectorized" else len(keys)) if progress else None
+        bar = _progress_bar(settings, 1 if chain_method == "vectorized" else len(keys), progress)
         started = time.perf_counter()
         method = chain_method if len(keys) > 1 else "sequential"
         dense = self.dense_mass(seed, kwargs)
+        starts = self._starts(seed, kwargs)
         first_use = (method, dense) not in self._kernels
         kernel = self.kernel(method, dense)
         num_warmup = settings.num_warmup
-        with _x64_in_host_callbacks() if progress else contextlib.nullcontext():
-            if chain_method == "parallel" and len(keys) > 1:
-                outputs = self._parallel(keys, kwargs, kernel, bar)
-            elif chain_method == "vectorized" and len(keys) > 1:
+        with _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(), _stop_on_interrupt() as stop:
+            if method == "parallel":
+                carry, buffers = self._parallel_start[starts is not None](keys, starts, kwargs, kernel)
+                runs = [self._segments(self._parallel_segment, carry, buffers, kwargs, kernel, False, bar, stop)]
+            elif method == "vectorized":
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
                 starter = kernel if first_use else numpyro_kernel(self.model, settings, dense)
-                state = starter.init(keys, num_warmup, None, (), kwargs)
-                outputs = self._compiled(state, kwargs, kernel=kernel, batched=True, bar=bar)
+                state = starter.init(keys, num_warmup, starts, (), kwargs)
+                carry, buffers = self._started(state, kwargs, kernel, batched=True)
+                run = self._segments(self._segment, carry, buffers, kwargs, kernel, True, bar, stop)
+                runs = [(run[0], jax.tree.map(lambda value: jax.numpy.swapaxes(value, 0, 1), run[1]), run[2])]
             else:
-                chains = [
-                    self._compiled(kernel.init(k, num_warmup, None, (), kwargs), kwargs, kernel=kernel, bar=bar)
-                    for k in keys
-                ]
-                outputs = jax.tree.map(lambda *values: jax.numpy.stack(values), *chains)
-            posterior, fields, step_size = jax.device_get(outputs)  # one transfer, which waits for the chains
-        seconds = time.perf_counter() - started
-        return Draws(posterior, self._statistics(fields, step_size), seconds, {"mass": "dense" if dense else "diag"})
+                runs = []
+                for chain, key in enumerate(keys):
+                    start = None if starts is None else {site: value[chain] for site, value in starts.items()}
+                    carry, buffers = self._started(kernel.init(key, num_warmup, start, (), kwargs), kwargs, kernel)
+                    run = self._segments(self._segment, carry, buffers, kwargs, kernel, False, bar, stop)
+                    runs.append((run[0], jax.tree.map(lambda value: value[None], run[1]), run[2]))
+                    if stop.is_set():
+                        break
+            runs = jax.device_get([(buffers, carry[0].adapt_state.step_size, done) for carry, buffers, done in runs])
+        choices = {"mass": "dense" if dense else "diag"}
+        draws = [self._draws(buffers, step_size, done, started, choices) for buffers, step_size, done in runs]
+        done = [done for _, _, done in runs]
+        complete = [d for d, steps in zip(draws, done) if steps == num_warmup + settings.num_samples]
+        if sum(_chains(d) for d in complete) == len(keys):
+            return _joined(complete, time.perf_counter() - started)
+        raise _interrupted(draws, done, settings, len(keys), time.perf_counter() - started)
 
-    def _initialized_chain(self, key, kwargs: dict, kernel, bar=None):
-        state = kernel.init(key, self.settings.num_warmup, None, (), kwargs)
-        return self._chain(state, kwargs, kernel=kernel, bar=bar)
+    def _segments(self, segment, carry, buffers, kwargs: dict, kernel, batched: bool, bar, stop: threading.Event):
+        """(carry, buffers, steps done): ``segment`` run over warmup and draws, ``SEGMENTS`` pieces of one compiled
+        length (the last one padded with steps past the end, which it skips), stopping after a piece once ``stop``
+        is set."""
+        import jax
 
-    def _chain(self, state, kwargs: dict, kernel, batched: bool = False, bar=None):
-        """(constrained draws {site: [draw, ...]}, fields {name: [draw]}, final step size) after num_warmup steps
-        from ``state``; with ``batched``, a leading chain axis on each (draws [chain, draw, ...])."""
+        total = self.settings.num_warmup + self.settings.num_samples
+        length = -(-total // SEGMENTS)
+        for begin in range(0, total, length):
+            carry, buffers = segment(carry, buffers, kwargs, np.arange(begin, begin + length), kernel, batched, bar)
+            jax.block_until_ready(carry)  # Python waits here, where a Ctrl-C is seen
+            if stop.is_set():
+                return carry, buffers, min(begin + length, total)
+        return carry, buffers, total
+
+    def _draws(self, buffers, step_size, done: int, started: float, choices: dict) -> Draws:
+        """Draws [chain, draw, ...] from buffers [chain, num_samples, ...] of which ``done`` - num_warmup hold draws."""
+        posterior, fields = buffers
+        kept = max(0, done - self.settings.num_warmup)
+        posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
+        return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
+
+    def _initialized(self, key, start, kwargs: dict, kernel):
+        """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init
+        strategy says; inside ``jax.pmap``)."""
+        return self._started(kernel.init(key, self.settings.num_warmup, start, (), kwargs), kwargs, kernel)
+
+    def _starts(self, seed: int, kwargs: dict) -> dict | None:
+        """The chains' unconstrained starting points {site: [chain, ...]} for init_strategy "pathfinder": distinct
+        draws of multi-path Pathfinder (``ppgen.infer.pathfinder``, its default settings and ``seed``), in the
+        posterior's bulk, so that warmup need not travel there; None for the other strategies (the kernel's)."""
+        if self.settings.init_strategy != "pathfinder":
+            return None
+        from ppgen.infer.pathfinder import pathfinder
+        from ppgen.infer.posterior_settings import PathfinderSettings
+
+        settings = PathfinderSettings(num_samples=self.settings.num_chains, seed=seed)
+        return pathfinder(self.model, kwargs, settings, replace=False).unconstrained
+
+    def _started(self, state, kwargs: dict, kernel, batched: bool = False):
+        """(carry (state, chain), buffers (constrained draws {site: [draw, ...]}, fields {name: [draw]})) at
+        ``state``, the buffers zero; with ``batched``, a chain axis after the draw axis."""
+        import jax
+
+        shapes = jax.eval_shape(functools.partial(self._kept, kwargs=kwargs, kernel=kernel, batched=batched), state)
+        num_samples = self.settings.num_samples
+        buffers = jax.tree.map(lambda shape: jax.numpy.zeros((num_samples, *shape.shape), shape.dtype), shapes)
+        return (state, jax.numpy.asarray(-1)), buffers
+
+    def _kept(self, state, kwargs: dict, kernel, batched: bool):
+        """What a draw keeps of ``state``: its constrained sites and the per-draw fields."""
         import jax
 
         postprocess = kernel.postprocess_fn((), kwargs)
         if batched:
             postprocess = jax.vmap(postprocess)
+        return postprocess(state.z), {name: getattr(state, name) for name in _FIELDS}
+
+    def _run_segment(self, carry, buffers, kwargs: dict, indices, kernel, batched: bool = False, bar=None):
+        """(carry, buffers) after the kernel's steps ``indices`` (of warmup, then draws) from ``carry``; a step at
+        or past num_warmup writes its draw into its slot of the buffers, a step past the end is skipped.
+
+        Warmup and draws run in one loop, so that the kernel is traced and compiled once (two loops took a fresh
+        run 0.2 s longer); the segments cut it into pieces of one length, compiled once too."""
+        import jax
+
+        settings = self.settings
+        total = settings.num_warmup + settings.num_samples
 
         def step(carry, index):
-            state, chain = carry
             if bar is None:
-                return (kernel.sample(state, (), kwargs), chain), None
-            state, chain = bar(lambda i, state: kernel.sample(state, (), kwargs))(index, (state, chain))
-            return (state, chain), None
+                state, chain = carry
+                return kernel.sample(state, (), kwargs), chain
+            return bar(lambda i, state: kernel.sample(state, (), kwargs))(index, carry)
 
-        def kept(state):
-            return postprocess(state.z), {name: getattr(state, name) for name in _FIELDS}
-
-        # One loop over warmup and draws, so that the kernel is traced and compiled once (two loops took a
-        # fresh run 0.2 s longer); a draw is written into its slot of preallocated buffers once warmup ends.
-        settings = self.settings
-        shapes = jax.eval_shape(kept, state)
-        buffers = jax.tree.map(lambda shape: jax.numpy.zeros((settings.num_samples, *shape.shape), shape.dtype), shapes)
-
-        def record(carry, index):
-            (state, chain), buffers = carry
-            (state, chain), _ = step((state, chain), index)
+        def record(both, index):
+            carry, buffers = both
+            carry = jax.lax.cond(index < total, step, lambda carry, index: carry, carry, index)
             slot = index - settings.num_warmup
             buffers = jax.lax.cond(
-                slot >= 0,
-                lambda buffers: jax.tree.map(lambda buffer, value: buffer.at[slot].set(value), buffers, kept(state)),
+                (slot >= 0) & (index < total),
+                lambda buffers: jax.tree.map(
+                    lambda buffer, value: buffer.at[slot].set(value),
+                    buffers,
+                    self._kept(carry[0], kwargs, kernel, batched),
+                ),
                 lambda buffers: buffers,
                 buffers,
             )
-            return ((state, chain), buffers), None
+            return (carry, buffers), None
 
-        chain = jax.numpy.asarray(-1)
-        total = settings.num_warmup + settings.num_samples
-        (carry, (posterior, fields)), _ = jax.lax.scan(record, ((state, chain), buffers), np.arange(total))
-        if batched:  # [draw, chain, ...] -> [chain, draw, ...]
-            posterior, fields = jax.tree.map(lambda value: jax.numpy.swapaxes(value, 0, 1), (posterior, fields))
-        return posterior, fields, carry[0].adapt_state.step_size
+        (carry, buffers), _ = jax.lax.scan(record, (carry, buffers), indices)
+        return carry, buffers
 
     def _statistics(self, fields: dict, step_size) -> dict[str, np.ndarray]:
         """Per-draw statistics [chain, draw] named as ArviZ names them."""
@@ -242,6 +323,66 @@ class NumpyroSampler:
         return stats
 
 
+def _joined(draws: list[Draws], seconds: float) -> Draws:
+    """Draws of chains run apart, one Draws [chain, draw, ...]."""
+    if len(draws) == 1:
+        return dataclasses.replace(draws[0], seconds=seconds)
+    return Draws(
+        {name: np.concatenate([d.posterior[name] for d in draws]) for name in draws[0].posterior},
+        {name: np.concatenate([d.sample_stats[name] for d in draws]) for name in draws[0].sample_stats},
+        seconds,
+        draws[0].choices,
+    )
+
+
+def _interrupted(draws: list[Draws], done: list[int], settings: MCMCSettings, chains: int, seconds: float):
+    """The SamplingInterrupted of runs stopped after ``done`` steps each (warmup and draws)."""
+    total = settings.num_warmup + settings.num_samples
+    complete = [d for d, steps in zip(draws, done) if steps == total]
+    stopped = next(((d, steps) for d, steps in zip(draws, done) if steps < total), None)
+    if stopped is None:  # stopped between sequential chains
+        message = f"{len(complete)} of {chains} chains complete, the next did not start"
+        return SamplingInterrupted(message, _joined(complete, seconds))
+    kept = max(0, stopped[1] - settings.num_warmup)
+    where = (
+        f"after {kept} of {settings.num_samples} draws"
+        if kept
+        else f"in warmup, at step {stopped[1]} of {settings.num_warmup}"
+    )
+    if complete:
+        message = f"{len(complete) * _chains(complete[0])} of {chains} chains complete, the next stopped {where}"
+        partial = stopped[0] if kept else None
+        return SamplingInterrupted(message, _joined(complete, seconds), partial)
+    what = "the chain" if chains == 1 else f"all {chains} chains" if _chains(stopped[0]) == chains else "chain 0"
+    return SamplingInterrupted(f"{what} stopped {where}", stopped[0] if kept else None)
+
+
+def _chains(draws: Draws) -> int:
+    return len(draws.sample_stats["acceptance_rate"])
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """An Event that a first Ctrl-C sets (the chains then stop at the end of a segment); a second Ctrl-C interrupts
+    at once. Outside the main thread, where signals cannot be caught, the Event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nppgen: stopping the chains at the end of this segment (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, settings: MCMCSettings, progress: bool = False) -> Draws:
     """Run NumPyro's NUTS or HMC once on ``model(**model_kwargs)`` (the arguments held fixed), the chains as
     ``numpyro_chain_method(settings)`` says."""
@@ -250,12 +391,18 @@ def numpyro_mcmc(model: Callable, model_kwargs: Mapping, settings: MCMCSettings,
     return sampler(settings.seed, chain_method=chain_method, progress=progress)
 
 
-def _progress_bar(settings: MCMCSettings, num_chains: int):
+def _progress_bar(settings: MCMCSettings, num_chains: int, progress: bool | None):
     """NumPyro's bar decorator for loop bodies ``(index, (state, chain))``: ``num_chains`` bars, "Running chain c"
-    (vectorized chains share one)."""
+    (vectorized chains share one); progress lines instead where ``ppgen.progress`` says so (stderr not a
+    terminal); None for no progress."""
+    mode = progress_mode(progress)
+    if mode is None:
+        return None
+    total = settings.num_warmup + settings.num_samples
+    if mode == "log":
+        return numpyro_progress_log(total, num_chains, settings.num_warmup, max(1, total // 20))
     from numpyro.util import progress_bar_factory
 
-    total = settings.num_warmup + settings.num_samples
     return progress_bar_factory(total, num_chains, max(1, total // 20))
 
 

@@ -7,7 +7,14 @@ The engines take these, not the TOML layer's tables: ``ppgen.spec.bayes_inferenc
 
 from dataclasses import dataclass, field
 
-__all__ = ["MCMCSettings", "LangevinSettings", "SGLDSettings", "AutoguideSettings", "VariationalSettings"]
+__all__ = [
+    "MCMCSettings",
+    "LangevinSettings",
+    "SGLDSettings",
+    "AutoguideSettings",
+    "VariationalSettings",
+    "PathfinderSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -18,7 +25,8 @@ class MCMCSettings:
     chain_method: "auto", "sequential", "vectorized" (NumPyro only) or "parallel"; see ``ppgen.infer.methods``.
     mass: the mass matrix warmup adapts: "diag", "dense" or "auto" (NumPyro: dense where the posterior's curvature
     says it pays, ``ppgen.infer.numpyro_sampler.prefers_dense``; Pyro: diag).
-    init_strategy: "median", "uniform" (unconstrained values in (-2, 2)) or "sample".
+    init_strategy: "median", "uniform" (unconstrained values in (-2, 2)), "sample" or "pathfinder" (NumPyro: each
+    chain starts at a distinct draw of multi-path Pathfinder, ``ppgen.infer.pathfinder``).
     device: where the Pyro backend computes ("auto", "cpu", "cuda"); NumPyro runs where JAX does.
     """
 
@@ -114,3 +122,21 @@ class VariationalSettings:
     seed: int = 0
     device: str = "cpu"
     guide: AutoguideSettings = field(default_factory=AutoguideSettings)
+
+
+@dataclass(frozen=True)
+class PathfinderSettings:
+    """Multi-path Pathfinder (Zhang et al. 2022, arXiv 2108.03782) by blackjax, with Stan's defaults: ``num_paths``
+    L-BFGS paths of at most ``max_iterations`` iterations (``history_size`` correction pairs), each from a uniform
+    start in (-2, 2) on the unconstrained space; each path's normal approximation of highest ELBO (estimated from
+    ``num_elbo_draws`` draws) gives ``draws_per_path`` draws, which PSIS importance resampling turns into
+    ``num_samples``. See ``ppgen.infer.pathfinder``."""
+
+    method: str = "pathfinder"
+    num_paths: int = 4
+    num_samples: int = 1000
+    draws_per_path: int = 1000
+    num_elbo_draws: int = 25
+    max_iterations: int = 1000
+    history_size: int = 5
+    seed: int = 0

@@ -11,7 +11,6 @@ their data (``ppgen.spec.subsample`` says which values are indexed and which pla
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,15 @@ import numpy as np
 
 from ppgen.errors import PpgenError, SpecError
 from ppgen.models.backends import numpyro_backend, pyro_backend
-from ppgen.models.interpreter import plate_sizes, run_model
+from ppgen.models.interpreter import check_constant_parameters, plate_sizes, run_model, value_sizes
 from ppgen.models.time_steps import gather_steps, split_steps
+from ppgen.models.value_checks import check_observed_support
 from ppgen.spec.bayes import BayesSpec, is_bayes_spec, parse_bayes_spec
+from ppgen.spec.load import parse_toml
+from ppgen.spec.memory import format_bytes, format_count, memory_budget
 from ppgen.spec.subsample import SubsamplePlan, subsample_plan
+
+EVALUATION_COPIES = 4  # numbers a run keeps per number of a value: it, its log-density, gradient, sampler state
 
 __all__ = [
     "BayesModel",
@@ -50,6 +54,7 @@ class BayesModel:
         observed: likelihood terms: observed variable -> the data key (or computed variable) it observes.
         factor_names: observed variables that score a latent variable (prior density terms, not data).
         observed_values: the value each likelihood term observes, as numpy arrays.
+        value_sizes: how many numbers each variable's value holds at least (``interpreter.value_sizes``).
         fingerprint: a digest of the tables and data the model was compiled from (``model_fingerprint``; None for
             a model built from a parsed spec), under which samplers remember choices across runs.
         max_plate_nesting: how many batch dims the plates use. Pyro's NUTS must be given it (and
@@ -69,7 +74,25 @@ class BayesModel:
         self.factor_names = list(spec.factor_names)
         self.max_plate_nesting = -min(spec.plate_dims.values(), default=0)
         self._plans: dict[tuple[str, int], SubsamplePlan] = {}
+        check_observed_support(spec)
         self.observed_values = self._check_numpyro() if backend == "numpyro" else self._check_pyro()
+
+    def _check_values(self, data: Mapping, backend) -> None:
+        """Before the model's first run: the numbers each variable holds (``value_sizes``) must fit the memory
+        budget, and parameters that are constants or data must lie in their domains."""
+        self.value_sizes = value_sizes(self.spec, data, backend)
+        needed = 8 * EVALUATION_COPIES * sum(self.value_sizes.values())
+        budget = memory_budget()
+        if budget is not None and needed > budget:
+            largest = max(self.value_sizes, key=self.value_sizes.get)
+            plates = self.spec.variables[largest].plates
+            where = f" in plates {', '.join(plates)}" if plates else ""
+            raise SpecError(
+                f"variables.{largest}: model {self.name!r} needs about {format_bytes(needed)} of memory to run once,"
+                f" more than the {format_bytes(budget)} it may plan for (half of the memory available):"
+                f" {largest} alone holds {format_count(self.value_sizes[largest])} numbers{where}"
+            )
+        check_constant_parameters(self.spec, data, backend)
 
     def _check_pyro(self) -> dict[str, np.ndarray]:
         """Run the Pyro model once (latent values uniform in (-1, 1) unconstrained) with errors that name the
@@ -80,9 +103,11 @@ class BayesModel:
 
         from ppgen.models.initialization import pyro_init_to_uniform
 
+        data, backend = self.torch_data(), pyro_backend()
+        self._check_values(data, backend)
         with torch.random.fork_rng(devices=[]), poutine.block(), InitMessenger(pyro_init_to_uniform(radius=1.0)):
             torch.manual_seed(0)
-            env = run_model(self.spec, self.torch_data(), pyro_backend(), explain_errors=True)
+            env = run_model(self.spec, data, backend, explain_errors=True)
         return {name: env[key].detach().cpu().numpy() for name, key in self.observed.items()}
 
     def _check_numpyro(self) -> dict[str, np.ndarray]:
@@ -106,6 +131,7 @@ class BayesModel:
         enable_compilation_cache()  # before JAX's first compilation, after which the cache folder is fixed
         with float64():
             data = self.jax_data()
+            self._check_values(data, numpyro_backend())
             if not all(key in data for key in self.observed.values()):
                 return {name: np.asarray(value) for name, value in jax.jit(observed_values)().items()}
             shapes = jax.eval_shape(observed_values)
@@ -231,9 +257,12 @@ class BayesModel:
 
 
 def bayes_model_from_tables(tables: dict, base_dir: Path, source: str, backend: str = "pyro") -> BayesModel:
-    """The model that parsed TOML tables describe (``base_dir``: where ``data_file`` is relative to), checked by a
-    run with ``backend``'s library."""
-    spec = parse_bayes_spec(tables, Path(base_dir), source)
+    """The model that parsed TOML tables describe (``base_dir``: where ``data_file`` is relative to; a formula
+    expanded into variables by ``ppgen.spec.formula``), checked by a run with ``backend``'s library."""
+    from ppgen.spec.formula import expand_formula, has_formula
+
+    expanded = expand_formula(tables, Path(base_dir), source) if has_formula(tables) else tables
+    spec = parse_bayes_spec(expanded, Path(base_dir), source)
     return BayesModel(spec, backend, fingerprint=model_fingerprint(tables, spec.data))
 
 
@@ -243,6 +272,7 @@ def model_fingerprint(tables: Mapping, data: Mapping[str, np.ndarray]) -> str:
     from ppgen.infer.remembered import data_digest
 
     tables = {**tables, "model": {k: v for k, v in tables.get("model", {}).items() if k != "data_file"}}
+    tables["data"] = sorted(tables.get("data", {}))  # the values are in the digest: JSON text of them is not needed
     text = json.dumps(tables, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode() + data_digest(data).encode()).hexdigest()
 
@@ -251,11 +281,11 @@ def load_bayes_model(path: Path) -> BayesModel:
     """The model of a TOML spec file."""
     path = Path(path)
     try:
-        tables = tomllib.loads(path.read_text())
+        tables = parse_toml(path.read_text(encoding="utf-8"), str(path))
     except OSError as error:
         raise SpecError(f"{path}: cannot read the spec ({error.strerror})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: invalid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
     if not is_bayes_spec(tables):
         raise SpecError(f"{path}: not a Bayesian model spec (it has no [variables] table)")
     return bayes_model_from_tables(tables, path.parent, str(path))

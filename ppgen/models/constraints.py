@@ -23,7 +23,7 @@ from ppgen.errors import SpecError
 from ppgen.models.initialization import DENSITY_KEY
 from ppgen.spec.constraints import CONSTRAINTS, check_constraint, density_site_name, raw_site_name
 
-__all__ = ["constrained_site"]
+__all__ = ["constrained_site", "library_of"]
 
 _EVENT_NDIMS = {"ordered": 1, "positive_ordered": 1, "simplex": 1, "cholesky_corr": 2, "sum_to_zero": 1}
 _MIN_SIZE = {"ordered": 1, "positive_ordered": 1, "simplex": 2, "cholesky_corr": 2, "sum_to_zero": 2}
@@ -39,7 +39,7 @@ def _check_event_shape(name: str, constraint: str, event_shape: tuple[int, ...])
         )
 
 
-def _library(backend):
+def library_of(backend):
     """The distribution library of ``backend`` and its sum-to-zero constraint on vectors."""
     if backend.name == "pyro":
         import pyro.distributions
@@ -148,7 +148,7 @@ def constrained_site(
     check_constraint(name, constraint, lower is not None or upper is not None)
     if constraint is None and lower is None and upper is None:
         raise SpecError(f"variables.{name}: a constrained variable needs 'constraint', 'lower' or 'upper'")
-    library, zero_sum = _library(backend)
+    library, zero_sum = library_of(backend)
     lower, upper = (None if b is None else backend.floating(b) for b in (lower, upper))
     log_density = None
     if constraint is None and dependent_bounds and obs is None:

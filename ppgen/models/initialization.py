@@ -9,6 +9,8 @@ the sites they cannot sample.
   the median of 15 draws of that density that fall inside the support ("sample": one such draw), elementwise;
   where none does, at a uniform draw in (-2, 2) on the unconstrained scale.
 - Pyro's "uniform" also starts improper ``Flat`` sites, as NumPyro's does (``pyro_init_to_uniform``).
+- NumPyro's "pathfinder" is "uniform" here: the NUTS sampler starts each chain at a Pathfinder draw itself
+  (``NumpyroSampler``), and the kernel's strategy only sets up its model.
 
 Torch and JAX are imported where used: a NumPyro run imports neither torch nor Pyro.
 """
@@ -22,9 +24,11 @@ _DRAWS = {"median": 15, "sample": 1}
 
 
 def numpyro_init_strategy(name: str):
-    """NumPyro's initialization strategy of an ``init_strategy`` key: "median", "uniform" or "sample"."""
+    """NumPyro's initialization strategy of an ``init_strategy`` key: "median", "uniform", "sample" or "pathfinder"
+    (uniform: the chains' starts are passed to the kernel's init instead)."""
     from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
 
+    name = "uniform" if name == "pathfinder" else name
     return _strategy(name, (init_to_median, init_to_sample, init_to_uniform), _numpyro_from_density)
 
 

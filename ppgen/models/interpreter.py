@@ -18,6 +18,7 @@ variables in the plate see the minibatch's rows of their data (``ppgen.spec.subs
 indexed and which plates qualify).
 """
 
+import math
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -26,12 +27,13 @@ import numpy as np
 
 from ppgen.errors import SpecError
 from ppgen.models.backends import ArrayBackend
+from ppgen.models.value_checks import check_parameters, is_checked
 from ppgen.spec.bayes import BayesSpec, Variable
 from ppgen.spec.expr import UnboundName, build_distribution, evaluate
 from ppgen.spec.subsample import SubsamplePlan
 from ppgen.spec.time_plates import previous_name
 
-__all__ = ["run_model", "plate_sizes"]
+__all__ = ["run_model", "plate_sizes", "value_sizes", "check_constant_parameters"]
 
 # What a model's own expressions may raise on bad shapes or values; during the construction check these
 # become a SpecError naming the variable. In inference they pass through untouched (Pyro's HMC, for one,
@@ -55,8 +57,9 @@ def _first_line(error: Exception) -> str:
 
 def _as_int(value: Any, where: str) -> int:
     try:
+        value = value.item() if hasattr(value, "item") else value  # a Python number: compared exactly, however big
         number = int(value)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, RuntimeError):
         raise SpecError(f"{where}: expected an integer size, got {value!r}") from None
     if number != value or number < 0:
         raise SpecError(f"{where}: expected a non-negative integer size, got {value!r}")
@@ -81,12 +84,56 @@ def _plate_sizes(spec: BayesSpec, env: Mapping[str, Any], backend: ArrayBackend)
             sizes[plate] = _as_int(evaluate(size, env, backend), f"plates.{plate}")
         except UnboundName as error:
             raise SpecError(f"plates.{plate}: needs data {error.name!r}, which was not given") from None
+        except _EXPRESSION_ERRORS as error:
+            raise SpecError(f"plates.{plate}: {_first_line(error)}") from None
+        if sizes[plate] == 0:
+            raise SpecError(f"plates.{plate}: the size is 0; a plate needs at least one element")
     return sizes
 
 
 def plate_sizes(spec: BayesSpec, data: Mapping[str, Any], backend: ArrayBackend) -> dict[str, int]:
     """Each plate's size, given the data (which must hold what the sizes read)."""
     return _plate_sizes(spec, _environment(data, backend), backend)
+
+
+def value_sizes(spec: BayesSpec, data: Mapping[str, Any], backend: ArrayBackend) -> dict[str, int]:
+    """How many numbers each variable's value holds at least, known before the model runs: the product of its
+    plates' sizes (a time plate's included) and of its ``shape`` (event shapes that a distribution's parameters
+    give are not counted). Only the data that sizes read is converted to ``backend``'s arrays."""
+    keys = {n for size in spec.plates.values() for n in size.names}
+    keys |= {n for variable in spec.variables.values() for entry in variable.shape for n in entry.names}
+    env = _environment({key: data[key] for key in keys if key in data}, backend)
+    sizes = _plate_sizes(spec, env, backend)
+    counts = {}
+    for variable in spec.variables.values():
+        count = math.prod(sizes[plate] for plate in variable.plates)
+        for entry in variable.shape:
+            try:
+                count *= _as_int(evaluate(entry, env, backend), entry.where)
+            except _EXPRESSION_ERRORS as error:
+                raise SpecError(f"{entry.where}: {_first_line(error)}") from None
+        counts[variable.name] = count
+    return counts
+
+
+def check_constant_parameters(spec: BayesSpec, data: Mapping[str, Any], backend: ArrayBackend) -> None:
+    """SpecError naming the variable and parameter for a distribution parameter that is a constant or computed from
+    the data alone and lies outside its domain (``ppgen.models.value_checks``), before the model runs."""
+    env = None
+    for variable in spec.variables.values():
+        dist = variable.dist
+        if dist is None or any(name not in spec.data for name in dist.names):
+            continue
+        env = _environment(data, backend) if env is None else env
+        try:
+            params = {
+                param: np.asarray(evaluate(expression, env, backend))
+                for param, expression in dist.params.items()
+                if is_checked(dist.name, param)
+            }
+        except _EXPRESSION_ERRORS as error:
+            raise SpecError(f"variables.{variable.name}.dist: {_first_line(error)}") from None
+        check_parameters(variable.name, dist.name, params)
 
 
 def _ordinary_plates(spec: BayesSpec, variable: Variable) -> list[str]:
@@ -182,11 +229,17 @@ class _Run:
         self.plates = {}  # each plate is made once per run: Pyro records a site for it (and draws its minibatch then)
         self.missing: dict[str, str] = {}  # value variables that could not be computed -> the data they lacked
         self.enumerating = False  # a discrete site was enumerated: values carry its dims, so shapes are not checked
+        self.deterministic, self.discrete = set(spec.deterministic_names), set(spec.discrete_names)
 
     def variable(self, variable: Variable, env: dict, plates: dict, step: Any = None) -> Any:
         """Run one variable in ``env`` (which it extends with its value), entering its ordinary plates; returns the
         value (None for a factor, or a value whose data is missing)."""
         spec, backend = self.spec, self.backend
+        imputed = None
+        if variable.name in spec.missing and not self.predict and variable.observed in self.given:
+            from ppgen.models.missing import sample_missing  # outside the variable's plates: one site [missing]
+
+            imputed = sample_missing(backend, variable.name, variable.dist.name, spec.data[variable.observed])
         try:
             with ExitStack() as stack:
                 minibatch = None
@@ -200,7 +253,7 @@ class _Run:
                     if plate in self.plans:
                         minibatch = _Minibatch(self.plans[plate], self.sizes[plate], indices)
                 local = env if minibatch is None else minibatch.environment(variable, env)
-                value = self.value_of(variable, local, minibatch, step)
+                value = self.value_of(variable, local, minibatch, step, imputed)
         except UnboundName as error:
             lacking = self.missing.get(error.name, error.name)
             if variable.is_computed:
@@ -254,16 +307,18 @@ class _Run:
         for name, value in stacked.items():
             if name not in spec.data:
                 self.env[name] = value
-            if name in spec.deterministic_names:
+            if name in self.deterministic:
                 backend.effects.deterministic(name, value, event_dim=value.ndim - 1)
 
     def _enumerated(self, variable: Variable, value: Any) -> bool:
         """Whether a discrete latent site's value is its enumerated support (dims left of the plates')."""
-        if variable.name not in self.spec.discrete_names:
+        if variable.name not in self.discrete:
             return False
         return value.ndim > self.spec.max_plate_nesting + len(variable.shape)
 
-    def value_of(self, variable: Variable, env: dict, minibatch: "_Minibatch | None", step: Any) -> Any:
+    def value_of(
+        self, variable: Variable, env: dict, minibatch: "_Minibatch | None", step: Any, imputed: Any = None
+    ) -> Any:
         spec, backend, sizes = self.spec, self.backend, self.batch_sizes
         plate_shape = _plate_shape(spec, variable, sizes)
         if variable.factor is not None:
@@ -282,10 +337,13 @@ class _Run:
                     f"variables.{variable.name}.value: shape {tuple(value.shape)} does not start with {plate_shape},"
                     f" the shape of its plates {_describe_plates(spec, variable, sizes)}{_subsampled_hint(minibatch)}"
                 )
-            if variable.name in spec.deterministic_names and step is None:
+            if variable.name in self.deterministic and step is None:
                 backend.effects.deterministic(variable.name, value, event_dim=value.ndim - len(plate_shape))
             return value
-        distribution = None if variable.dist is None else build_distribution(variable.dist, env, backend)
+        distribution = None
+        if variable.dist is not None:
+            check = self._parameter_check(variable) if self.explain_errors and backend.name == "pyro" else None
+            distribution = build_distribution(variable.dist, env, backend, check)
         shape = tuple(_as_int(evaluate(e, env, backend), e.where) for e in variable.shape)
         if distribution is not None and shape:
             try:
@@ -317,13 +375,27 @@ class _Run:
                     f"variables.{variable.name}.observed: {variable.observed!r} has shape {tuple(obs.shape)}, but the"
                     f" distribution (with its plates and shape) gives {expected}{_subsampled_hint(minibatch)}"
                 )
+        if obs is not None and imputed is not None:  # its NaNs are a latent site's values (ppgen.models.missing)
+            from ppgen.models.missing import complete
+
+            obs = complete(backend, variable.name, obs, self.spec.data[variable.observed], imputed)
         infer = None
-        if obs is None and variable.name in spec.discrete_names:
+        if obs is None and variable.name in self.discrete:
             infer = {"enumerate": "parallel"}  # marginalized by the samplers, recovered by infer_discrete
         value = backend.effects.sample(variable.name, distribution, obs=obs, infer=infer)
         if infer is not None and self._enumerated(variable, value):
             self.enumerating = True
         return value
+
+    def _parameter_check(self, variable: Variable):
+        """A check of a distribution's parameters (concrete torch values) in the spec's terms, before torch's own,
+        whose message names no variable. Parameters of latent variables take their check-run values."""
+
+        def check(params: dict) -> None:
+            values = {k: np.asarray(v.detach().cpu()) if hasattr(v, "detach") else v for k, v in params.items()}
+            check_parameters(variable.name, variable.dist.name, values, note=" at the model's check values")
+
+        return check
 
     def observation(self, variable: Variable, env: dict, minibatch: "_Minibatch | None", step: Any) -> Any:
         """The value an observed variable scores (its step's, in a time plate), or None to sample it."""

@@ -13,7 +13,8 @@ such as ``[inference]``, are left to their readers)::
     sigma = [15, 10, 16, 11, 9, 11, 10, 18]
 
     [plates]
-    school = "J"                     # an int, or an integer expression of the data ("T - K")
+    school = "J"                     # an int, or an integer expression of the data ("T - K"); a plate that
+                                     # variables name but [plates] leaves out has a CSV data file's row count
 
     [variables]                       # any order: they are sorted by dependency
     mu = "Normal(0, 5)"              # a string is a distribution: a latent variable
@@ -48,12 +49,13 @@ constrained parameters (``constraint``, ``lower``, ``upper``; ``ppgen.models.con
 ``step`` name is a time plate, computed one step at a time (``ppgen.spec.time_plates``).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ppgen.errors import SpecError
+from ppgen.models.missing import IMPUTABLE, missing_site
 from ppgen.spec.constraints import raw_site_name
 from ppgen.spec.data_files import as_array, read_data_file
 from ppgen.spec.expr import Expression
@@ -64,7 +66,7 @@ from ppgen.suggest import CLAUSE, suggest
 
 __all__ = ["Variable", "BayesSpec", "is_bayes_spec", "parse_bayes_spec", "load_model_data"]
 
-MODEL_KEYS = ("kind", "name", "data_file")
+MODEL_KEYS = ("kind", "name", "data_file", "covariates")  # covariates: the data that predictions replace
 PLATE_KEYS = ("size", "step")
 BAYES_TABLES = ("model", "data", "plates", "variables")
 
@@ -90,6 +92,8 @@ class BayesSpec:
     observed_data_keys: tuple[str, ...]  # the data that the likelihood terms observe
     moving_bounds: tuple[str, ...] = ()  # bounded variables whose bounds depend on stochastic ones: their latent
     # site is ``name__raw`` (listed in latent_names) and ``name`` is deterministic (ppgen.models.constraints)
+    missing: dict[str, np.ndarray] = field(default_factory=dict)  # observed variable -> where its data is NaN:
+    # imputed by the latent site ``name_missing`` (listed in latent_names; ppgen.models.missing)
 
     @property
     def max_plate_nesting(self) -> int:
@@ -106,6 +110,15 @@ def is_bayes_spec(tables: dict) -> bool:
     return isinstance(tables, dict) and "variables" in tables
 
 
+def _check_covariates(covariates, data: dict, source: str) -> None:
+    """``model.covariates``: data keys, which ``ppgen predict`` replaces with new rows (``ppgen.fitted``)."""
+    if not isinstance(covariates, list) or not all(isinstance(name, str) for name in covariates):
+        raise SpecError(f"{source}: model.covariates: expected a list of data keys, not {covariates!r}")
+    for name in covariates:
+        if name not in data:
+            raise SpecError(f"{source}: model.covariates: no data {name!r}{suggest(name, data)}")
+
+
 def _table(tables: dict, key: str, source: str) -> dict:
     table = tables.get(key, {})
     if not isinstance(table, dict):
@@ -113,17 +126,31 @@ def _table(tables: dict, key: str, source: str) -> dict:
     return table
 
 
-def load_model_data(tables: dict, base_dir: Path, source: str) -> dict[str, np.ndarray]:
-    """The data of a spec: ``[model] data_file`` (relative to ``base_dir``), then inline ``[data]`` over it."""
+def load_model_data(tables: dict, base_dir: Path, source: str) -> tuple[dict[str, np.ndarray], int | None]:
+    """The data of a spec: ``[model] data_file`` (relative to ``base_dir``), then inline ``[data]`` over it; and the
+    number of rows of a CSV data file (None for other data)."""
     data_file = _table(tables, "model", source).get("data_file")
-    data = {}
+    data, rows = {}, None
     if data_file is not None:
         if not isinstance(data_file, str):
             raise SpecError(f"{source}: model.data_file must be a path string, not {data_file!r}")
         data.update(read_data_file(Path(base_dir) / data_file))
+        rows = len(next(iter(data.values()))) if data_file.endswith(".csv") else None
     for key, value in _table(tables, "data", source).items():
         data[key] = as_array(value, f"{source}: data.{key}", SpecError)
-    return data
+    return data, rows
+
+
+def _row_plates(entries: dict, plates: dict[str, Expression], rows: int) -> dict[str, Expression]:
+    """A CSV data file's row count as the size of each plate that variables name and ``[plates]`` does not declare
+    (except a name close to a declared plate's, which is a typo)."""
+    found = {}
+    for entry in entries.values():
+        names = entry.get("plate", []) if isinstance(entry, dict) else []
+        for name in [names] if isinstance(names, str) else names if isinstance(names, list) else []:
+            if isinstance(name, str) and name not in plates and not suggest(name, plates):
+                found[name] = size_expression(rows, f"plates.{name}")
+    return found
 
 
 def _parse_plates(table: dict) -> tuple[dict[str, Expression], dict[str, str]]:
@@ -150,8 +177,9 @@ def _parse_plates(table: dict) -> tuple[dict[str, Expression], dict[str, str]]:
 def _check_clashes(variables: dict[str, Variable], data: dict, steps: dict[str, str]) -> None:
     """Data and variables never capture each other; step names are fresh."""
     for name, variable in variables.items():
-        observes_nothing = variable.observed is not None and variable.observed not in data | variables.keys()
-        if name in data and variable.observed != name and not observes_nothing:  # a typo in observed is named later
+        observed = variable.observed
+        observes_nothing = observed is not None and observed not in data and observed not in variables
+        if name in data and observed != name and not observes_nothing:  # a typo in observed is named later
             raise SpecError(
                 f"variables.{name}: {name!r} names both a data key and a variable; a variable may share its data's"
                 f" name only when it observes it (observed = {name!r}): otherwise rename the variable or the data"
@@ -172,7 +200,11 @@ def _check_clashes(variables: dict[str, Variable], data: dict, steps: dict[str, 
 def _with_step_reads(variables: dict[str, Variable], steps: dict[str, str], data: dict) -> dict[str, Variable]:
     """Check the plate lists of time-plate variables and rewrite their reads of this and the previous step (a name
     that is also data means the data)."""
-    members = {plate: {n for n, v in variables.items() if plate in v.plates and n not in data} for plate in steps}
+    members: dict[str, set[str]] = {plate: set() for plate in steps}
+    for name, variable in variables.items():
+        for plate in variable.plates:
+            if plate in steps and name not in data:
+                members[plate].add(name)
     rewritten = {}
     for name, variable in variables.items():
         for plate in variable.plates[1:]:
@@ -266,25 +298,36 @@ def _resolve_names(
     return resolved
 
 
-def _topological(nodes: dict[str, tuple[str, ...]], describe) -> list[str]:
-    """Nodes sorted so that each comes after those it depends on (given order otherwise); rejects cycles."""
+def _topological(nodes: dict[str, tuple[str, ...]], cycle_error) -> list[str]:
+    """Nodes sorted so that each comes after those it depends on (given order otherwise). A depth-first walk with
+    its own stack, so that a chain of any length is sorted in linear time; a cycle raises ``cycle_error(cycle)``,
+    the cycle a list of nodes from the first to itself again."""
     order, state = [], {}
-
-    def visit(node: str, path: list[str]) -> None:
-        if state.get(node) == "done":
-            return
-        if state.get(node) == "visiting":
-            cycle = [*path[path.index(node) :], node]
-            raise SpecError(f"{describe(node)}: dependency cycle {' -> '.join(cycle)}")
-        state[node] = "visiting"
-        for dependency in nodes[node]:
-            visit(dependency, [*path, node])
-        state[node] = "done"
-        order.append(node)
-
-    for node in nodes:
-        visit(node, [])
+    for root in nodes:
+        if root in state:
+            continue
+        state[root] = "visiting"
+        path, pending = [root], [iter(nodes[root])]
+        while pending:
+            dependency = next(pending[-1], None)
+            if dependency is None:
+                pending.pop()
+                state[path[-1]] = "done"
+                order.append(path.pop())
+            elif state.get(dependency) == "visiting":
+                raise cycle_error([*path[path.index(dependency) :], dependency])
+            elif dependency not in state:
+                state[dependency] = "visiting"
+                path.append(dependency)
+                pending.append(iter(nodes[dependency]))
     return order
+
+
+def _dependency_cycle(describe):
+    def error(cycle: list[str]) -> SpecError:
+        return SpecError(f"{describe(cycle[0])}: dependency cycle {' -> '.join(cycle)}")
+
+    return error
 
 
 def _dependency_order(variables: dict[str, Variable], steps: dict[str, str]) -> list[str]:
@@ -305,40 +348,110 @@ def _dependency_order(variables: dict[str, Variable], steps: dict[str, str]) -> 
         return node if node.startswith("time plate") else f"variables.{node}"
 
     order = []
-    for node in _topological(between, describe):
+    for node in _topological(between, _dependency_cycle(describe)):
         names = groups[node]
         within = {n: tuple(d for d in variables[n].depends if group[d] == node) for n in names}
-        order += _topological(within, lambda n: f"variables.{n}")
+        order += _topological(within, _dependency_cycle(lambda n: f"variables.{n}"))
     return order
 
 
 def _plate_dims(variables: dict[str, Variable], plates: dict[str, Expression]) -> dict[str, int]:
     """One batch dim per plate, as Pyro needs: -1 for plates with none inside them, and each plate left of
     every plate listed after it in some variable's plate list. Rejects plates nested both ways."""
-    inner: dict[str, set[str]] = {plate: set() for plate in plates}
+    inner: dict[str, dict[str, None]] = {plate: {} for plate in plates}  # the plates listed right after it
     for variable in variables.values():
         ordinary = [plate for plate in variable.plates if plate in plates]
-        for i, plate in enumerate(ordinary):
-            inner[plate].update(ordinary[i + 1 :])
+        for outer, plate in zip(ordinary, ordinary[1:]):
+            inner[outer][plate] = None
+
+    def nested_both_ways(cycle: list[str]) -> SpecError:
+        return SpecError(f"plates.{cycle[0]}: plates are nested both ways ({' inside '.join(cycle)}) across variables")
+
     dims: dict[str, int] = {}
+    for plate in _topological({p: tuple(inside) for p, inside in inner.items()}, nested_both_ways):
+        dims[plate] = min((dims[p] for p in inner[plate]), default=0) - 1
+    return {plate: dims[plate] for plate in plates}
 
-    def dim(plate: str, path: tuple[str, ...]) -> int:
-        if plate in path:
-            cycle = " inside ".join((*path[path.index(plate) :], plate))
-            raise SpecError(f"plates.{plate}: plates are nested both ways ({cycle}) across variables")
-        if plate not in dims:
-            dims[plate] = min((dim(p, (*path, plate)) for p in inner[plate]), default=0) - 1
-        return dims[plate]
 
-    for plate in plates:
-        dim(plate, ())
-    return dims
+def _data_readers(variables: dict[str, Variable], plates: dict[str, Expression], data: dict) -> dict[str, str]:
+    """Each data key that the model reads -> the first spec key that reads it."""
+    readers: dict[str, str] = {}
+    for plate, size in plates.items():
+        readers.update({name: f"plates.{plate}" for name in size.names if name not in readers})
+    for variable in variables.values():
+        init = [variable.init] if variable.init is not None else []
+        for expression in (*variable.expressions(), *variable.shape, *init):
+            where = expression.where
+            readers.update({name: where for name in expression.names if name in data and name not in readers})
+        if variable.ode is not None:
+            where = f"variables.{variable.name}.ode"
+            readers.update({name: where for name in variable.ode.names if name in data and name not in readers})
+        if variable.observed in data:
+            readers.setdefault(variable.observed, f"variables.{variable.name}.observed")
+    return readers
+
+
+def _missing_masks(
+    variables: dict[str, Variable], plates: dict[str, Expression], data: dict, steps: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Observed variable -> where (NaN) its data is missing, for the data that a likelihood observes directly;
+    SpecError where such a variable cannot impute them (ppgen.models.missing says which can)."""
+    read = {n for size in plates.values() for n in size.names}
+    for variable in variables.values():
+        init = [variable.init] if variable.init is not None else []
+        read |= {n for e in (*variable.expressions(), *variable.shape, *init) for n in e.names}
+        read |= set(variable.ode.names) if variable.ode is not None else set()
+    masks = {}
+    for variable in variables.values():
+        values = data.get(variable.observed) if variable.dist is not None else None
+        if values is None or values.dtype.kind != "f" or not np.isnan(values).any():
+            continue
+        first = int(np.flatnonzero(np.isnan(values))[0])
+        reason = None
+        if DISTRIBUTIONS[variable.dist.name].support != "continuous":
+            reason = f"a {variable.dist.name} variable's missing values cannot be imputed by NUTS: drop those rows"
+        elif variable.dist.name not in IMPUTABLE:
+            reason = f"missing values are imputed in {', '.join(IMPUTABLE)} likelihoods"
+        elif variable.shape or (variable.plates and variable.plates[0] in steps):
+            reason = "missing values are imputed in univariate likelihoods outside time plates only"
+        elif variable.observed in read:
+            reason = f"{variable.observed!r} is also read by an expression, which cannot read a missing value"
+        if reason is not None:
+            raise SpecError(f"variables.{variable.name}.observed: {variable.observed}[{first}] is missing; {reason}")
+        masks[variable.name] = np.isnan(values)
+    return masks
+
+
+def _check_finite(data: dict[str, np.ndarray], readers: dict[str, str], tables: dict, base_dir: Path, source: str):
+    """SpecError naming the first NaN or infinity in the data that the model reads: its key (a CSV file's column
+    and row), and what reads it."""
+    for key, reader in readers.items():
+        values = data[key]
+        if values.dtype.kind != "f":
+            continue
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), values.shape))
+        if key in _table(tables, "data", source):
+            where = f"{source}: data.{key}{list(index) if index else ''}"
+        else:
+            path = Path(base_dir) / tables["model"]["data_file"]
+            if path.suffix == ".csv":
+                where = f"data file {path}: column {key!r}, row {index[0] + 1}"
+            else:
+                where = f"data file {path}: {key!r}" + (f", index {list(index)}" if index else "")
+        raise SpecError(f"{where} is {values[index]}; {reader} reads it, and a model's data must be finite")
 
 
 def _time_plates(variables: dict[str, Variable], steps: dict[str, str]) -> dict[str, TimePlate]:
+    members_of: dict[str, list[str]] = {plate: [] for plate in steps}
+    for name, variable in variables.items():
+        if variable.plates and variable.plates[0] in steps:
+            members_of[variable.plates[0]].append(name)
     plates = {}
     for plate, step in steps.items():
-        members = tuple(n for n, v in variables.items() if v.plates and v.plates[0] == plate)
+        members = tuple(members_of[plate])
         carried = tuple(dict.fromkeys(p for n in members for p in variables[n].previous))
         plates[plate] = TimePlate(step, members, carried)
     return plates
@@ -366,15 +479,22 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
     name = model.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise SpecError(f"{source}: model.name must be a non-empty string")
-    data = load_model_data(tables, base_dir, source)
+    data, rows = load_model_data(tables, base_dir, source)
+    _check_covariates(model.get("covariates", []), data, source)
     plates, steps = _parse_plates(_table(tables, "plates", source))
     entries = _table(tables, "variables", source)
     if not entries:
         raise SpecError(f"{source}: [variables] is empty")
+    if rows is not None:
+        plates |= _row_plates(entries, plates, rows)
     variables = {n: parse_variable(n, e, plates) for n, e in entries.items()}
     _check_clashes(variables, data, steps)
     variables = _resolve_names(_with_step_reads(variables, steps, data), data, plates, steps)
     variables = {name: variables[name] for name in _dependency_order(variables, steps)}
+    missing = _missing_masks(variables, plates, data, steps)
+    missing_keys = {variables[name].observed for name in missing}
+    finite_data = {key: np.where(np.isnan(v), 0.0, v) if key in missing_keys else v for key, v in data.items()}
+    _check_finite(finite_data, _data_readers(variables, plates, data), tables, base_dir, source)
 
     stochastic_inputs: dict[str, bool] = {}  # does the variable's value depend on a stochastic variable?
     for variable in variables.values():
@@ -384,13 +504,29 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
         n for v in variables.values() for e in v.shape for n in e.names
     }
 
+    def reads(variable: Variable) -> set[str]:
+        """The data keys (other than sizes) that a computed variable's expressions read directly."""
+        return {n for n in variable.names() if n not in variables or n in data} - size_keys
+
+    reads_data: dict[str, bool] = {}  # is a variable's value computed from data, through other values?
+    for variable in variables.values():
+        reads_data[variable.name] = variable.is_computed and (
+            bool(reads(variable)) or any(reads_data[d] for d in variable.depends)
+        )
+    searched: set[str] = set()  # the computed variables whose data keys are already in observed_keys
+
     def data_behind(name: str) -> set[str]:
-        """The data keys (other than sizes) that a variable's value is computed from, through other values."""
-        variable = variables[name]
-        if not variable.is_computed:
-            return set()
-        reads = {n for n in variable.names() if n not in variables or n in data} - size_keys
-        return reads.union(*(data_behind(d) for d in variable.depends if d != name))
+        """The data keys that a computed variable's value is computed from, through other values (except those
+        behind variables an earlier call searched): each variable is searched once, however many read it."""
+        keys, pending = set(), [name]
+        while pending:
+            variable = variables[pending.pop()]
+            if variable.name in searched or not variable.is_computed:
+                continue
+            searched.add(variable.name)
+            keys |= reads(variable)
+            pending += variable.depends
+        return keys
 
     observed, factors, observed_keys = {}, [], {}
     for variable in variables.values():
@@ -398,9 +534,9 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
             factors.append(variable.name)
         if variable.observed is None:
             continue
-        behind = data_behind(variable.observed) if variable.observed not in data else {variable.observed}
-        if behind:
+        if variable.observed in data or reads_data[variable.observed]:
             observed[variable.name] = variable.observed
+            behind = {variable.observed} if variable.observed in data else data_behind(variable.observed)
             observed_keys.update(dict.fromkeys(sorted(behind)))
         else:
             factors.append(variable.name)
@@ -421,7 +557,7 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
         raw_site_name(n) if n in moving_bounds else n
         for n, v in variables.items()
         if v.is_stochastic and v.observed is None
-    )
+    ) + tuple(missing_site(n) for n in missing)
     for latent_name in latent:
         variable = variables.get(latent_name)
         if variable is not None and variable.is_discrete and DISTRIBUTIONS[variable.dist.name].support != "finite":
@@ -448,4 +584,5 @@ def parse_bayes_spec(tables: dict, base_dir: Path, source: str) -> BayesSpec:
         factor_names=tuple(factors),
         observed_data_keys=tuple(observed_keys),
         moving_bounds=moving_bounds,
+        missing=missing,
     )

@@ -1,5 +1,5 @@
-"""The inference side of a declarative Bayesian spec: how to infer (NUTS, HMC, Langevin, SGLD or SVI with an
-autoguide) and what to check afterwards.
+"""The inference side of a declarative Bayesian spec: how to infer (NUTS, HMC, Langevin, SGLD, SVI with an
+autoguide or Pathfinder) and what to check afterwards.
 
 The model itself (``[model]``, ``[data]``, ``[plates]``, ``[variables]``) is validated by
 ``ppgen.spec.bayes``; this module holds the ``[inference]``, ``[guide]`` and ``[evaluation]`` tables, and turns
@@ -14,6 +14,7 @@ from ppgen.infer.posterior_settings import (
     AutoguideSettings,
     LangevinSettings,
     MCMCSettings,
+    PathfinderSettings,
     SGLDSettings,
     VariationalSettings,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "SGLDSpec",
     "AutoguideSpec",
     "VariationalSpec",
+    "PathfinderSpec",
     "PosteriorInferenceSpec",
     "BayesEvaluationSpec",
     "BayesInferenceSpec",
@@ -65,7 +67,9 @@ class MCMCSpec(_InferenceTable):
     mass: Literal["auto", "diag", "dense"] = "auto"
     max_tree_depth: PositiveInt = 10  # nuts
     num_steps: PositiveInt = 16  # hmc: leapfrog steps per trajectory
-    init_strategy: InitStrategy = "uniform"  # unconstrained values in (-2, 2), different for each chain
+    # uniform: unconstrained values in (-2, 2), different for each chain; pathfinder (numpyro backend): each chain
+    # starts at a distinct draw of multi-path Pathfinder (ppgen.infer.pathfinder), near the posterior's bulk
+    init_strategy: InitStrategy | Literal["pathfinder"] = "uniform"
     # How chains run (same draws whichever; see ppgen.infer.mcmc). numpyro: "parallel", one JAX device each
     # (on the CPU ppgen asks JAX for one per core before it starts; an error if JAX started with too few),
     # "vectorized" (one program), "sequential"; "auto": parallel when JAX has a device per chain, else
@@ -81,6 +85,11 @@ class MCMCSpec(_InferenceTable):
             raise ValueError(
                 "inference.chain_method = 'vectorized' needs inference.backend = 'numpyro'; Pyro runs chains"
                 " 'sequential' or 'parallel'"
+            )
+        if self.backend == "pyro" and self.init_strategy == "pathfinder":
+            raise ValueError(
+                "inference.init_strategy = 'pathfinder' needs inference.backend = 'numpyro'; Pyro starts chains"
+                " 'uniform', 'median' or 'sample'"
             )
         return self
 
@@ -152,8 +161,25 @@ class VariationalSpec(_InferenceTable):
         return VariationalSettings(**self.model_dump(), guide=(guide or AutoguideSpec()).settings())
 
 
-def _method(table) -> str:
-    return table.get("method", "nuts") if isinstance(table, dict) else table.method
+class PathfinderSpec(_InferenceTable):
+    """``[inference]`` for multi-path Pathfinder (Zhang et al. 2022, arXiv 2108.03782): normal approximations along
+    L-BFGS paths, importance-resampled; its Pareto k says whether to trust the draws (ppgen.infer.pathfinder)."""
+
+    _settings: ClassVar[type] = PathfinderSettings
+
+    method: Literal["pathfinder"] = "pathfinder"
+    num_paths: PositiveInt = 4  # L-BFGS paths, each from a uniform start in (-2, 2) on the unconstrained space
+    num_samples: PositiveInt = 1000  # draws kept, importance-resampled from all paths' draws
+    draws_per_path: PositiveInt = 1000  # draws from each path's best normal approximation
+    num_elbo_draws: PositiveInt = 25  # draws that estimate the ELBO of each approximation along a path
+    max_iterations: PositiveInt = 1000  # L-BFGS iterations per path, at most
+    history_size: PositiveInt = 5  # L-BFGS correction pairs: the rank of the approximations' covariance update
+    seed: Seed = 0
+
+
+def _method(table) -> str | None:
+    """An [inference] table's method; "nuts" when the table leaves it out (None for a value that is no table)."""
+    return table.get("method", "nuts") if isinstance(table, dict) else getattr(table, "method", None)
 
 
 PosteriorInferenceSpec = Annotated[
@@ -162,7 +188,8 @@ PosteriorInferenceSpec = Annotated[
     | Annotated[LangevinSpec, Tag("mala")]
     | Annotated[LangevinSpec, Tag("ula")]
     | Annotated[SGLDSpec, Tag("sgld")]
-    | Annotated[VariationalSpec, Tag("svi")],
+    | Annotated[VariationalSpec, Tag("svi")]
+    | Annotated[PathfinderSpec, Tag("pathfinder")],
     Discriminator(_method),
 ]
 
@@ -182,7 +209,7 @@ class BayesInferenceSpec(_Table):
     guide: AutoguideSpec = AutoguideSpec()
     evaluation: BayesEvaluationSpec = BayesEvaluationSpec()
 
-    def settings(self) -> MCMCSettings | LangevinSettings | SGLDSettings | VariationalSettings:
+    def settings(self) -> MCMCSettings | LangevinSettings | SGLDSettings | VariationalSettings | PathfinderSettings:
         """The ``[inference]`` method's settings (with the ``[guide]`` for SVI), for ``ppgen.infer.methods``."""
         return self.inference.settings(self.guide)
 

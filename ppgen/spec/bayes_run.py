@@ -13,6 +13,7 @@ import tomli_w
 from ppgen.errors import SpecError
 from ppgen.models.bayes import BayesModel, bayes_model_from_tables
 from ppgen.spec.bayes_inference import BayesInferenceSpec
+from ppgen.spec.memory import format_bytes, format_count, memory_budget
 from ppgen.suggest import suggest
 
 __all__ = ["BayesRunSpec", "MODEL_TABLES", "INFERENCE_TABLES", "bayes_run_spec", "dump_bayes_spec"]
@@ -59,7 +60,25 @@ def bayes_run_spec(tree: dict, sources: dict[str, str], path: str | Path) -> Bay
 
         request_cpu_devices(getattr(settings.inference, "num_chains", 1))
     model = bayes_model_from_tables(tables, base_dir=path.parent, source=str(path), backend=backend)
+    _check_draws_fit(model, settings, sources.get("inference", str(path)))
     return BayesRunSpec(model=model, settings=settings, tables=tables, source=path)
+
+
+def _check_draws_fit(model: BayesModel, settings: BayesInferenceSpec, source: str) -> None:
+    """SpecError before inference when the draws alone would not fit the memory budget: each draw holds the latent
+    and deterministic values, and a predictive draw and a log-likelihood per observed number."""
+    inference, sizes = settings.inference, model.value_sizes
+    draws = inference.num_samples * getattr(inference, "num_chains", 1)
+    per_draw = sum(sizes.get(name, 0) for name in (*model.latent_names, *model.deterministic_names))
+    per_draw += 2 * sum(sizes[name] for name in model.observed)
+    budget, needed = memory_budget(), 8 * draws * per_draw
+    if budget is not None and needed > budget:
+        raise SpecError(
+            f"{source}: {format_count(draws)} draws of model {model.name!r} would take {format_bytes(needed)} of memory"
+            f" ({format_count(per_draw)} numbers each: the parameters, and a predictive draw and a log-likelihood per"
+            f" observation), more than the {format_bytes(budget)} a run may plan for (half of the memory available);"
+            " draw fewer (inference.num_samples, inference.num_chains)"
+        )
 
 
 def dump_bayes_spec(spec: BayesRunSpec, folder: str | Path) -> str:

@@ -16,7 +16,7 @@ of whitelisted functions, positionally. Keyword arguments only in distribution c
 """
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -338,7 +338,12 @@ def _index(node: ast.AST, env: Mapping[str, Any], backend: Any) -> Any:
     return _evaluate(node, env, backend)
 
 
-def build_distribution(call: DistributionCall, env: Mapping[str, Any], backend: Any) -> Any:
-    """The backend's distribution for a parsed call, its parameters evaluated in ``env``."""
+def build_distribution(
+    call: DistributionCall, env: Mapping[str, Any], backend: Any, check: Callable[[dict], None] | None = None
+) -> Any:
+    """The backend's distribution for a parsed call, its parameters evaluated in ``env`` (and given to ``check``,
+    which may raise, before the library sees them)."""
     params = {param: evaluate(expression, env, backend) for param, expression in call.params.items()}
+    if check is not None:
+        check(params)
     return backend.distributions[call.name](**params)

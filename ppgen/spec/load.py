@@ -17,9 +17,22 @@ from ppgen.suggest import suggest
 if TYPE_CHECKING:
     from ppgen.spec.bayes_run import BayesRunSpec
 
-__all__ = ["load_spec", "is_bayes_tree", "read_tree", "validate_tree", "parse_override", "validate_spec", "dump_spec"]
+__all__ = [
+    "load_spec",
+    "is_bayes_tree",
+    "read_tree",
+    "validate_tree",
+    "parse_override",
+    "validate_spec",
+    "dump_spec",
+    "parse_toml",
+    "check_nesting",
+    "expand_user",
+]
 
 T = TypeVar("T", bound=BaseModel)
+
+MAX_NESTING = 64  # how deep the tables and arrays of a spec may nest
 
 INFERENCE_TABLES = ("inference", "evaluation", "sampling")  # what an inference spec file may replace
 MODEL_TABLES = tuple(table for table in RunSpec.model_fields if table not in INFERENCE_TABLES)
@@ -49,10 +62,10 @@ def load_spec(
 
 
 def is_bayes_tree(tree: dict) -> bool:
-    """Whether parsed spec tables describe a declarative Bayesian model: ``model.kind = "bayes"`` or a
-    ``[variables]`` table."""
+    """Whether parsed spec tables describe a declarative Bayesian model: ``model.kind = "bayes"``, a
+    ``[variables]`` table or a ``model.formula``."""
     model = tree.get("model")
-    return "variables" in tree or (isinstance(model, dict) and model.get("kind") == "bayes")
+    return "variables" in tree or (isinstance(model, dict) and (model.get("kind") == "bayes" or "formula" in model))
 
 
 def read_tree(
@@ -84,7 +97,7 @@ def read_tree(
         if key == "data.path":
             if not isinstance(value, str):
                 raise SpecError(f"--set {text}: data.path must be a path, not {value!r}")
-            value = str(Path(value).expanduser().absolute())
+            value = str(expand_user(value, f"--set {text}").absolute())
         _set_dotted(tree, key, value)
         sources[key] = f"--set {text}"
     return tree, sources
@@ -112,6 +125,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw.strip()
     except RecursionError:
         raise SpecError(f"override {key}: the value is nested too deeply") from None
+    check_nesting(value, f"override {key}")
     return key, value
 
 
@@ -138,14 +152,45 @@ def _read_toml(path: str | Path) -> dict:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     except OSError as error:
         raise SpecError(f"cannot read spec file {path}: {error.strerror}") from None
+    tree = parse_toml(text, str(path))
+    data = tree.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = str((path.parent / expand_user(data["path"], f"{path}: data.path")).absolute())
+    return tree
+
+
+def parse_toml(text: str, where: str) -> dict:
+    """TOML text as tables; a SpecError naming ``where`` when it is not TOML or nests deeper than MAX_NESTING."""
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: invalid TOML: {error}") from None
-    data = tree.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data["path"] = str((path.parent / Path(data["path"]).expanduser()).absolute())
+        raise SpecError(f"{where}: invalid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise SpecError(f"{where}: tables and arrays nested more than {MAX_NESTING} levels deep") from None
+    check_nesting(tree, where)
     return tree
+
+
+def check_nesting(value: Any, where: str) -> None:
+    """SpecError naming ``where`` unless tables and arrays nest at most MAX_NESTING levels deep (what reads a spec
+    recurses through them)."""
+    pending = [(value, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise SpecError(f"{where}: tables and arrays nested more than {MAX_NESTING} levels deep")
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending += [(item, depth + 1) for item in items if isinstance(item, dict | list)]
+
+
+def expand_user(text: str, where: str) -> Path:
+    """``text`` as a path with a leading ``~`` or ``~user`` expanded; SpecError naming ``where`` when there is no
+    such home directory."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "Could not determine home directory"
+        home = text.split("/", 1)[0]
+        raise SpecError(f"{where}: {text!r} starts with {home!r}, but there is no such home directory") from None
 
 
 def _source(key: str, message: str, sources: dict[str, str], default: str) -> str:
