@@ -67,7 +67,7 @@ def test_parse_idx_rejects_wrong_headers_and_payloads(
 def test_parse_idx_rejects_padding_and_short_headers(tmp_path):
     padded = tmp_path / "padded"
     padded.write_bytes(LABEL_MAGIC.to_bytes(4, "big") + (2).to_bytes(4, "big") + bytes(3))
-    with pytest.raises(DataError, match=r"payload of 3 bytes \(the header's dimensions \(2,\) need exactly 2"):
+    with pytest.raises(DataError, match=r"longer than the 2 bytes of payload its header's dimensions \(2,\) need"):
         parse_idx(padded, LABEL_MAGIC, (2,))
     short = tmp_path / "short"
     short.write_bytes(LABEL_MAGIC.to_bytes(4, "big") + bytes(2))
@@ -201,3 +201,22 @@ def test_load_data_mnist_dynamic_binarization_of_the_real_files(shared_data):
     assert torch.equal(torch.bincount(splits.test.y), torch.tensor(TEST_COUNTS))
     assert set(splits.test.x.unique().tolist()) == {0.0, 1.0}
     assert ((splits.train.x > 0) & (splits.train.x < 1)).any()  # the training images keep their grey levels
+
+
+def test_a_gzip_bomb_is_refused_without_decompressing_it_in_full(tmp_path):
+    # 200 MB of zeros behind a valid header of 10 labels compress to about 200 KB; reading stops one byte past the
+    # 10 the header allows, so memory stays far below the file's decompressed size.
+    import gzip
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as stream:
+        stream.write(LABEL_MAGIC.to_bytes(4, "big") + (10).to_bytes(4, "big"))
+        for _ in range(200):
+            stream.write(bytes(1_000_000))
+    tracemalloc.start()
+    with pytest.raises(DataError, match="longer than the 10 bytes of payload"):
+        parse_idx(bomb, LABEL_MAGIC, (10,))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, peak

@@ -21,12 +21,13 @@ _IMAGE_SIDE = 28
 _NUM_CLASSES = 10
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of the file, decompressed when it is gzipped: a file that decompresses to far more
+    than an IDX file of the expected shape (a gzip bomb) is never decompressed in full."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as stream:
-                return stream.read()
-        return path.read_bytes()
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as stream:
+            return stream.read(limit)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"MNIST file {path}: cannot be read ({error})") from error
 
@@ -47,18 +48,23 @@ def parse_idx(path: str | os.PathLike, expected_magic: int, expected_shape: tupl
             expected ones, or its payload is not exactly as long as the header says.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    header_length = 4 * (1 + len(expected_shape))
+    data = _read_bytes(path, header_length + math.prod(expected_shape) + 1)  # one byte more tells it is too long
     magic = int.from_bytes(data[:4], "big")
     if len(data) >= 4 and magic != expected_magic:
         kind = _KINDS.get(expected_magic, "this file")
         raise DataError(f"MNIST file {path}: bad magic number {magic} (expected {expected_magic} for {kind})")
-    header_length = 4 * (1 + len(expected_shape))
     if len(data) < header_length:
         raise DataError(f"MNIST file {path}: {len(data)} bytes is too short for an IDX header of {header_length} bytes")
     shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=len(expected_shape), offset=4))
     if shape != tuple(expected_shape):
         raise DataError(f"MNIST file {path}: header dimensions {shape} (expected {tuple(expected_shape)})")
     payload_length = len(data) - header_length
+    if payload_length > math.prod(shape):
+        raise DataError(
+            f"MNIST file {path}: longer than the {math.prod(shape)} bytes of payload its header's dimensions {shape}"
+            " need (padded, or not an IDX file)"
+        )
     if payload_length != math.prod(shape):
         raise DataError(
             f"MNIST file {path}: payload of {payload_length} bytes (the header's dimensions {shape} "
