@@ -22,8 +22,8 @@ def draws_in(path):
 
 
 def test_ctrl_c_during_sampling_saves_the_draws_so_far_and_says_they_are_partial(tmp_path):
-    # A real SIGINT, sent by a thread once ppgen's handler is in place: the chains stop at the end of their segment
-    # (1/20 of warmup + draws), after the first segment at the latest, and before the last.
+    # A real SIGINT, sent by a thread once ppgen's handler is in place: the (vectorized) chains stop at the end of
+    # their segment (1/20 of warmup + draws), after the first segment at the latest, and before the last.
     out, samples = tmp_path / "run", 400_000
     script = textwrap.dedent(f"""
         import os, signal, sys, threading, time
@@ -36,7 +36,8 @@ def test_ctrl_c_during_sampling_saves_the_draws_so_far_and_says_they_are_partial
 
         threading.Thread(target=interrupt, daemon=True).start()
         sys.exit(main(["run", {str(NORMAL)!r}, "--out", {str(out)!r}, "--quiet", "--set", "inference.num_chains=2",
-                       "--set", "inference.num_samples={samples}", "--set", "evaluation.plots=false"]))
+                       "--set", "inference.chain_method=vectorized", "--set", "inference.num_samples={samples}",
+                       "--set", "evaluation.plots=false"]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 130, result.stderr

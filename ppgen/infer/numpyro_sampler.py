@@ -11,8 +11,10 @@ Chains (``chain_method``): "sequential" one after another, "vectorized" in one p
 "parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
-The loop runs in ``SEGMENTS`` calls of one compiled length, so that Python regains control between them: a Ctrl-C
-stops the chains at the end of a segment and ``SamplingInterrupted`` carries the draws made so far.
+Sequential and vectorized chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control
+between them: a Ctrl-C stops the chains at the end of a segment and ``SamplingInterrupted`` carries the draws made
+so far. Parallel chains run whole, one program a device (JAX 0.10's ``pmap`` cannot take the kernel's state back in:
+its pytree changes after the first step), and finish before a Ctrl-C stops them.
 
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
@@ -69,13 +71,11 @@ class NumpyroSampler:
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
-        self._parallel_segment = jax.pmap(
-            self._run_segment, in_axes=(0, 0, None, None), static_broadcasted_argnums=(4, 5, 6)
-        )
-        # (key, start, kwargs) per chain; no start: in_axes None for it (JAX 0.10 misaligns a None mapped over 0
-        # with the nested kwargs that follow it)
-        self._parallel_start = {
-            given: jax.pmap(self._initialized, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3,))
+        # parallel chains, with a start per chain or not (JAX 0.10 misaligns a None mapped over 0 with the kwargs)
+        self._parallel = {
+            given: jax.pmap(
+                self._whole_chain, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3, 4)
+            )
             for given in (True, False)
         }
         self._hessian = jax.jit(self._hessian_at)
@@ -185,8 +185,10 @@ class NumpyroSampler:
         num_warmup = settings.num_warmup
         with _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(), _stop_on_interrupt() as stop:
             if method == "parallel":
-                carry, buffers = self._parallel_start[starts is not None](keys, starts, kwargs, kernel)
-                runs = [self._segments(self._parallel_segment, carry, buffers, kwargs, kernel, False, bar, stop)]
+                # One program a device, run whole: JAX 0.10's pmap cannot take the kernel's state back in (its
+                # pytree changes after the first step), so parallel chains finish before a Ctrl-C stops them.
+                carry, buffers = self._parallel[starts is not None](keys, starts, kwargs, kernel, bar)
+                runs = [(carry, buffers, num_warmup + settings.num_samples)]
             elif method == "vectorized":
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
@@ -234,6 +236,15 @@ class NumpyroSampler:
         kept = max(0, done - self.settings.num_warmup)
         posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
         return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
+
+    def _whole_chain(self, key, start, kwargs: dict, kernel, bar=None):
+        """(carry, buffers) of a chain started with ``key`` at ``start``, after all its warmup and draws (inside
+        ``jax.pmap``)."""
+        import jax
+
+        carry, buffers = self._initialized(key, start, kwargs, kernel)
+        steps = jax.numpy.arange(self.settings.num_warmup + self.settings.num_samples)
+        return self._run_segment(carry, buffers, kwargs, steps, kernel, False, bar)
 
     def _initialized(self, key, start, kwargs: dict, kernel):
         """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init
@@ -374,7 +385,11 @@ def _stop_on_interrupt():
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nppgen: stopping the chains at the end of this segment (Ctrl-C again to abort)", file=sys.stderr)
+        print(
+            "\nppgen: stopping the chains at the end of this segment (parallel chains finish first; Ctrl-C again to"
+            " abort)",
+            file=sys.stderr,
+        )
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
