@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from posteriordb import REPO, SPECS, default_data
+from posteriordb import REPO, SPECS, default_data, selected_posteriors
 
 HEADER = ("posterior", "max \\|mean - ref\\| / ref sd", "sd ratio (min-max)", "Pareto k", "pathfinder s", "wall s")
 
@@ -60,12 +60,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a spec override")
     parser.add_argument("--data", type=Path, default=default_data(), help="the posteriordb reference folder")
     args = parser.parse_args()
-    names = sorted(path.stem for path in SPECS.glob("*.toml") if args.only in path.stem)
-    names = [name for name in names if not any(part in name for part in args.skip)]
-    if not names:
-        sys.exit(f"no posterior in {SPECS} matches --only {args.only!r} and --skip {args.skip}")
-    if not args.data.is_dir():
-        sys.exit(f"{args.data}: reference draws not found (set PPGEN_DATA or pass --data)")
+    names = selected_posteriors(args)
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     with tempfile.TemporaryDirectory(prefix="pathfinder-") as out:
         for name in names:

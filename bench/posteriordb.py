@@ -218,6 +218,18 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
+def selected_posteriors(args) -> list[str]:
+    """The posteriors that ``--only`` and ``--skip`` select, once the reference folder ``--data`` is checked; exits
+    with one line when none is left or the folder is missing."""
+    names = sorted(path.stem for path in SPECS.glob("*.toml") if args.only in path.stem)
+    names = [name for name in names if not any(part in name for part in args.skip)]
+    if not names:
+        sys.exit(f"no posterior in {SPECS} matches --only {args.only!r} and --skip {args.skip}")
+    if not args.data.is_dir():
+        sys.exit(f"{args.data}: reference draws not found (set PPGEN_DATA or pass --data)")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     keep = "default: the spec's, as `ppgen run` has it"
@@ -238,12 +250,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a spec override")
     parser.add_argument("--data", type=Path, default=default_data(), help="the posteriordb reference folder")
     args = parser.parse_args()
-    names = sorted(path.stem for path in SPECS.glob("*.toml") if args.only in path.stem)
-    names = [name for name in names if not any(part in name for part in args.skip)]
-    if not names:
-        sys.exit(f"no posterior in {SPECS} matches --only {args.only!r} and --skip {args.skip}")
-    if not args.data.is_dir():
-        sys.exit(f"{args.data}: reference draws not found (set PPGEN_DATA or pass --data)")
+    names = selected_posteriors(args)
     budget = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples, "seed": args.seed}
     overrides = [f"inference.{key}={value}" for key, value in budget.items() if value is not None] + args.set
     how = "`python -m ppgen run` subprocesses" if args.cli else "ppgen.runner.run"
