@@ -18,6 +18,7 @@ exits with status 1 when the ranks are not uniform.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -147,7 +148,16 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
     from ppgen.generative_run import sample_run
 
-    path = sample_run(args.run, args.num, args.out, seed=args.seed, device=args.device, sampler=args.sampler)
+    path = sample_run(
+        args.run,
+        args.num,
+        args.out,
+        seed=args.seed,
+        device=args.device,
+        sampler=args.sampler,
+        label=args.label,
+        guidance=args.guidance,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -229,6 +239,22 @@ def _show(args) -> int:
     return 0
 
 
+def _label(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a class number 0, 1, ..., got {text!r}")
+    return int(text)
+
+
+def _guidance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a guidance weight >= 0, got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     if not text.isdigit() or int(text) >= 2**32:
         raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**32 - 1, got {text!r}")
@@ -280,6 +306,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sample.add_argument(
         "--sampler", choices=("ancestral", "pc", "langevin"), help="diffusion models: overrides [sampling] sampler"
+    )
+    sample.add_argument("--label", type=_label, help="conditional diffusion models: draw this class (default each)")
+    sample.add_argument(
+        "--guidance", type=_guidance, help="conditional diffusion models: classifier-free guidance weight w >= 0"
     )
     sample.set_defaults(command=_sample)
 

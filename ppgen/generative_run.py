@@ -21,7 +21,7 @@ from ppgen import __version__
 from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
-from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl, log_likelihood
+from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl
 from ppgen.evaluate.metrics import keep_estimates
 from ppgen.files import atomic_open
 from ppgen.infer import FitResult, distributed, fit
@@ -52,6 +52,7 @@ RESUMABLE_INFERENCE = (
     "epochs", "time_limit", "patience", "validation_particles", "keep_best", "checkpoint_every", "log_every",
     "device", "threads", "jit", "precision",
 )  # fmt: skip
+LOSS_BATCH = 256  # examples per call when a loss family's loss is evaluated on a split
 DIVERGED = 3.0  # a final training ELBO this many times |start| below its start: the run diverged
 
 
@@ -84,10 +85,9 @@ def run_generative(
             elif changes:
                 folder.record_overrides(changes)
         result = fit(
-            model.model,
-            model.guide,
+            *model.training_pair(),
             _data(model, splits, "train", fixed=False),
-            _data(model, splits, "validation"),
+            _data(model, splits, "validation") if model.validates else None,
             settings=spec.inference.settings(),
             checkpoint=folder / CHECKPOINT_FILE,
             resume=resume,
@@ -99,9 +99,9 @@ def run_generative(
         with atomic_open(folder / MODEL_FILE) as file:
             torch.save({"format": MODEL_FORMAT, "state_dict": model.state_dict(), "splits": fingerprint}, file)
         plot_elbo_curve(result.train_elbo, result.validation_elbo, folder / "elbo.png")
-        metrics = {"training": _training_summary(result), **evaluate_model(model, splits, spec.evaluation)}
+        metrics = {"training": _training_summary(result, model), **evaluate_model(model, splits, spec.evaluation)}
         metrics["test"] = keep_estimates({}, metrics["test"])
-        diverged = _divergence(result, spec)
+        diverged = _divergence(result, spec) if model.objective == "elbo" else ""
         if diverged:
             metrics["warnings"] = [diverged]
         metrics["versions"] = _versions()
@@ -196,11 +196,13 @@ def load_run(folder: str | Path, device: str | None = None) -> tuple[RunSpec, Ge
 
 
 def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec) -> dict:
-    """ELBO on every split (for a diffusion model the whole chain's, with every KL in closed form) and the
-    importance-sampled log-likelihood on the test split, in nats per example and bits per dimension
-    (-log p / (D ln 2)); for labelled models the accuracy of classification by likelihood; for dequantized
-    data bits per dimension of the discrete pixels; and for latent-variable models the KL part of the test
-    ELBO per latent site (``kl_per_site``: a site near 0 nats has collapsed onto its prior).
+    """The training objective on every split: the ELBO (for a diffusion model the whole chain's, with every KL in
+    closed form) or a loss family's loss; the held-out log-likelihood on the test split as the family computes
+    it (``nll_method``: importance-sampled, exact, AIS, probability-flow ODE), in nats per example and bits per
+    dimension (-log p / (D ln 2)), or a note that the family has none; for labelled models the accuracy of
+    classification by likelihood; for dequantized data bits per dimension of the discrete pixels; and for
+    latent-variable models the KL part of the test ELBO per latent site (``kl_per_site``: a site near 0 nats
+    has collapsed onto its prior).
 
     ``model`` is a zoo family, or any PyroModule with ``model`` and ``guide`` methods (see ``as_family``).
     """
@@ -211,29 +213,28 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
     metrics = {}
     for name in ("train", "validation", "test"):
         data = tuple(t.to(device) for t in _data(family, splits, name))
-        value = family.analytic_elbo(*data)
-        if value is None:
-            value = elbo(
-                family.model, family.guide, *data, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size
-            )
-        metrics[name] = {"num_examples": len(data[0]), **_in_units("elbo", value.mean().item(), splits)}
+        metrics[name] = {"num_examples": len(data[0]), **_objective(family, data, spec, splits)}
     test = tuple(t[: spec.max_examples].to(device) for t in _data(family, splits, "test"))
     # A chunk counts (example, sample) pairs; a costlier pair (a whole diffusion chain) takes a smaller one.
     chunk_size = None if spec.chunk_size is None else max(1, spec.chunk_size // family.calls_per_pair)
-    estimate = log_likelihood(*family.evaluation_pair(), *test, num_samples=spec.num_samples, chunk_size=chunk_size)
-    log_p = estimate.estimate.mean().item()
-    metrics["test"].update(
-        nll=-log_p,
-        nll_stderr=(estimate.stderr.square().sum().sqrt() / len(test[0])).item(),
-        **{
-            key.replace("log_p_", "nll_"): value
-            for key, value in _in_units("log_p", log_p, splits).items()
-            if key != "log_p"
-        },
-        nll_num_samples=spec.num_samples,
-        nll_num_examples=len(test[0]),
-        nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
-    )
+    estimate = family.held_out_log_likelihood(*test, num_samples=spec.num_samples, chunk_size=chunk_size)
+    if estimate is None:
+        metrics["test"]["nll_method"] = f"none: a {family.kind!r} defines no density (compare it by its samples)"
+    else:
+        log_p = estimate.estimate.mean().item()
+        metrics["test"].update(
+            nll=-log_p,
+            nll_stderr=(estimate.stderr.square().sum().sqrt() / len(test[0])).item(),
+            **{
+                key.replace("log_p_", "nll_"): value
+                for key, value in _in_units("log_p", log_p, splits).items()
+                if key != "log_p"
+            },
+            nll_method=family.likelihood,
+            nll_num_samples=estimate.num_samples,
+            nll_num_examples=len(test[0]),
+            nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
+        )
     if family.classifies:
         accuracy = classify_accuracy(family, test, spec.classify_samples, spec.chunk_size)
         metrics["test"].update(
@@ -311,15 +312,28 @@ def sample_run(
     seed: int = 0,
     device: str | None = None,
     sampler: str | None = None,
+    label: int | None = None,
+    guidance: float | None = None,
 ) -> Path:
     """Draw num_samples examples from a finished run's model and save them as a PNG grid at ``out`` (default
-    ``samples-n<N>-seed<S>-<sampler>.png`` in the run folder, beside the run's own ``samples.png``); ``sampler``
-    (diffusion models) overrides the spec's ``[sampling]`` table."""
+    ``samples-n<N>-seed<S>-<sampler>[-label<L>][-guidance<W>].png`` in the run folder, beside the run's own
+    ``samples.png``); ``sampler``, ``label`` and ``guidance`` (conditional diffusion models) override the spec's
+    ``[sampling]`` table."""
     spec, model, splits = load_run(folder, device)
-    sampling = spec.sampling if sampler is None else spec.sampling.model_copy(update={"sampler": sampler})
+    updates = {"sampler": sampler, "label": label, "guidance": guidance}
+    sampling = spec.sampling.model_copy(update={key: value for key, value in updates.items() if value is not None})
     if sampling.sampler not in spec.model.samplers:
         raise PpgenError(f"sampler {sampling.sampler!r} needs a diffusion model; {folder} holds a {spec.model.kind!r}")
-    out = Path(folder) / f"samples-n{num_samples}-seed{seed}-{sampling.sampler}.png" if out is None else Path(out)
+    if (label is not None or guidance) and not getattr(spec.model, "conditional", False):
+        raise PpgenError(
+            f"--label and --guidance need a label-conditional diffusion model (model.kind = 'ddpm' with"
+            f" model.conditional = true); {folder} holds an unconditional {spec.model.kind!r}"
+        )
+    if label is not None and splits.train.y is not None and label > int(splits.train.y.max()):
+        raise PpgenError(f"--label {label}: {folder}'s data has labels 0..{int(splits.train.y.max())}")
+    name = f"samples-n{num_samples}-seed{seed}-{sampling.sampler}"
+    name += (f"-label{label}" if label is not None else "") + (f"-guidance{guidance:g}" if guidance else "")
+    out = Path(folder) / f"{name}.png" if out is None else Path(out)
     if not out.parent.is_dir():
         raise PpgenError(f"cannot write {out}: the folder {out.parent} does not exist")
     pyro.set_rng_seed(seed)
@@ -345,6 +359,22 @@ def _data(model: GenerativeFamily, splits: Splits, name: str, fixed: bool = True
     split = getattr(splits, name)
     x = splits.fixed_train() if name == "train" and fixed else split.x
     return tuple(x if key == "x" else getattr(split, key) for key in model.data_keys)
+
+
+def _objective(family: GenerativeFamily, data: tuple[torch.Tensor, ...], spec: EvaluationSpec, splits: Splits) -> dict:
+    """One split's training objective: its ELBO per example in units (``_in_units``), or a loss family's mean loss
+    under the loss's name, computed in batches of ``LOSS_BATCH`` examples."""
+    if family.objective == "elbo":
+        value = family.analytic_elbo(*data)
+        if value is None:
+            value = elbo(
+                family.model, family.guide, *data, num_particles=spec.elbo_particles, chunk_size=spec.chunk_size
+            )
+        return _in_units("elbo", value.mean().item(), splits)
+    total = 0.0
+    for start in range(0, len(data[0]), LOSS_BATCH):
+        total += family.loss(*(t[start : start + LOSS_BATCH] for t in data)).detach().double().sum().item()
+    return {family.objective: total / len(data[0])}
 
 
 def _in_units(name: str, log_prob: float, splits: Splits) -> dict:
@@ -432,13 +462,19 @@ def _divergence(result: FitResult, spec: RunSpec) -> str:
     )
 
 
-def _training_summary(result: FitResult) -> dict:
+def _training_summary(result: FitResult, family: GenerativeFamily) -> dict:
+    final = result.train_elbo[-1][1] if result.train_elbo else None
+    if family.objective != "elbo":  # the trainer's "ELBO" of a loss family is its loss, negated
+        best = None if result.best_validation_elbo is None else -result.best_validation_elbo
+        figures = {"objective": family.objective, f"best_validation_{family.objective}": best}
+        figures[f"final_train_{family.objective}"] = None if final is None else -final
+    else:
+        figures = {"best_validation_elbo": result.best_validation_elbo, "final_train_elbo": final}
     return {
         "steps": result.steps,
         "epochs": result.epochs,
         "stop_reason": result.stop_reason,
-        "best_validation_elbo": result.best_validation_elbo,
-        "final_train_elbo": result.train_elbo[-1][1] if result.train_elbo else None,
+        **figures,
         "seconds": result.seconds,
         "device": result.device,
         "threads": result.threads,

@@ -14,6 +14,7 @@ from ppgen.spec.load import dump_spec, load_spec, parse_override, validate_spec
 from ppgen.spec.schema import DataSpec, EvaluationSpec, RunSpec, SVISpec, VAESpec
 
 VAE = REPO / "models" / "vae.toml"
+KINDS = "'vae', 'cvae', 'hvae', 'flow', 'ddpm', 'nade', 'made', 'ebm', 'score', 'mixture', 'gan'"  # the zoo's kinds
 
 
 TABLES = (DataSpec, VAESpec, SVISpec, EvaluationSpec)
@@ -101,7 +102,7 @@ MISTAKES = {
         '[model]\nkind = "vea"',
         None,
         [],
-        "{spec}: model.kind: 'vea' is not known; expected one of 'vae', 'cvae', 'hvae', 'flow', 'ddpm'",
+        "{spec}: model.kind: 'vea' is not known; expected one of " + KINDS,
     ),
     "literal not allowed, with suggestion": (
         '[model]\nkind = "vae"\nactivation = "rleu"',
@@ -203,7 +204,7 @@ MISTAKES = {
         '[model]\nkind = "vae"',
         None,
         ["model.kind=vea"],
-        "--set model.kind=vea: model.kind: 'vea' is not known; expected one of 'vae', 'cvae', 'hvae', 'flow', 'ddpm'",
+        "--set model.kind=vea: model.kind: 'vea' is not known; expected one of " + KINDS,
     ),
     "override makes a cross-field mistake": (
         "",

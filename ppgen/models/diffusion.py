@@ -177,7 +177,8 @@ class DDPM(GenerativeFamily, PyroModule):
 
     @classmethod
     def from_spec(cls, spec, event_shape, guide=None, labels=None) -> "DDPM":
-        return cls(math.prod(event_shape), event_shape=event_shape, **spec.model_dump(exclude={"kind"}))
+        options = spec.model_dump(exclude={"kind", "conditional", "label_dropout"})
+        return cls(math.prod(event_shape), event_shape=event_shape, **options)
 
     # -- the chain's distributions --------------------------------------------------------------------
     # Their arguments are valid by construction, and checking them (Pyro validates by default) would read a flag

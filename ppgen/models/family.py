@@ -2,18 +2,30 @@
 the model's kind: a family builds itself from its spec tables and answers for its pair, its bounds and
 its samples. Zoo classes mix ``GenerativeFamily`` into their ``PyroModule``; ``as_family`` gives a user's
 own PyroModule with ``model`` and ``guide`` methods the defaults.
+
+A family trained by a loss of its own (score matching, contrastive divergence, an adversarial game) is a
+``LossFamily``: its per-example loss enters the same trainer as a Pyro factor in the ``"data"`` plate with an
+empty guide, so minibatches, checkpoints, resume, progress and the time limit are the ELBO families' own.
 """
 
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import pyro
 import torch
 
 from ppgen.errors import PpgenError, SpecError
 from ppgen.flows import AUTOREGRESSIVE_FLOWS
 from ppgen.spec.schema import GuideSpec
 
-__all__ = ["GenerativeFamily", "PairFamily", "as_family", "guide_options", "check_autoregressive_widths"]
+__all__ = [
+    "GenerativeFamily",
+    "LossFamily",
+    "PairFamily",
+    "as_family",
+    "guide_options",
+    "check_autoregressive_widths",
+]
 
 
 class GenerativeFamily:
@@ -27,6 +39,12 @@ class GenerativeFamily:
         kl_per_site: its guide's sites are latent layers, whose KL to the prior per site is worth reporting.
         calls_per_pair: network calls per (example, sample) pair of the evaluation pair, by which an
             evaluation chunk of pairs is divided.
+        objective: what training minimizes, the name under which evaluation reports it per split: "elbo"
+            (reported as the ELBO, which training maximizes) or a loss's name (reported as that loss).
+        likelihood: how ``held_out_log_likelihood`` computes log p(x): "importance-sampled", "exact", "AIS",
+            "probability-flow ODE", or None for a family that defines no density (a GAN).
+        validates: the training objective on held-out data says which epoch is best (early stopping and
+            ``keep_best``); False for an adversarial loss, whose value does not.
     """
 
     kind: ClassVar[str]
@@ -34,6 +52,9 @@ class GenerativeFamily:
     classifies: ClassVar[bool] = False
     kl_per_site: ClassVar[bool] = True
     calls_per_pair: int = 1
+    objective: ClassVar[str] = "elbo"
+    likelihood: ClassVar[str | None] = "importance-sampled"
+    validates: ClassVar[bool] = True
 
     @classmethod
     def from_spec(
@@ -43,9 +64,22 @@ class GenerativeFamily:
         ``event_shape``; ``labels`` [N] are the training labels of a family that takes ``"y"``."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a spec")
 
+    def training_pair(self) -> tuple[Callable, Callable]:
+        """The (model, guide) pair the trainer minimizes -ELBO of: the family's own, or a loss as a factor."""
+        return self.model, self.guide
+
     def evaluation_pair(self) -> tuple[Callable, Callable]:
         """The (model, guide) pair whose importance weights estimate log p(x)."""
         return self.model, self.guide
+
+    def held_out_log_likelihood(self, *test: torch.Tensor, num_samples: int, chunk_size: int | None):
+        """log p(x) of the test examples as a ``ppgen.evaluate.LogLikelihood`` (estimate and stderr [N]), computed
+        as ``likelihood`` says; None for a family without a density. The default importance-samples the
+        evaluation pair with ``num_samples`` samples per example."""
+        from ppgen.evaluate import log_likelihood
+
+        model, guide = self.evaluation_pair()
+        return log_likelihood(model, guide, *test, num_samples=num_samples, chunk_size=chunk_size)
 
     def analytic_elbo(self, *data: torch.Tensor) -> torch.Tensor | None:
         """The ELBO [N] with its KL terms in closed form, or None where the Monte Carlo ELBO is the estimate."""
@@ -58,6 +92,39 @@ class GenerativeFamily:
     def reconstruct(self, *data: torch.Tensor) -> torch.Tensor | None:
         """[N, D] reconstructions of the examples, or None for a family without an encoder."""
         return None
+
+
+class LossFamily(GenerativeFamily):
+    """A family trained by minimizing a per-example loss of its own rather than -ELBO.
+
+    ``loss(*batch)`` [B] is the loss of each example; ``training_pair`` turns it into the pair the trainer takes:
+    a model whose only site is the factor -loss in the ``"data"`` plate (rescaled to the data set like a
+    likelihood) and a guide without sites, whose -ELBO is the loss summed. Evaluation reports the loss per split
+    under the family's ``objective`` name. It has no latent sites to report KLs of.
+    """
+
+    kl_per_site: ClassVar[bool] = False
+    likelihood: ClassVar[str | None] = None
+
+    def loss(self, *batch: torch.Tensor) -> torch.Tensor:
+        """[B] the training loss of each example of the batch."""
+        raise NotImplementedError
+
+    def training_pair(self) -> tuple[Callable, Callable]:
+        return self._loss_model, self._loss_guide
+
+    def evaluation_pair(self) -> tuple[Callable, Callable]:
+        raise PpgenError(f"a {self.kind!r} has no model/guide pair to importance-sample")
+
+    def held_out_log_likelihood(self, *test: torch.Tensor, num_samples: int, chunk_size: int | None):
+        return None
+
+    def _loss_model(self, *batch: torch.Tensor) -> None:
+        with pyro.plate("data", len(batch[0])):
+            pyro.factor("loss", -self.loss(*batch))
+
+    def _loss_guide(self, *batch: torch.Tensor) -> None:
+        pass
 
 
 class PairFamily(GenerativeFamily):

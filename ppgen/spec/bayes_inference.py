@@ -18,7 +18,7 @@ from ppgen.infer.posterior_settings import (
     SGLDSettings,
     VariationalSettings,
 )
-from ppgen.spec.schema import Seed, _Table
+from ppgen.spec.tables import Seed, Table
 
 __all__ = [
     "MCMCSpec",
@@ -40,7 +40,7 @@ Device = Literal["auto", "cpu", "cuda"]
 PyroChainMethod = Literal["auto", "sequential", "parallel"]
 
 
-class _InferenceTable(_Table):
+class _InferenceTable(Table):
     """An ``[inference]`` table, which converts into the engine's settings."""
 
     _settings: ClassVar[type]
@@ -133,7 +133,7 @@ class SGLDSpec(_InferenceTable):
     device: Device = "cpu"  # auto | cpu | cuda
 
 
-class AutoguideSpec(_Table):
+class AutoguideSpec(Table):
     """``[guide]`` of a declarative model: the autoguide family SVI fits (see ppgen.infer.autoguides)."""
 
     family: Literal["diagonal", "multivariate_normal", "low_rank", "iaf", "affine_coupling", "spline"] = "diagonal"
@@ -194,7 +194,7 @@ PosteriorInferenceSpec = Annotated[
 ]
 
 
-class BayesEvaluationSpec(_Table):
+class BayesEvaluationSpec(Table):
     """``[evaluation]`` of a Bayesian run: the checks made after inference."""
 
     statistics: list[str] = ["mean", "sd", "min", "max"]  # posterior predictive test statistics
@@ -202,7 +202,7 @@ class BayesEvaluationSpec(_Table):
     plots: bool = True
 
 
-class BayesInferenceSpec(_Table):
+class BayesInferenceSpec(Table):
     """The inference side of a Bayesian run: ``[inference]``, ``[guide]`` and ``[evaluation]``."""
 
     inference: PosteriorInferenceSpec = MCMCSpec()

@@ -7,7 +7,14 @@ reference for the TOML keys (see ``models/*.toml`` and ``inference/*.toml``).
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+from pydantic import Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+
+from ppgen.spec.families.autoregressive import MADESpec, NADESpec
+from ppgen.spec.families.energy import EBMSpec
+from ppgen.spec.families.gan import GANSpec
+from ppgen.spec.families.mixture import MixtureSpec
+from ppgen.spec.families.score import ScoreSpec
+from ppgen.spec.tables import DEFAULT_TEST_FRACTION, Activation, Fraction, ModelTable, Seed, Table
 
 if TYPE_CHECKING:
     from ppgen.infer.settings import SVISettings
@@ -27,19 +34,8 @@ __all__ = [
     "RunSpec",
 ]
 
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-DEFAULT_TEST_FRACTION = 0.2
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # the range numpy and torch both accept
-Activation = Literal["relu", "tanh", "elu", "gelu", "silu", "softplus", "leaky_relu"]
 
-
-class _Table(BaseModel):
-    """A TOML table: unknown keys are errors; values are checked, never silently coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class DataSpec(_Table):
+class DataSpec(Table):
     """The ``[data]`` table: which data set, how to binarize it, how to split it."""
 
     name: Literal["digits", "mnist", "file", "moons", "rings", "eight_gaussians", "checkerboard"] = "digits"
@@ -70,17 +66,7 @@ class DataSpec(_Table):
 Likelihood = Literal["bernoulli", "gaussian", "continuous_bernoulli"]
 
 
-class _ModelTable(_Table):
-    """A ``[model]`` table, carrying what the run's other tables may hold for its family."""
-
-    takes_guide: ClassVar[bool] = False  # has latent variables, so a [guide] table applies
-    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)  # the sampling.sampler values it can draw with
-
-    def check(self, data: DataSpec) -> None:
-        """Raise ValueError, naming the keys, when the table contradicts itself or the ``[data]`` table."""
-
-
-class _LatentVariableTable(_ModelTable):
+class _LatentVariableTable(ModelTable):
     """The ``[model]`` table of a family with latent variables, a guide and a ``likelihood`` key."""
 
     takes_guide: ClassVar[bool] = True
@@ -128,7 +114,7 @@ class HVAESpec(_LatentVariableTable):
     likelihood_scale: Literal["learned"] | PositiveFloat = "learned"
 
 
-class FlowSpec(_ModelTable):
+class FlowSpec(ModelTable):
     """The ``[model]`` table of a normalizing-flow density x = f(z), z ~ N(0, I), fitted by maximum likelihood."""
 
     kind: Literal["flow"] = "flow"
@@ -137,7 +123,7 @@ class FlowSpec(_ModelTable):
     hidden: list[PositiveInt] = [64, 64]
 
 
-class DDPMSpec(_ModelTable):
+class DDPMSpec(ModelTable):
     """The ``[model]`` table of a denoising diffusion model (Ho et al. 2020) as a latent chain."""
 
     kind: Literal["ddpm"] = "ddpm"
@@ -154,6 +140,10 @@ class DDPMSpec(_ModelTable):
     decoder: Literal["discretized_gaussian", "bernoulli"] = "discretized_gaussian"
     levels: Annotated[int, Field(ge=2)] = 256  # pixel values of the discretized decoder: 17 for digits
     time_subsample: PositiveInt = 1  # steps drawn per example in each training step
+    # conditional: the network also takes the label, dropped (replaced by a null label) with probability
+    # label_dropout in training, so that one network gives both scores classifier-free guidance mixes
+    conditional: bool = False
+    label_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
 
     samplers: ClassVar[tuple[str, ...]] = ("ancestral", "pc", "langevin")
 
@@ -182,12 +172,18 @@ ModelSpec = Annotated[
     | Annotated[CVAESpec, Tag("cvae")]
     | Annotated[HVAESpec, Tag("hvae")]
     | Annotated[FlowSpec, Tag("flow")]
-    | Annotated[DDPMSpec, Tag("ddpm")],
+    | Annotated[DDPMSpec, Tag("ddpm")]
+    | Annotated[NADESpec, Tag("nade")]
+    | Annotated[MADESpec, Tag("made")]
+    | Annotated[EBMSpec, Tag("ebm")]
+    | Annotated[ScoreSpec, Tag("score")]
+    | Annotated[MixtureSpec, Tag("mixture")]
+    | Annotated[GANSpec, Tag("gan")],
     Discriminator(_model_kind),
 ]
 
 
-class GuideSpec(_Table):
+class GuideSpec(Table):
     """The ``[guide]`` table: the family of the amortized posterior q(z | x) of latent-variable models."""
 
     family: Literal["diagonal", "iaf", "affine_coupling", "planar", "radial", "spline"] = "diagonal"
@@ -196,7 +192,7 @@ class GuideSpec(_Table):
     structure: Literal["top_down", "bottom_up"] = "top_down"  # hierarchical VAE: ladder or bottom-up guide
 
 
-class SVISpec(_Table):
+class SVISpec(Table):
     """The ``[inference]`` table for stochastic variational inference."""
 
     method: Literal["svi"] = "svi"
@@ -240,7 +236,7 @@ class SVISpec(_Table):
             raise ValueError(error.errors()[0]["ctx"]["error"]) from None
 
 
-class SamplingSpec(_Table):
+class SamplingSpec(Table):
     """The ``[sampling]`` table: how ``ppgen sample`` draws from a diffusion model."""
 
     sampler: Literal["ancestral", "pc", "langevin"] = "ancestral"
@@ -249,9 +245,11 @@ class SamplingSpec(_Table):
     langevin_steps: PositiveInt = 5  # langevin: steps per noise level
     step_size: PositiveFloat = 2e-5  # langevin: step size at the smallest noise level
     noise_levels: PositiveInt = 100  # langevin: noise levels visited from T down to 1
+    label: Annotated[int, Field(ge=0)] | None = None  # conditional models: the class to draw (None: each in turn)
+    guidance: Annotated[float, Field(ge=0.0)] = 0.0  # classifier-free guidance weight w (0: the conditional model)
 
 
-class EvaluationSpec(_Table):
+class EvaluationSpec(Table):
     """The ``[evaluation]`` table: held-out bounds computed after training."""
 
     num_samples: PositiveInt = 1000  # K for the importance-sampled log-likelihood
@@ -261,7 +259,7 @@ class EvaluationSpec(_Table):
     classify_samples: PositiveInt = 100  # labelled models: K per class for classification by likelihood
 
 
-class RunSpec(_Table):
+class RunSpec(Table):
     """A whole run: ``[data]``, ``[model]``, ``[guide]``, ``[inference]``, ``[evaluation]`` and ``[sampling]``."""
 
     data: DataSpec = DataSpec()
