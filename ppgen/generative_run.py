@@ -224,7 +224,7 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
         log_p = estimate.estimate.mean().item()
         metrics["test"].update(
             nll=-log_p,
-            nll_stderr=(estimate.stderr.square().sum().sqrt() / len(test[0])).item(),
+            nll_stderr=estimate.mean_stderr(),
             **{
                 key.replace("log_p_", "nll_"): value
                 for key, value in _in_units("log_p", log_p, splits).items()
@@ -323,7 +323,10 @@ def sample_run(
     updates = {"sampler": sampler, "label": label, "guidance": guidance}
     sampling = spec.sampling.model_copy(update={key: value for key, value in updates.items() if value is not None})
     if sampling.sampler not in spec.model.samplers:
-        raise PpgenError(f"sampler {sampling.sampler!r} needs a diffusion model; {folder} holds a {spec.model.kind!r}")
+        raise PpgenError(
+            f"sampler {sampling.sampler!r} does not apply to {folder}'s {spec.model.kind!r} (its samplers:"
+            f" {', '.join(map(repr, spec.model.samplers))})"
+        )
     if (label is not None or guidance) and not getattr(spec.model, "conditional", False):
         raise PpgenError(
             f"--label and --guidance need a label-conditional diffusion model (model.kind = 'ddpm' with"

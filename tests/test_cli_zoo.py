@@ -57,7 +57,10 @@ def test_the_diffusion_run_reports_the_closed_form_elbo(ddpm_run):
     ("argv", "message"),
     [
         (("classify", "{ddpm}"), "{ddpm} holds a 'ddpm', which has no labels to classify (use a 'cvae')"),
-        (("sample", "{cvae}", "--sampler", "pc"), "sampler 'pc' needs a diffusion model; {cvae} holds a 'cvae'"),
+        (
+            ("sample", "{cvae}", "--sampler", "pc"),
+            "sampler 'pc' does not apply to {cvae}'s 'cvae' (its samplers: 'ancestral')",
+        ),
         (
             ("run", str(MODELS / "cvae.toml"), "--set", "data.name=moons", "--set", "data.binarize=none",
              "--set", "model.likelihood=gaussian", "--out", "{tmp}/moons"),

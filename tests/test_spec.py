@@ -142,7 +142,7 @@ MISTAKES = {
         '[sampling]\nsampler = "pc"',
         None,
         [],
-        "{spec}: sampling.sampler = 'pc' needs a diffusion model (model.kind = 'ddpm')",
+        "{spec}: sampling.sampler = 'pc' does not apply to model.kind = 'vae' (its samplers: 'ancestral')",
     ),
     "diffusion decoder that does not fit the data": (
         '[model]\nkind = "ddpm"\ndecoder = "bernoulli"\n[data]\nbinarize = "none"',

@@ -87,12 +87,21 @@ class LogLikelihood:
     has global latents. The effective sample size (sum w)^2 / sum w^2 lies between 1 and K; when it is
     a small fraction of K the weights are dominated by a few samples and the stderr understates the
     error (a guide far from the posterior, or too few samples).
+    shared_stderr: the standard error of the mean over examples when their errors are one shared error (an
+        estimate of log Z common to all examples, as with AIS), rather than independent; None when independent.
     """
 
     estimate: torch.Tensor
     stderr: torch.Tensor
     effective_sample_size: torch.Tensor
     num_samples: int
+    shared_stderr: float | None = None
+
+    def mean_stderr(self) -> float:
+        """The standard error of the mean of ``estimate`` over examples."""
+        if self.shared_stderr is not None:
+            return self.shared_stderr
+        return (self.stderr.square().sum().sqrt() / self.estimate.numel()).item()
 
     @property
     def per_example(self) -> bool:

@@ -259,6 +259,24 @@ class EvaluationSpec(Table):
     classify_samples: PositiveInt = 100  # labelled models: K per class for classification by likelihood
 
 
+MODEL_TABLES = {
+    table.model_fields["kind"].default: table
+    for table in (
+        VAESpec,
+        CVAESpec,
+        HVAESpec,
+        FlowSpec,
+        DDPMSpec,
+        NADESpec,
+        MADESpec,
+        EBMSpec,
+        ScoreSpec,
+        MixtureSpec,
+        GANSpec,
+    )
+}
+
+
 class RunSpec(Table):
     """A whole run: ``[data]``, ``[model]``, ``[guide]``, ``[inference]``, ``[evaluation]`` and ``[sampling]``."""
 
@@ -268,6 +286,18 @@ class RunSpec(Table):
     inference: SVISpec = SVISpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     sampling: SamplingSpec = SamplingSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sampler(cls, tree):
+        """A ``[sampling]`` table without a sampler draws with the model family's first (its own default)."""
+        if not isinstance(tree, dict) or not isinstance(tree.get("sampling", {}), dict):
+            return tree
+        kind = _model_kind(tree.get("model", {}))
+        table = MODEL_TABLES.get(kind) if isinstance(kind, str) else None
+        if table is None or "sampler" in tree.get("sampling", {}):
+            return tree
+        return {**tree, "sampling": {**tree.get("sampling", {}), "sampler": table.samplers[0]}}
 
     @model_validator(mode="after")
     def _check_guide_applies(self):
@@ -281,7 +311,8 @@ class RunSpec(Table):
     def _check_sampler_applies(self):
         if self.sampling.sampler not in self.model.samplers:
             raise ValueError(
-                f"sampling.sampler = {self.sampling.sampler!r} needs a diffusion model (model.kind = 'ddpm')"
+                f"sampling.sampler = {self.sampling.sampler!r} does not apply to model.kind = {self.model.kind!r}"
+                f" (its samplers: {', '.join(map(repr, self.model.samplers))})"
             )
         return self
 
