@@ -7,12 +7,11 @@ log-likelihood, its samples, and its density on a grid.
 import argparse
 
 import pyro
-import torch
-from matplotlib.figure import Figure
 
 import ppgen
 from ppgen.data import load_data
 from ppgen.models import FlowDensity
+from ppgen.plots import plot_density_and_samples
 
 
 def main() -> None:
@@ -38,19 +37,7 @@ def main() -> None:
     )
     print(f"{args.family} on {args.data}: test NLL {-flow.log_prob(splits.test.x).mean():.3f} nats (exact)")
 
-    grid = torch.linspace(-4, 4, 200)
-    points = torch.cartesian_prod(grid, grid)
-    density = flow.log_prob(points).exp().reshape(200, 200).T
-    figure = Figure(figsize=(9, 4.5), layout="constrained")
-    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    left.imshow(density.numpy(), origin="lower", extent=(-4, 4, -4, 4), cmap="viridis")
-    left.set_title("density")
-    samples = flow.sample(2000)
-    right.scatter(samples[:, 0].numpy(), samples[:, 1].numpy(), s=2, alpha=0.5)
-    right.set_xlim(-4, 4)
-    right.set_ylim(-4, 4)
-    right.set_title("samples")
-    figure.savefig(args.out, dpi=110)
+    plot_density_and_samples(lambda points: flow.log_prob(points).exp(), flow.sample(2000), args.out)
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,7 @@
 """The ``ppgen`` command line: a thin layer over ``ppgen.load_spec`` and ``ppgen.run``.
 
     ppgen run SPEC [--inference SPEC] [--set key=value ...] [--out DIR] [--resume | --force] [--prior]
-    ppgen evaluate RUN [--num-samples K] [--max-examples N]
+    ppgen evaluate RUN [--num-samples K] [--max-examples N] [--samples N [--seed S]]
     ppgen sample RUN [-n 64] [--out FILE.png] [--sampler ancestral|pc|langevin]
     ppgen classify RUN [--num-samples K] [--max-examples N]
     ppgen compare RUN RUN [RUN ...]
@@ -137,11 +137,20 @@ def _sbc(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ppgen.generative_run import evaluate_run
+    from ppgen.generative_run import evaluate_run, evaluate_samples_run
 
-    metrics = evaluate_run(args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device)
+    metrics, kept = {}, []
+    if args.samples is None or args.num_samples is not None or args.max_examples is not None:
+        metrics = evaluate_run(
+            args.run, num_samples=args.num_samples, max_examples=args.max_examples, device=args.device
+        )
+        kept.append("test.nll_estimates" if "nll" in metrics.get("test", {}) else "the splits' figures")
+    if args.samples is not None:  # alone, no likelihood: a GAN has none
+        figures = evaluate_samples_run(args.run, args.samples, seed=args.seed, device=args.device)
+        metrics = {**metrics, "test": {**metrics.get("test", {}), "samples": figures}}
+        kept.append("test.samples_estimates")
     _report(metrics)
-    print(f"recorded in {Path(args.run) / 'metrics.json'} beside every earlier estimate (test.nll_estimates)")
+    print(f"recorded in {Path(args.run) / 'metrics.json'} beside every earlier estimate ({', '.join(kept)})")
     return 0
 
 
@@ -175,19 +184,31 @@ def _classify(args) -> int:
 
 def _report(metrics: dict) -> None:
     """A short human-readable summary; metrics.json holds everything."""
+    objective = metrics.get("training", {}).get("objective", "elbo")
     for split in ("train", "validation", "test"):
         figures = metrics.get(split, {})
-        if "elbo" not in figures:
+        if "elbo" in figures:
+            bits = figures.get("elbo_discrete_bits_per_dim", figures["elbo_bits_per_dim"])
+            line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({bits:.4f} bits/dim)"
+        elif objective in figures:
+            line = f"{split:>10}: {objective.replace('_', ' ')} {figures[objective]:.4g}"
+        else:
             continue
-        bits = figures.get("elbo_discrete_bits_per_dim", figures["elbo_bits_per_dim"])
-        line = f"{split:>10}: ELBO {figures['elbo']:.3f} nats ({bits:.4f} bits/dim)"
         if "nll" in figures:
             used, total = figures["nll_num_examples"], figures["num_examples"]
+            method = figures.get("nll_method", "importance-sampled")
+            bits = figures.get("nll_discrete_bits_per_dim", figures["nll_bits_per_dim"])
+            how = {
+                "importance-sampled": f"K = {figures['nll_num_samples']}, ",
+                "AIS": f"AIS, {figures['nll_num_samples']} chains, ",
+            }.get(method, f"{method}, ")
             nll = (
                 f"NLL {figures['nll']:.3f} +- {figures['nll_stderr']:.3f} nats"
-                f" (K = {figures['nll_num_samples']}, {used if used == total else f'first {used} of {total}'}"
-                f" examples, median effective sample size {figures['nll_effective_sample_size_median']:.0f})"
+                f" ({how}{used if used == total else f'first {used} of {total}'} examples"
             )
+            if method == "importance-sampled":
+                nll += f", median effective sample size {figures['nll_effective_sample_size_median']:.0f}"
+            nll += f"; {bits:.4f} bits/dim)"
             if used == total:
                 line += f"; {nll}"
             else:  # figures over different examples are not comparable: the NLL gets a line of its own
@@ -201,10 +222,33 @@ def _report(metrics: dict) -> None:
             f"  classification accuracy {test['accuracy']:.4f} ({test['accuracy_num_examples']} test examples,"
             f" K = {test['accuracy_num_samples']} per class)"
         )
+    if "samples" in test:
+        figures = test["samples"]
+        low, high = figures["c2st_interval"]
+        fid_error, kid_error = (
+            "" if figures[key] is None else f" +- {figures[key]:.4g}" for key in ("fid_like_stderr", "kid_like_stderr")
+        )
+        binarized = ", drawn as Bernoulli(sample)" if figures["samples_binarized"] else ""
+        block = (
+            "  samples: {num_samples} model samples{binarized} vs {num_reference} test examples (seed {seed})\n"
+            "    MMD^2 {mmd2:.4g} (p = {mmd2_p_value:.3g}, {mmd2_permutations} permutations; Gaussian kernel,"
+            " median-heuristic sigma {mmd2_bandwidth:.3g})\n"
+            "    classifier two-sample test: accuracy {c2st_accuracy:.3f} (95% interval {low:.3f}-{high:.3f},"
+            " p = {c2st_p_value:.3g} against 0.5, {c2st_num_test} held-out examples)\n"
+            "    features: {features}\n"
+            "    FID-like {fid_like:.4g}{fid_error} (bootstrap); KID-like {kid_like:.4g}{kid_error} (sd over"
+            " {kid_subsets} subsets of {kid_subset_size})\n"
+            "    precision {precision:.3f} +- {precision_stderr:.3f}, recall {recall:.3f} +- {recall_stderr:.3f}"
+            " (k = {k} nearest neighbours)"
+        )
+        extra = {"low": low, "high": high, "fid_error": fid_error, "kid_error": kid_error, "binarized": binarized}
+        print(block.format(**figures, **extra))
     if "training" in metrics:
         print("  training:", json.dumps(metrics["training"]))
     warnings = list(metrics.get("warnings", []))
-    if "nll" in test:
+    if str(test.get("nll_method", "")).startswith("none"):
+        print(f"  likelihood: {test['nll_method']}")
+    if "nll" in test and test.get("nll_method", "importance-sampled") == "importance-sampled":
         from ppgen.evaluate.bounds import effective_sample_size_warning
 
         ess = effective_sample_size_warning(test["nll_effective_sample_size_median"], test["nll_num_samples"])
@@ -220,10 +264,12 @@ def _positive_int(text: str) -> int:
 
 
 def _predict(args) -> int:
-    from ppgen.fitted import load, write_predictions
+    from ppgen.fitted import load, predictions_path, write_predictions
 
     predictions = load(args.run).predict(args.data, seed=args.seed)
-    netcdf, table = write_predictions(predictions, args.out or args.run)
+    netcdf, table = write_predictions(
+        predictions, args.out or predictions_path(args.run, args.data), replace=args.force
+    )
     unseen = predictions.attrs["unseen_levels"]
     unseen = f"; group levels not in the training data ({unseen}) drawn from the population" if unseen else ""
     print(
@@ -295,6 +341,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run folder")
     evaluate.add_argument("--num-samples", type=_positive_int, help="importance samples K per test example")
     evaluate.add_argument("--max-examples", type=_positive_int, help="evaluate the NLL on the first N test examples")
+    evaluate.add_argument(
+        "--samples",
+        type=_positive_int,
+        metavar="N",
+        help="compare N model samples with N test examples (MMD, classifier test, FID-like, KID-like, precision/"
+        "recall); alone, skips the likelihood evaluation",
+    )
+    evaluate.add_argument("--seed", type=_seed, default=0, help="seed of --samples' draws and tests (default 0)")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"))
     evaluate.set_defaults(command=_evaluate)
 
@@ -325,7 +379,10 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="posterior predictive draws of a finished Bayesian run for new rows")
     predict.add_argument("run", help="run folder")
     predict.add_argument("--data", required=True, help="new rows: a .csv, .json or .npz file of columns")
-    predict.add_argument("--out", help="NetCDF file (default RUN/predictions.nc; a CSV of means and intervals beside)")
+    predict.add_argument(
+        "--out", help="NetCDF file (default RUN/predictions-<data name>.nc, numbered past earlier ones; a CSV beside)"
+    )
+    predict.add_argument("--force", action="store_true", help="replace the --out file (and its CSV) if it exists")
     predict.add_argument("--seed", type=_seed, default=0)
     predict.set_defaults(command=_predict)
 

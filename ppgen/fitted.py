@@ -79,8 +79,8 @@ class FittedModel:
         each grouping factor's levels that the training rows did not have."""
         import xarray as xr
 
-        rows = _rows(data)
-        model, samples, unseen = self._model_for(rows)
+        rows, rows_source = _rows(data)
+        model, samples, unseen = self._model_for(rows, rows_source)
         posterior = inference_data.get_group(self.inference_data, "posterior")
         chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
         predicted = _posterior_predictive(model, samples, seed)
@@ -99,7 +99,7 @@ class FittedModel:
         unseen = ", ".join(f"{factor}: {count}" for factor, count in unseen.items())
         return xr.Dataset(variables, coords={"row": np.arange(len(rows))}, attrs={"unseen_levels": unseen})
 
-    def _model_for(self, rows):
+    def _model_for(self, rows, rows_source: str):
         """(the model of the new rows, the posterior draws {latent: [draw, ...]} it is run with, unseen group
         levels {factor: count})."""
         from ppgen.models.bayes import bayes_model_from_tables
@@ -112,45 +112,55 @@ class FittedModel:
         source = str(spec.source)
         if has_formula(tables):
             formula = FormulaModel(tables, spec.source.parent, source)
-            new_tables = formula.tables(rows)
+            new_tables = formula.tables(rows, rows_source)
             unseen = formula.unseen
             rng = np.random.default_rng(0)
             for factor, count in unseen.items():  # a new level's effects: the population's, with each draw's sds
                 z = samples[f"z_{factor}"]
                 samples[f"z_{factor}"] = np.concatenate([z, rng.standard_normal((len(z), count, *z.shape[2:]))], 1)
         else:
-            new_tables, unseen = _covariate_tables(tables, spec.model.spec, rows, source), {}
+            new_tables, unseen = _covariate_tables(tables, spec.model.spec, rows, source, rows_source), {}
         model = bayes_model_from_tables(new_tables, spec.source.parent, source, backend="numpyro")
         return model, samples, unseen
 
 
-def _rows(data: Any):
-    """New rows as a pandas DataFrame: from a data file, a DataFrame or a mapping of columns."""
+def _rows(data: Any) -> tuple[Any, str]:
+    """New rows as a pandas DataFrame, from a data file, a DataFrame or a mapping of columns, and the name errors in
+    them go by (the file's path, or "new data"); rows with a missing value are refused."""
     import pandas as pd
 
+    source = str(data) if isinstance(data, str | Path) else "new data"
     if isinstance(data, pd.DataFrame):
-        return data.reset_index(drop=True)
-    if isinstance(data, str | Path):
-        path = Path(data)
-        if path.suffix == ".csv":
-            if not path.is_file():
-                raise DataError(f"data file {path} does not exist")
-            try:
-                return pd.read_csv(path)
-            except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-                raise DataError(f"data file {path}: not a readable CSV file ({error})") from None
-        from ppgen.spec.data_files import read_data_file
+        rows = data.reset_index(drop=True)
+    elif isinstance(data, str | Path) and Path(data).suffix == ".csv":
+        if not Path(data).is_file():
+            raise DataError(f"data file {data} does not exist")
+        try:
+            rows = pd.read_csv(data)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            raise DataError(f"data file {data}: not a readable CSV file ({error})") from None
+    else:
+        if isinstance(data, str | Path):
+            from ppgen.spec.data_files import read_data_file
 
-        data = read_data_file(path)
-    if not isinstance(data, Mapping):
-        raise DataError(f"new data: expected a data file, a DataFrame or a mapping of columns, not {type(data)}")
-    try:
-        return pd.DataFrame({name: np.atleast_1d(np.asarray(value)) for name, value in data.items()})
-    except ValueError as error:
-        raise DataError(f"new data: columns of different lengths ({error})") from None
+            data = read_data_file(Path(data))
+        if not isinstance(data, Mapping):
+            raise DataError(f"new data: expected a data file, a DataFrame or a mapping of columns, not {type(data)}")
+        try:
+            rows = pd.DataFrame({name: np.atleast_1d(np.asarray(value)) for name, value in data.items()})
+        except ValueError as error:
+            raise DataError(f"{source}: columns of different lengths ({error})") from None
+    for name in rows.columns:
+        missing = np.flatnonzero(rows[name].isna().to_numpy())
+        if len(missing):
+            raise DataError(
+                f"{source}: column {name!r} has no value in rows {missing[:5].tolist()} (predictions need every value"
+                " the model reads; drop or fill those rows)"
+            )
+    return rows, source
 
 
-def _covariate_tables(tables: dict, spec, rows, source: str) -> dict:
+def _covariate_tables(tables: dict, spec, rows, source: str, rows_source: str) -> dict:
     """A variables spec's tables with its covariates (``model.covariates``) replaced by the new rows' columns, its
     observed data left out, and each plate sized by a data key that counted the training rows sized to the new."""
     covariates = tables.get("model", {}).get("covariates")
@@ -161,7 +171,7 @@ def _covariate_tables(tables: dict, spec, rows, source: str) -> dict:
         )
     missing = [name for name in covariates if name not in rows.columns]
     if missing:
-        raise DataError(f"new data: no column {missing[0]!r} (the covariates are {', '.join(covariates)})")
+        raise DataError(f"{rows_source}: no column {missing[0]!r} (the covariates are {', '.join(covariates)})")
     training_rows = len(np.atleast_1d(spec.data[covariates[0]]))
     data = dict(spec.data)
     for key in spec.observed_data_keys:  # a placeholder of the new rows' shape (its first value), left out later
@@ -189,10 +199,23 @@ def _posterior_predictive(model, samples: dict, seed: int) -> dict[str, np.ndarr
     return {name: np.asarray(value) for name, value in draws.items()}
 
 
-def write_predictions(predictions, path: str | Path) -> tuple[Path, Path]:
+def predictions_path(run: str | Path, data: str | Path | None = None) -> Path:
+    """Where ``ppgen predict`` writes when no --out is given: ``RUN/predictions-<data file's stem>.nc`` (or
+    PREDICTIONS_FILE for data that is no file), numbered -2, -3, ... past files already there, so that earlier
+    predictions are never replaced."""
+    stem = Path(PREDICTIONS_FILE).stem + (f"-{Path(data).stem}" if data is not None else "")
+    path, number = Path(run) / f"{stem}.nc", 1
+    while path.exists() or path.with_suffix(".csv").exists():
+        number += 1
+        path = Path(run) / f"{stem}-{number}.nc"
+    return path
+
+
+def write_predictions(predictions, path: str | Path, *, replace: bool = False) -> tuple[Path, Path]:
     """``predict``'s Dataset as NetCDF (groups ``predictions``, the draws, and ``predictions_constant_data``, the
     rows, as ArviZ reads them; a folder gets PREDICTIONS_FILE) and a CSV beside it of each row's columns and each
-    predicted variable's mean, sd and central 94% interval; returns both paths."""
+    predicted variable's mean, sd and central 94% interval; returns both paths. Files already there are
+    replaced only with ``replace``."""
     import os
 
     from ppgen.files import write_text_atomic
@@ -201,6 +224,9 @@ def write_predictions(predictions, path: str | Path) -> tuple[Path, Path]:
     path = path / PREDICTIONS_FILE if path.is_dir() else path
     if not path.parent.is_dir():
         raise DataError(f"{path}: its folder does not exist")
+    existing = [file for file in (path, path.with_suffix(".csv")) if file.exists()]
+    if existing and not replace:
+        raise DataError(f"{existing[0]} exists: pass --force to replace it, or --out elsewhere")
     drawn = [name for name, variable in predictions.data_vars.items() if "chain" in variable.dims]
     temporary = path.with_name(path.name + ".tmp")
     predictions[drawn].to_netcdf(temporary, group="predictions", mode="w")

@@ -22,7 +22,9 @@ from ppgen.data import Splits, discrete_bits_per_dim, load_data
 from ppgen.device import resolve_device
 from ppgen.errors import PpgenError
 from ppgen.evaluate import bits_per_dim, classify, elbo, latent_kl
+from ppgen.evaluate.features import data_features
 from ppgen.evaluate.metrics import keep_estimates
+from ppgen.evaluate.sample_metrics import sample_evaluation
 from ppgen.files import atomic_open
 from ppgen.infer import FitResult, distributed, fit
 from ppgen.infer.checkpoint import load_checkpoint
@@ -37,6 +39,7 @@ __all__ = [
     "folder_spec",
     "resumed_spec",
     "evaluate_run",
+    "evaluate_samples_run",
     "sample_run",
     "classify_run",
     "load_run",
@@ -52,8 +55,11 @@ RESUMABLE_INFERENCE = (
     "epochs", "time_limit", "patience", "validation_particles", "keep_best", "checkpoint_every", "log_every",
     "device", "threads", "jit", "precision",
 )  # fmt: skip
+CONDITIONAL_NOTE = "conditional: -log p(x | y) given the test labels (likewise every split's ELBO)"
 LOSS_BATCH = 256  # examples per call when a loss family's loss is evaluated on a split
 DIVERGED = 3.0  # a final training ELBO this many times |start| below its start: the run diverged
+SAMPLES_MINIMUM = 4  # samples and test examples the sample-based figures need at least
+FEATURES_CACHE = ".ppgen-features"  # beside the run folders: the feature classifiers, by training data
 
 
 def run_generative(
@@ -231,6 +237,7 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
                 if key != "log_p"
             },
             nll_method=family.likelihood,
+            **({"nll_note": CONDITIONAL_NOTE} if "y" in family.data_keys else {}),
             nll_num_samples=estimate.num_samples,
             nll_num_examples=len(test[0]),
             nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),
@@ -279,6 +286,53 @@ def evaluate_run(
             recorded[name] = keep_estimates(metrics.get(name, {}), fresh[name])
         run.write_metrics(recorded)
     return {**metrics, **fresh}
+
+
+def evaluate_samples_run(folder: str | Path, num_samples: int, *, seed: int = 0, device: str | None = None) -> dict:
+    """Compare ``num_samples`` draws of a finished run's model (``model.draw`` with the spec's ``[sampling]``)
+    with as many test examples (all of them if fewer) by ``sample_evaluation``: MMD^2 and a classifier two-sample
+    test on the examples, FID-like and KID-like distances and precision/recall in the features of a classifier
+    trained on the run's training split (``data_features``; cached in ``<folder>/../.ppgen-features``), or in
+    the raw data when the data have no labels. On binary data (``data.binarize``) samples that are not binary
+    (a VAE's decoder means) are taken as Bernoulli probabilities and drawn from, seeded. Time and memory grow as
+    (2N)^2 (kernel and distance matrices in float64): N = 1000 takes about 0.5 GB.
+
+    The figures are filed in metrics.json: every evaluation in ``test.samples_estimates`` by its sizes and seed,
+    and ``test.samples`` the one with the most samples (the newest of equals); returns this evaluation's."""
+    with RunFolder(folder) as run:
+        run.lock()
+        spec, model, splits = load_run(folder, device)
+        metrics = run.read_metrics()  # a corrupt file stops us before the evaluation, not after it
+        reference = splits.test.x[:num_samples]
+        if min(num_samples, len(reference)) < SAMPLES_MINIMUM:
+            raise PpgenError(
+                f"--samples {num_samples}: the sample-based figures need at least {SAMPLES_MINIMUM} samples and test"
+                f" examples ({folder} has {len(splits.test.x)} test examples)"
+            )
+        pyro.set_rng_seed(seed)
+        with torch.no_grad():
+            samples = model.draw(num_samples, spec.sampling).reshape(num_samples, -1).cpu()
+        binarized = splits.binarize != "none" and not bool(((samples == 0) | (samples == 1)).all())
+        if binarized:
+            generator = torch.Generator().manual_seed(seed)
+            samples = torch.bernoulli(samples.clamp(0.0, 1.0), generator=generator)
+        features = data_features(splits, Path(folder).resolve().parent / FEATURES_CACHE)
+        figures = {
+            "seed": seed,
+            "sampler": spec.sampling.sampler,
+            "samples_binarized": binarized,
+            "features_cache": features.cache,
+            **sample_evaluation(samples, reference, features=features, seed=seed),
+        }
+        test = metrics.get("test", {})
+        estimates = dict(test.get("samples_estimates") or {})
+        estimates[f"N={figures['num_samples']}, M={figures['num_reference']}, seed={seed}"] = figures
+        # max keeps the first of equals: this evaluation, then the others newest first
+        newest_first = [figures, *reversed(list(estimates.values()))]
+        headline = max(newest_first, key=lambda f: (f["num_samples"], f["num_reference"]))
+        metrics["test"] = {**test, "samples": headline, "samples_estimates": estimates}
+        run.write_metrics(metrics)
+    return figures
 
 
 def classify_run(
@@ -341,11 +395,26 @@ def sample_run(
         raise PpgenError(f"cannot write {out}: the folder {out.parent} does not exist")
     pyro.set_rng_seed(seed)
     samples = model.draw(num_samples, sampling)
+    title = f"{num_samples} samples ({sampling.sampler}" + (f", guidance {sampling.guidance:g})" if guidance else ")")
     try:
-        plot_examples([(f"{num_samples} samples ({sampling.sampler})", samples)], splits.event_shape, out)
+        panel, columns = _by_class(title, samples, model, sampling)
+        plot_examples([panel], splits.event_shape, out, columns=columns)
     except OSError as error:
         raise PpgenError(f"cannot write {out}: {error.strerror}") from None
     return out
+
+
+def _by_class(title: str, samples: torch.Tensor, model: GenerativeFamily, sampling) -> tuple[tuple, int | None]:
+    """A panel of ``samples`` and its grid's columns: a labelled row per class when a conditional model drew every
+    class in turn (sample i of class i mod C) and each class has as many, else the samples in order."""
+    classes = getattr(model, "num_classes", None)
+    if sampling.label is not None:
+        return (f"{title}, class {sampling.label}", samples), None
+    if not classes or len(samples) % classes:
+        return ((title, samples) if not classes else (f"{title}, classes 0-{classes - 1} in turn", samples)), None
+    per_class = len(samples) // classes
+    rows = samples.reshape(per_class, classes, -1).transpose(0, 1).reshape(len(samples), -1)
+    return (f"{title}, a row per class", rows, [f"class {c}" for c in range(classes)]), per_class
 
 
 def _build(spec: RunSpec, splits: Splits) -> GenerativeFamily:
@@ -394,11 +463,10 @@ def _plot_samples(model: GenerativeFamily, splits: Splits, spec: RunSpec, path: 
         samples = model.draw(len(splits.test.x), spec.sampling)
         plot_examples([("test data", splits.test.x), ("samples", samples)], splits.event_shape, path)
         return
-    if model.classifies:  # draw() goes through the classes in turn: 8 of each, a row per class
-        classes = len(model.class_log_prior)
-        samples = model.draw(8 * classes, spec.sampling).reshape(8, classes, -1)
-        samples = samples.transpose(0, 1).reshape(8 * classes, -1)
-        panels = [("samples, a row per class", samples, [f"class {c}" for c in range(classes)])]
+    classes = getattr(model, "num_classes", None)
+    if classes and spec.sampling.label is None:  # draw() goes through the classes in turn: 8 of each, a row per class
+        samples = model.draw(8 * classes, spec.sampling)
+        panels = [_by_class("samples", samples, model, spec.sampling)[0]]
     else:
         samples = model.draw(64, spec.sampling)
         panels = [("samples", samples)]

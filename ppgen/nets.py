@@ -24,6 +24,7 @@ __all__ = [
     "mlp",
     "AmortizedNormal",
     "SinusoidalEmbedding",
+    "label_embedding",
     "TimeMLP",
     "SmallUNet",
     "LogitsLikelihood",
@@ -160,20 +161,34 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class TimeMLP(nn.Module):
-    """(x [..., D], t [...]) -> [..., D]: an MLP that adds a projection of t's embedding to every hidden layer."""
+def label_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
+    """A learned [dim] code for each of ``num_classes`` labels and one more, index ``num_classes``, the "null" label
+    that stands for no label (classifier-free guidance, Ho & Salimans 2021, arXiv:2207.12598); None for a network
+    without labels (``num_classes`` = 0)."""
+    return nn.Embedding(num_classes + 1, dim) if num_classes else None
 
-    def __init__(self, dim: int, hidden: Sequence[int], time_dim: int = 64, activation: str = "silu"):
+
+class TimeMLP(nn.Module):
+    """(x [..., D], t [...], label [...]) -> [..., D]: an MLP that adds a projection of t's embedding to every hidden
+    layer. With ``num_classes`` > 0 it is label-conditional: the label's code (``label_embedding``; label broadcast
+    against t) is added to t's embedding."""
+
+    def __init__(
+        self, dim: int, hidden: Sequence[int], time_dim: int = 64, activation: str = "silu", num_classes: int = 0
+    ):
         super().__init__()
         widths = [dim, *hidden]
         self.embed = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, time_dim), nn.SiLU())
+        self.label_embed = label_embedding(num_classes, time_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.times = nn.ModuleList(nn.Linear(time_dim, b) for b in widths[1:])
         self.activation = ACTIVATIONS[activation]()
         self.out = nn.Linear(widths[-1], dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(t)
+        if self.label_embed is not None:
+            e = e + self.label_embed(label)
         h = x
         for layer, time in zip(self.layers, self.times):
             h = self.activation(layer(h) + time(e))
@@ -200,16 +215,18 @@ class _ResidualBlock(nn.Module):
 
 
 class SmallUNet(nn.Module):
-    """(x [..., H W], t [...]) -> [..., H W] for one-channel H x W images (H and W divisible by 4): three
-    resolutions with skip connections, the time embedding added in every block (after Ho et al. 2020)."""
+    """(x [..., H W], t [...], label [...]) -> [..., H W] for one-channel H x W images (H and W divisible by 4): three
+    resolutions with skip connections, the time embedding added in every block (after Ho et al. 2020). With
+    ``num_classes`` > 0 the label's code (``label_embedding``) is added to the time embedding."""
 
-    def __init__(self, image_shape: tuple[int, int], channels: int = 32, time_dim: int = 64):
+    def __init__(self, image_shape: tuple[int, int], channels: int = 32, time_dim: int = 64, num_classes: int = 0):
         super().__init__()
         if len(image_shape) != 2 or image_shape[0] % 4 or image_shape[1] % 4:
             raise ValueError(f"the U-Net needs images whose sides are divisible by 4, not {image_shape}")
         c = channels
         self.image_shape = tuple(image_shape)
         self.embed = nn.Sequential(SinusoidalEmbedding(time_dim), nn.Linear(time_dim, time_dim), nn.SiLU())
+        self.label_embed = label_embedding(num_classes, time_dim)
         self.conv_in = nn.Conv2d(1, c, 3, padding=1)
         self.down1, self.down2 = _ResidualBlock(c, c, time_dim), _ResidualBlock(c, 2 * c, time_dim)
         self.middle = _ResidualBlock(2 * c, 2 * c, time_dim)
@@ -217,10 +234,12 @@ class SmallUNet(nn.Module):
         self.downsample1, self.downsample2 = nn.Conv2d(c, c, 3, 2, 1), nn.Conv2d(2 * c, 2 * c, 3, 2, 1)
         self.conv_out = nn.Conv2d(c, 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         batch_shape = x.shape[:-1]
         images = x.reshape(-1, 1, *self.image_shape)
         e = self.embed(t.expand(batch_shape).reshape(-1))
+        if self.label_embed is not None:
+            e = e + self.label_embed(label.expand(batch_shape).reshape(-1))
         h1 = self.down1(self.conv_in(images), e)
         h2 = self.down2(self.downsample1(h1), e)
         h3 = self.middle(self.downsample2(h2), e)

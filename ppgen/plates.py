@@ -1,8 +1,10 @@
 """The one convention ppgen relies on: examples live in ``pyro.plate("data", N)``.
 
-``inspect_plates`` reads, from one traced run of a model/guide pair, how deeply its plates nest and
+``inspect_plates`` reads, from one traced run of a model/guide pair, how deeply its plates nest,
 whether every sample site sits inside the data plate (local latents, so bounds factorize per example)
-or some do not (global latents, so bounds are joint over the batch).
+or some do not (global latents, so bounds are joint over the batch), and which discrete sites are marked
+for enumeration (``infer={"enumerate": "parallel"}`` or ``config_enumerate``), which the trainer and the
+evaluator sum out exactly rather than sample.
 """
 
 from collections.abc import Callable
@@ -21,10 +23,14 @@ DATA_PLATE = "data"
 
 @dataclass(frozen=True)
 class PlateStructure:
-    """max_plate_nesting: plates nested at most (Pyro's sense); per_example: every site is in the data plate."""
+    """max_plate_nesting: plates nested at most (Pyro's sense); per_example: every site is in the data plate;
+    enumerated: the latent sites marked for enumeration, in model or guide; enumerated_globally: those of them
+    outside the data plate."""
 
     max_plate_nesting: int
     per_example: bool
+    enumerated: tuple[str, ...] = ()
+    enumerated_globally: tuple[str, ...] = ()
 
 
 def inspect_plates(model: Callable, guide: Callable, *data: torch.Tensor) -> PlateStructure:
@@ -53,5 +59,12 @@ def inspect_plates(model: Callable, guide: Callable, *data: torch.Tensor) -> Pla
                 " every example of the batch must be inside the plate (no subsampling)"
             )
     nesting = max(-f.dim for site in sites for f in site["cond_indep_stack"] if f.dim is not None)
-    per_example = all(any(f.name == DATA_PLATE for f in site["cond_indep_stack"]) for site in sites)
-    return PlateStructure(nesting, per_example)
+    in_data_plate = [any(f.name == DATA_PLATE for f in site["cond_indep_stack"]) for site in sites]
+    marked = [
+        (site["name"], inside)
+        for site, inside in zip(sites, in_data_plate)
+        if not site["is_observed"] and site["infer"].get("enumerate") in ("parallel", "sequential")
+    ]
+    enumerated = tuple(dict.fromkeys(name for name, _ in marked))
+    enumerated_globally = tuple(dict.fromkeys(name for name, inside in marked if not inside))
+    return PlateStructure(nesting, all(in_data_plate), enumerated, enumerated_globally)

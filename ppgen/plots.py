@@ -5,13 +5,13 @@ or needs a display.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["plot_elbo_curve", "plot_examples"]
+__all__ = ["plot_elbo_curve", "plot_examples", "plot_density_and_samples"]
 
 
 def plot_elbo_curve(
@@ -57,6 +57,33 @@ def plot_examples(
             _label_rows(axes, row_labels[0] if row_labels else None, shape[0])
         axes.set_title(title)
     figure.savefig(path, dpi=120)
+    return figure
+
+
+@torch.no_grad()
+def plot_density_and_samples(
+    density: Callable[[torch.Tensor], torch.Tensor],
+    samples: torch.Tensor,
+    path: str | Path,
+    *,
+    limit: float = 4.0,
+    grid: int = 200,
+    titles: tuple[str, str] = ("density", "samples"),
+) -> Figure:
+    """A 2-D model side by side: ``density(points [G*G, 2]) -> [G*G]`` on a G x G grid over [-limit, limit]^2, and a
+    scatter of its ``samples`` [n, 2]; returns the figure written to ``path``."""
+    axis = torch.linspace(-limit, limit, grid)
+    values = density(torch.cartesian_prod(axis, axis)).reshape(grid, grid).T
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    left.imshow(values.cpu().numpy(), origin="lower", extent=(-limit, limit, -limit, limit), cmap="viridis")
+    samples = samples.detach().cpu()
+    right.scatter(samples[:, 0].numpy(), samples[:, 1].numpy(), s=2, alpha=0.5)
+    right.set_xlim(-limit, limit)
+    right.set_ylim(-limit, limit)
+    for axes, title in zip((left, right), titles):
+        axes.set_title(title)
+    figure.savefig(path, dpi=110)
     return figure
 
 

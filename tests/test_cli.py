@@ -239,6 +239,12 @@ def test_argument_errors_exit_2(capsys, argv, message):
     assert capsys.readouterr().err.splitlines()[-1].startswith(message)
 
 
+def only_warnings(err: str) -> bool:
+    """Nothing but warnings on stderr: a run whose 1-second budget (a loaded machine trains fewer steps) leaves
+    a guide too poor for K = 4 importance samples is warned about, rightly."""
+    return all(line.startswith("ppgen: warning: ") for line in err.splitlines())
+
+
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory, synthetic_mnist) -> tuple[Path, Result]:
     folder = tmp_path_factory.mktemp("cli") / "mnist"
@@ -251,7 +257,7 @@ def mnist_run(tmp_path_factory, synthetic_mnist) -> tuple[Path, Result]:
 @pytest.mark.slow
 def test_mnist_run(mnist_run):
     folder, result = mnist_run
-    assert (result.code, result.err) == (0, "")
+    assert result.code == 0 and only_warnings(result.err), result.err
     assert sorted(path.name for path in folder.iterdir()) == sorted(RUN_FILES)
     metrics = metrics_of(folder)
     # The official 60,000/10,000 split, with validation_fraction = 0.1 of the training images held out.
@@ -266,7 +272,7 @@ def test_mnist_run(mnist_run):
 def test_mnist_run_folder_can_be_evaluated(mnist_run, tmp_path):
     folder = Path(shutil.copytree(mnist_run[0], tmp_path / "mnist"))
     result = cli("evaluate", folder, "--num-samples", 4, "--max-examples", 5)
-    assert (result.code, result.err) == (0, "")
+    assert result.code == 0 and only_warnings(result.err), result.err
     assert metrics_of(folder)["test"]["nll_estimates"]["K=4, 5 examples"]["nll_num_examples"] == 5
 
 

@@ -79,3 +79,22 @@ def test_zoo_mistakes_are_one_line_errors(cvae_run, ddpm_run, tmp_path, argv, me
     result = cli(*(part.format(**names) for part in argv))
     assert result.code == 2
     assert result.err == f"ppgen: error: {message.format(**names)}\n"
+
+
+def test_samples_of_a_conditional_model_are_shown_a_row_per_class(cvae_run, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from ppgen.generative_run import _by_class
+
+    model, sampling = SimpleNamespace(num_classes=3), SimpleNamespace(label=None)
+    samples = torch.arange(6.0).unsqueeze(-1)  # sample i is of class i mod 3
+    (title, rows, labels), columns = _by_class("6 samples", samples, model, sampling)
+    assert rows.squeeze(-1).tolist() == [0, 3, 1, 4, 2, 5] and labels == ["class 0", "class 1", "class 2"]
+    assert columns == 2 and title.endswith("a row per class")
+    (title, rows), columns = _by_class("7 samples", torch.zeros(7, 1), model, sampling)
+    assert title.endswith("classes 0-2 in turn") and columns is None
+    result = cli("sample", cvae_run, "-n", 20, "--out", tmp_path / "grid.png")
+    assert result.code == 0, result.err
+    assert (tmp_path / "grid.png").read_bytes().startswith(PNG_MAGIC)

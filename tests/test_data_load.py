@@ -137,9 +137,10 @@ def test_unknown_names_and_modes():
     with pytest.raises(DataError) as error:
         load_data("cifar10")
     assert str(error.value) == (
-        "unknown data set 'cifar10'; valid names: digits, mnist, file, moons, rings, eight_gaussians, checkerboard"
+        "unknown data set 'cifar10'; valid names: digits, mnist, binarized_mnist, file, moons, rings,"
+        " eight_gaussians, checkerboard"
     )
-    assert DATASET_NAMES == ("digits", "mnist", "file", *TOY_SETS)
+    assert DATASET_NAMES == ("digits", "mnist", "binarized_mnist", "file", *TOY_SETS)
     with pytest.raises(DataError) as error:
         load_data("digits", binarize="stochastic")
     assert str(error.value) == "unknown binarize mode 'stochastic'; valid modes: none, threshold, dynamic"

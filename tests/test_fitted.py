@@ -97,6 +97,23 @@ def test_ppgen_predict_writes_netcdf_and_a_csv_of_intervals(reaction, tmp_path):
 
     draws = xr.open_dataset(tmp_path / "p.nc", group="predictions")
     assert draws["reaction"].dims == ("chain", "draw", "row") and draws.sizes["row"] == 2
+    again = cli("predict", reaction, "--data", new, "--out", tmp_path / "p.nc")
+    assert (
+        again.code != 0
+        and again.err.strip()
+        == f"ppgen: error: {tmp_path / 'p.nc'} exists: pass --force to replace it, or --out elsewhere"
+    )
+    assert cli("predict", reaction, "--data", new, "--out", tmp_path / "p.nc", "--force").code == 0
+
+
+@pytest.mark.slow
+def test_ppgen_predict_without_out_never_replaces_earlier_predictions(reaction, tmp_path):
+    new = tmp_path / "new.csv"
+    new.write_text("days,group,subject\n0,a,s01\n")
+    outputs = [cli("predict", reaction, "--data", new, "--seed", seed) for seed in (0, 1)]
+    assert all(result.code == 0 for result in outputs), outputs[0].err
+    assert (reaction / "predictions-new.nc").is_file() and (reaction / "predictions-new-2.nc").is_file()
+    assert (reaction / "predictions-new-2.csv").is_file()
 
 
 @pytest.mark.slow
@@ -124,3 +141,20 @@ def test_a_spec_without_covariates_says_how_to_mark_them(tmp_path_factory):
     run = fitted_run(tmp_path_factory, REPO / "models" / "normal_normal.toml")
     with pytest.raises(PpgenError, match=r"add `covariates = \[...\]`"):
         ppgen.load(run).predict({"x": [1.0]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ("days,group,subject\n0,a,\n", "column 'subject' has no value in rows [0]"),
+        ("days,group\n0,a\n", "no column 'subject', which the formula reads"),
+        ("days,group,subject\n0,c,s01\n", "The levels (c) in 'group' are not present"),
+    ],
+)
+def test_a_mistake_in_the_new_rows_names_their_file(reaction, tmp_path, csv, message):
+    new = tmp_path / "new.csv"
+    new.write_text(csv)
+    result = cli("predict", reaction, "--data", new)
+    assert result.code != 0 and result.err.startswith(f"ppgen: error: {new}: ") and message in result.err
+    assert len(result.err.strip().splitlines()) == 1

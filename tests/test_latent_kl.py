@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ppgen.evaluate.latent_kl import latent_kl
+from ppgen.evaluate import latent_kl
 from ppgen.models.hvae import HierarchicalVAE
 from ppgen.models.vae import VAE
 

@@ -95,3 +95,15 @@ def test_ppgen_run_samples_the_centred_eight_schools_non_centred_and_stores_thet
     assert {"mu", "tau", "theta"} <= set(posterior.data_vars)
     assert "theta" + DECENTERED_SUFFIX not in posterior.data_vars
     assert posterior["theta"].shape == (1, 200, 8)
+
+
+def test_centered_true_through_the_command_line_samples_theta_as_written(tmp_path):
+    out = tmp_path / "run"
+    result = cli(
+        "run", CENTRED, "--out", out, "--set", "variables.theta.centered=true", "--set", "inference.num_chains=1",
+        "--set", "inference.num_warmup=100", "--set", "inference.num_samples=100", "--set", "evaluation.plots=false",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "(theta non-centred)" not in result.out  # sampled as written: the centred funnel, which diverges
+    posterior = inference_data.get_group(inference_data.load(out / "posterior.nc"), "posterior")
+    assert posterior["theta"].shape == (1, 100, 8)

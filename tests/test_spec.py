@@ -23,7 +23,7 @@ BERNOULLI_NEEDS_BINARY = (
     "model.likelihood = 'bernoulli' needs binary data: set data.binarize to 'dynamic' or 'threshold',"
     " or use likelihood 'continuous_bernoulli' or 'gaussian'"
 )
-MNIST_TEST_FRACTION = "data.test_fraction does not apply to MNIST, which has its official 10,000-image test split"
+MNIST_TEST_FRACTION = "data.test_fraction does not apply to mnist, which has its official 10,000-image test split"
 JIT_IWAE = "inference.jit is not available with elbo = 'iwae' (Pyro has no compiled RenyiELBO)"
 NOT_AN_OVERRIDE = "override {!r} is not of the form key.path=value"
 
@@ -137,6 +137,13 @@ MISTAKES = {
         None,
         [],
         "{spec}: [guide] does not apply to model.kind = 'flow', which has no latent variables",
+    ),
+    "guidance for a vae": (
+        "[sampling]\nguidance = 2.0",
+        None,
+        [],
+        "{spec}: sampling.guidance applies to a label-conditional diffusion model (model.kind = 'ddpm' with"
+        " model.conditional = true), not to model.kind = 'vae'",
     ),
     "sampler for a vae": (
         '[sampling]\nsampler = "pc"',

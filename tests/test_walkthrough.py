@@ -40,7 +40,7 @@ def test_the_walkthrough_from_formula_to_predictions(tmp_path):
     predicted = cli("predict", tmp_path / "trials", "--data", NEW_PATIENTS)  # 7. predictions
     assert predicted.code == 0, predicted.err
     assert "(clinic: 1)" in predicted.out  # the patient in a new clinic
-    table = pd.read_csv(tmp_path / "trials" / "predictions.csv")
+    table = pd.read_csv(tmp_path / "trials" / "predictions-new_patients.csv")
     assert len(table) == 4 and table["recovered_mean"].between(0, 1).all()
     # The new clinic's effect is drawn from the population: the widest interval of the linear predictor.
     widths = table["mu_97%"] - table["mu_3%"]

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ppgen.data.arrays import load_array_file
 from ppgen.data.binarize import BINARIZE_MODES, check_unit_interval, threshold_binarize
+from ppgen.data.binarized_mnist import BINARIZED_MNIST_FILE, load_binarized_mnist
 from ppgen.data.dequantize import DATASET_LEVELS
 from ppgen.data.dequantize import dequantize as dequantize_pixels
 from ppgen.data.digits import load_digits
@@ -18,7 +19,7 @@ from ppgen.errors import DataError
 
 __all__ = ["DATASET_NAMES", "load_data"]
 
-DATASET_NAMES = ("digits", "mnist", "file", *TOY_SETS)
+DATASET_NAMES = ("digits", "mnist", "binarized_mnist", "file", *TOY_SETS)
 
 
 def _take(x: Tensor, y: Tensor | None, index: Tensor) -> Split:
@@ -42,6 +43,19 @@ def _mnist_directory(path: str | os.PathLike | None) -> Path:
     )
 
 
+def _binarized_mnist_file(path: str | os.PathLike | None) -> Path:
+    """data.path (the .npz, or a folder holding binarized_mnist.npz), else $PPGEN_DATA/binarized_mnist/."""
+    if path is not None:
+        path = Path(path)
+        return path / BINARIZED_MNIST_FILE if path.is_dir() else path
+    if os.environ.get("PPGEN_DATA"):
+        return Path(os.environ["PPGEN_DATA"]) / "binarized_mnist" / BINARIZED_MNIST_FILE
+    raise DataError(
+        f"binarized MNIST needs its .npz file: set data.path, or PPGEN_DATA to a folder holding"
+        f" binarized_mnist/{BINARIZED_MNIST_FILE}"
+    )
+
+
 def _load_splits(
     name: str,
     path: str | os.PathLike | None,
@@ -60,6 +74,9 @@ def _load_splits(
         train, validation = holdout_indices(len(train_x), validation_fraction, seed)
         splits = _take(train_x, train_y, train), _take(train_x, train_y, validation), Split(test_x, test_y)
         return splits, (28, 28)
+    if name == "binarized_mnist":
+        train, validation, test = load_binarized_mnist(_binarized_mnist_file(path))
+        return (Split(train, None), Split(validation, None), Split(test, None)), (28, 28)
     if name == "file":
         if path is None:
             raise DataError("data.path is required when data.name = 'file'")
@@ -85,15 +102,20 @@ def load_data(
     """Load a data set by name and split it into train, validation and test sets.
 
     Args:
-        name: "digits" (scikit-learn's 8x8 digits), "mnist" (IDX files), "file" (a user's .npz/.npy/.csv)
-            or a toy set from TOY_SETS.
-        path: the MNIST directory (default $PPGEN_DATA/mnist) or the user's file; unused otherwise.
+        name: "digits" (scikit-learn's 8x8 digits), "mnist" (IDX files), "binarized_mnist" (the fixed binarization
+            of Larochelle & Murray 2011, with its official 50,000/10,000/10,000 splits and no labels), "file" (a
+            user's .npz/.npy/.csv) or a toy set from TOY_SETS.
+        path: the MNIST directory (default $PPGEN_DATA/mnist), the binarized MNIST .npz or its folder (default
+            $PPGEN_DATA/binarized_mnist/binarized_mnist.npz) or the user's file; unused otherwise.
         binarize: "none"; "threshold" (every split becomes x > threshold); or "dynamic" (train keeps its
             intensities for the trainer to binarize afresh on each batch; validation and test are binarized
-            once, by a generator seeded with `seed`, so they are fixed). Not for toy sets.
+            once, by a generator seeded with `seed`, so they are fixed). Not for toy sets. Binarized MNIST is
+            binary already, which every mode leaves as it is: none is applied.
         threshold: the threshold of "threshold" binarization.
-        validation_fraction: share of the examples (for MNIST, of the 60,000 training images) held out.
-        test_fraction: share of the examples in the test split; MNIST uses its official 10,000 test images.
+        validation_fraction: share of the examples (for MNIST, of the 60,000 training images) held out;
+            binarized MNIST keeps its official validation split.
+        test_fraction: share of the examples in the test split; MNIST and binarized MNIST use their official
+            10,000 test images.
         num_examples: number of points drawn from a toy set.
         noise: noise of a toy set (None: its default).
         dequantize: keep discrete pixels for the trainer to dequantize afresh on each batch, and dequantize
@@ -121,6 +143,8 @@ def load_data(
     (train, validation, test), event_shape = _load_splits(
         name, path, validation_fraction, test_fraction, num_examples, noise, seed
     )
+    if name == "binarized_mnist":
+        binarize = "none"
     if binarize != "none":
         source = str(path) if name == "file" else name
         for split in (train, validation, test):

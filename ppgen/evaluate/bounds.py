@@ -12,6 +12,12 @@ over examples and both are returned per example, shape [N]. When a site lies out
 latent such as regression weights), the weights are joint over the batch and the result is for the
 whole batch, shape []: log p(x_1..N). The case is read off the traced sites, not the model's kind.
 
+Discrete model sites marked for enumeration (``infer={"enumerate": "parallel"}``, ``config_enumerate``) are
+summed out exactly rather than sampled: the model runs under ``poutine.enum`` with its enumeration dimensions left
+of the sample plate, and log p(x, z) is contracted over them plate by plate (per example when they lie in the
+data plate) with ``pyro.ops.contract.contract_to_tensor`` (tensor variable elimination, Obermeyer et al. 2019,
+arXiv:1902.03210). With an empty guide, such a model's weights are all exactly log p(x).
+
 The K samples are vectorized with an outer plate, so models must broadcast over extra leading batch
 dimensions as Pyro's vectorized particles require; pass ``vectorize=False`` for one that does not.
 Work is chunked over examples and samples so that at most ``chunk_size`` (example, sample) pairs are
@@ -27,12 +33,15 @@ bit for bit on machines with different free memory.
 """
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.errors import PpgenError
@@ -279,9 +288,9 @@ def _traces(model, guide, data, num_samples, structure, vectorize):
     """The (model, guide) traces of one vectorized pass over num_samples samples, log-densities computed."""
     if vectorize and num_samples > 1:
         with pyro.plate(_SAMPLE_PLATE, num_samples, dim=-(structure.max_plate_nesting + 1)):
-            traces = _trace_pair(model, guide, data)
+            traces = _trace_pair(model, guide, data, structure)
     else:
-        traces = _trace_pair(model, guide, data)
+        traces = _trace_pair(model, guide, data, structure)
     for trace in traces:
         trace.compute_log_prob()
     return traces
@@ -350,31 +359,68 @@ def _log_weights(model, guide, data, num_samples, structure, vectorize) -> torch
         return _log_weights_of_one_pass(model, guide, data, structure)
 
 
-def _trace_pair(model, guide, data) -> tuple:
-    """(model trace, guide trace) of one pass, subsample sites pruned."""
+def _trace_pair(model, guide, data, structure) -> tuple:
+    """(model trace, guide trace) of one pass, subsample sites pruned; the model's enumerated sites take every
+    value, along dimensions left of the plates and the sample plate."""
     guide_trace = poutine.trace(guide).get_trace(*data)
+    if structure.enumerated:
+        model = poutine.enum(model, first_available_dim=-(structure.max_plate_nesting + 2))
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
 
 def _log_weights_of_one_pass(model, guide, data, structure) -> torch.Tensor:
-    model_trace, guide_trace = _trace_pair(model, guide, data)
-    total = 0.0
+    model_trace, guide_trace = _trace_pair(model, guide, data, structure)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    total, summed_out = _summed_out(model_trace, structure) if structure.enumerated else (0.0, set())
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not (sign < 0 and site["is_observed"]):
-                total = total + sign * _reduce(site, structure)
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or (sign < 0 and site["is_observed"]) or (sign > 0 and name in summed_out):
+                continue
+            total = total + sign * _reduce(site["log_prob"], _data_dim(site), structure)
     return total
 
 
-def _reduce(site: dict, structure: PlateStructure) -> torch.Tensor:
-    """Sum a site's log-prob over every plate but the sample plate (and the data plate when per example)."""
+def _summed_out(model_trace, structure: PlateStructure) -> tuple[torch.Tensor, set[str]]:
+    """The log of the sum over the enumerated values of the product of the model's densities that depend on them,
+    contracted plate by plate down to the sample plate (and the data plate when per example), and the names of
+    the sites whose densities it holds."""
+    model_trace.pack_tensors()
+    symbols = model_trace.plate_to_symbol
+    sum_dims = {site["infer"]["_enumerate_symbol"] for site in _enumerated_sites(model_trace)}
+    tree, sizes, names, data_dim = OrderedDict(), {}, set(), None
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or sum_dims.isdisjoint(site["packed"]["log_prob"]._pyro_dims):
+            continue
+        log_prob = site["packed"]["log_prob"]
+        ordinal = frozenset(symbols[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        tree.setdefault(ordinal, []).append(log_prob)
+        sizes.update(zip(log_prob._pyro_dims, log_prob.shape))
+        names.add(name)
+        data_dim = _data_dim(site) if data_dim is None else data_dim
+    kept = [_SAMPLE_PLATE] + ([DATA_PLATE] if structure.per_example else [])
+    target = frozenset(symbols[name] for name in kept if symbols.get(name) in sizes)  # a size-1 plate is packed away
+    log_prob = packed.unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), model_trace.symbol_to_dim)
+    return _reduce(log_prob, data_dim, structure), names
+
+
+def _enumerated_sites(trace) -> list[dict]:
+    return [site for site in trace.nodes.values() if site["type"] == "sample" and "_enumerate_symbol" in site["infer"]]
+
+
+def _data_dim(site: dict) -> int | None:
+    """The dimension of a site's ``"data"`` plate, None outside it."""
+    return next((f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE), None)
+
+
+def _reduce(log_prob: torch.Tensor, data_dim: int | None, structure: PlateStructure) -> torch.Tensor:
+    """Sum a log-density over every plate but the sample plate (and the data plate, at ``data_dim``, when per
+    example)."""
     width = structure.max_plate_nesting + 1
-    log_prob = site["log_prob"]
     log_prob = log_prob.reshape((1,) * (width - log_prob.dim()) + log_prob.shape)
     keep = {-width}
     if structure.per_example:
-        keep.add(next(f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE))
+        keep.add(data_dim)
     others = [d for d in range(-width, 0) if d not in keep]
     return log_prob.sum(others) if others else log_prob

@@ -1,37 +1,54 @@
-"""Pyro ELBOs whose differentiable loss stays on the device, keyed by (elbo, jit).
+"""Pyro ELBOs whose differentiable loss stays on the device, keyed by (elbo, jit, enumerated).
 
-| elbo        | Pyro class (jit = false / true)                 | gradient estimator                   |
-|-------------|-------------------------------------------------|--------------------------------------|
-| "trace"     | Trace_ELBO / JitTrace_ELBO                      | Monte-Carlo log p - log q            |
-| "meanfield" | TraceMeanField_ELBO / JitTraceMeanField_ELBO    | analytic KL where Pyro knows it      |
-| "iwae"      | RenyiELBO(alpha=0), with a differentiable_loss  | importance-weighted bound, K samples |
+| elbo                | Pyro class (jit = false / true)                | gradient estimator                       |
+|---------------------|------------------------------------------------|------------------------------------------|
+| "trace"             | Trace_ELBO / JitTrace_ELBO                     | Monte-Carlo log p - log q                |
+| "meanfield"         | TraceMeanField_ELBO / JitTraceMeanField_ELBO   | analytic KL where Pyro knows it          |
+| "iwae"              | RenyiELBO(alpha=0), with a differentiable_loss | importance-weighted bound, K samples     |
+| "trace", enumerated | TraceEnum_ELBO / JitTraceEnum_ELBO             | enumerated sites summed out, Dice's rest |
+
+A pair with discrete sites marked for enumeration (``infer={"enumerate": "parallel"}``, ``config_enumerate``) is
+trained with TraceEnum_ELBO, which sums those sites out by tensor variable elimination (Obermeyer et al. 2019,
+arXiv:1902.03210) and estimates the rest as Trace_ELBO does; "meanfield" and "iwae" have no enumerating form.
 
 Every ``differentiable_loss`` here returns a tensor on the model's device without reading it back: Pyro 1.9.2's eager
-ELBOs read every site's log-density and the loss's NaN check to the host (``torch_item``, ``warn_if_nan``), a wait
-for the device on each step of a GPU run; ppgen's trainer checks the losses at its log interval instead.
+ELBOs read every site's log-density and the loss's NaN check to the host (``torch_item``, ``warn_if_nan``;
+TraceEnum_ELBO also whether any Dice term has probability 0), a wait for the device on each step of a GPU run;
+ppgen's trainer checks the losses at its log interval instead.
 """
 
 import math
 
 import torch
+from opt_einsum import shared_intermediates
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import (
     ELBO,
     JitTrace_ELBO,
+    JitTraceEnum_ELBO,
     JitTraceMeanField_ELBO,
     RenyiELBO,
     Trace_ELBO,
+    TraceEnum_ELBO,
     TraceMeanField_ELBO,
 )
 from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.traceenum_elbo import _compute_model_factors
 from pyro.infer.util import (
+    Dice,
     check_fully_reparametrized,
     get_dependent_plate_dims,
     is_identically_zero,
     is_validation_enabled,
     torch_sum,
 )
+from pyro.ops import packed
+from pyro.ops.contract import contract_tensor_tree
+from pyro.ops.einsum.adjoint import require_backward
+from pyro.ops.rings import MarginalRing, SampleRing
+
+from ppgen.errors import SpecError
 
 __all__ = ["make_elbo"]
 
@@ -99,6 +116,79 @@ class _DeviceTraceMeanField_ELBO(_LossOnDevice, TraceMeanField_ELBO):
         return elbo, elbo
 
 
+class _DeviceDice(Dice):
+    """Pyro's Dice expectation (Foerster et al. 2018, arXiv:1802.05098) with the terms of probability 0 zeroed by
+    ``torch.where`` rather than dropped after asking whether there are any (``mask.all()``, a host read per term)."""
+
+    def compute_expectation(self, costs):
+        with shared_intermediates() as cache:
+            ring = MarginalRing(cache=cache)
+            expected_cost = 0.0
+            for ordinal, cost_terms in costs.items():
+                log_factors = self._get_log_factors(ordinal)
+                scale = math.exp(sum(x for x in log_factors if not isinstance(x, torch.Tensor)))
+                log_factors = [x for x in log_factors if isinstance(x, torch.Tensor)]
+                queries = {frozenset(cost._pyro_dims): None for cost in cost_terms}
+                for log_factor in log_factors:
+                    key = frozenset(log_factor._pyro_dims)
+                    if queries.get(key, False) is None:
+                        queries[key] = log_factor
+                for cost in cost_terms:
+                    key = frozenset(cost._pyro_dims)
+                    if queries[key] is None:
+                        query = torch.zeros_like(cost)
+                        query._pyro_dims = cost._pyro_dims
+                        log_factors.append(query)
+                        queries[key] = query
+                sum_dims = set().union(*(x._pyro_dims for x in log_factors)) - ordinal
+                for query in queries.values():
+                    require_backward(query)
+                root = ring.sumproduct(log_factors, sum_dims)
+                root._pyro_backward()
+                probs = {key: query._pyro_backward_result.exp() for key, query in queries.items()}
+                for cost in cost_terms:
+                    key = frozenset(cost._pyro_dims)
+                    prob = probs[key]
+                    prob._pyro_dims = queries[key]._pyro_dims
+                    cost, prob = packed.broadcast_all(cost, prob)
+                    # 0 * -inf would be NaN, in value or gradient: a term of probability 0 counts 0.
+                    cost = torch.where(prob > 0, cost, torch.zeros((), dtype=cost.dtype, device=cost.device))
+                    expected_cost = expected_cost + scale * (prob * cost).sum()
+        return expected_cost
+
+
+class _DeviceTraceEnum_ELBO(TraceEnum_ELBO):
+    """TraceEnum_ELBO whose loss stays on the device: Pyro's estimate (the enumerated sites summed out by tensor
+    variable elimination, the rest by Dice) without its NaN check and Dice's test for terms of probability 0,
+    both host reads."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo = elbo + self._dice_elbo(model_trace, guide_trace)
+        return -elbo / self.num_particles
+
+    @staticmethod
+    def _dice_elbo(model_trace, guide_trace) -> torch.Tensor:
+        """Pyro's ``_compute_dice_elbo`` with ``_DeviceDice``: the model's costs with the enumerated sites summed
+        out, less the guide's log-densities, in expectation under the guide."""
+        costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(model_trace, guide_trace)
+        if log_factors:
+            dim_to_size = {}
+            for terms in log_factors.values():
+                for term in terms:
+                    dim_to_size.update(zip(term._pyro_dims, term.shape))
+            with shared_intermediates() as cache:
+                ring = SampleRing(cache=cache, dim_to_size=dim_to_size)
+                log_factors = contract_tensor_tree(log_factors, sum_dims, ring=ring)
+            for t, terms in log_factors.items():
+                costs.setdefault(t, []).extend(packed.scale_and_mask(term, scale=scale) for term in terms)
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample":
+                costs.setdefault(ordering[name], []).append(packed.neg(site["packed"]["log_prob"]))
+        return _DeviceDice(guide_trace, ordering).compute_expectation(costs)
+
+
 class _DetachedJitTrace_ELBO(JitTrace_ELBO):
     """Pyro 1.9.2's JitTrace_ELBO.differentiable_loss returns loss + (surrogate - surrogate.detach()) with
     a loss that is not detached inside the compiled function, so its gradient is twice the ELBO's
@@ -159,19 +249,38 @@ class _DifferentiableRenyiELBO(RenyiELBO):
         return loss + (surrogate_loss - surrogate_loss.detach())
 
 
-_ELBOS = {
-    ("trace", False): _DeviceTrace_ELBO,
-    ("trace", True): _DetachedJitTrace_ELBO,
-    ("meanfield", False): _DeviceTraceMeanField_ELBO,
-    ("meanfield", True): _CachedJitTraceMeanField_ELBO,
+_ELBOS = {  # (elbo, jit, enumerated)
+    ("trace", False, False): _DeviceTrace_ELBO,
+    ("trace", True, False): _DetachedJitTrace_ELBO,
+    ("meanfield", False, False): _DeviceTraceMeanField_ELBO,
+    ("meanfield", True, False): _CachedJitTraceMeanField_ELBO,
+    ("trace", False, True): _DeviceTraceEnum_ELBO,
+    ("trace", True, True): JitTraceEnum_ELBO,
 }
 
 
-def make_elbo(elbo: str = "trace", *, jit: bool = False, num_particles: int = 1, max_plate_nesting: int) -> ELBO:
-    """The Pyro ELBO named ``elbo`` ("trace", "meanfield" or "iwae"), compiled with ``jit``.
+def make_elbo(
+    elbo: str = "trace",
+    *,
+    jit: bool = False,
+    num_particles: int = 1,
+    max_plate_nesting: int,
+    enumerated: bool = False,
+) -> ELBO:
+    """The Pyro ELBO named ``elbo`` ("trace", "meanfield" or "iwae"), compiled with ``jit``; with ``enumerated``
+    (the pair has sites marked for enumeration) the one that sums them out: TraceEnum_ELBO for "trace".
 
-    ``max_plate_nesting`` is the model's own; vectorized particles (num_particles > 1) get the plate to its left.
+    ``max_plate_nesting`` is the model's own; vectorized particles (num_particles > 1) get the plate to its left,
+    and enumerated sites the dimensions left of those.
+
+    Raises:
+        SpecError: ``enumerated`` with elbo "meanfield" or "iwae", which cannot sum sites out.
     """
+    if enumerated and elbo != "trace":
+        raise SpecError(
+            f"inference.elbo = {elbo!r} cannot sum out the model's enumerated discrete sites: use elbo = 'trace'"
+            " (TraceEnum_ELBO), or sample the sites in the guide"
+        )
     vectorize = num_particles > 1
     options = {
         "num_particles": num_particles,
@@ -180,4 +289,4 @@ def make_elbo(elbo: str = "trace", *, jit: bool = False, num_particles: int = 1,
     }
     if elbo == "iwae":
         return _DifferentiableRenyiELBO(alpha=0, **options)
-    return _ELBOS[elbo, jit](**options, **({"ignore_jit_warnings": True} if jit else {}))
+    return _ELBOS[elbo, jit, enumerated](**options, **({"ignore_jit_warnings": True} if jit else {}))

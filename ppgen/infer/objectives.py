@@ -4,7 +4,7 @@ The pair's modules are submodules of the objective, so ``objective.parameters()`
 parameter store is involved. Compiled ELBOs (and RenyiELBO's ``loss_and_grads``) find parameters through
 ``pyro.param`` sites; for them the objective's model and guide announce the modules' parameters as such
 sites, answered locally by ``LocalParams``, never by Pyro's global store. The ELBOs themselves are in
-``ppgen.infer.elbos``.
+``ppgen.infer.elbos``; a pair with sites marked for enumeration gets the ELBO that sums them out.
 """
 
 import contextlib
@@ -20,6 +20,7 @@ from torch import nn
 
 from ppgen.infer.elbos import make_elbo
 from ppgen.infer.minibatch import ScaleDataPlate
+from ppgen.plates import inspect_plates
 
 __all__ = ["KLWeight", "LocalParams", "Objective", "make_objective", "parameter_sites"]
 
@@ -35,7 +36,7 @@ class KLWeight(Messenger):
         self.weight = weight
 
     def _process_message(self, msg: dict) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"]:
+        if msg["type"] == "sample" and not msg["is_observed"] and not msg["infer"].get("enumerate"):
             msg["scale"] = msg["scale"] * self.weight
 
 
@@ -74,25 +75,31 @@ class Objective(nn.Module):
     ``rescaled``: the loss of a batch estimates the whole data set's -ELBO (divide by its size for a
     per-example figure); otherwise it is the batch's own (divide by the batch size). The IWAE bound is
     not rescaled because its per-example logsumexp must see unscaled log-weights.
+
+    ``elbo(enumerated)`` makes the Pyro ELBO for a pair with (True) or without sites marked for enumeration;
+    ``enumerated=None`` reads that off the first batch (``_pyro_elbo``).
     """
 
     def __init__(
         self,
-        elbo: ELBO,
+        elbo: Callable[[bool], ELBO],
         model: Callable,
         guide: Callable,
         modules: Iterable[nn.Module],
         *,
         rescaled: bool,
         num_data: int,
+        enumerated: bool | None = None,
         kl_weight: KLWeight | None = None,
         local_params: dict[str, torch.Tensor] | None = None,
     ):
         super().__init__()
         self.trained = nn.ModuleList(modules)
-        self.elbo, self.model, self.guide = elbo, model, guide
+        self.model, self.guide = model, guide
         self.rescaled, self.num_data, self.kl_weight = rescaled, num_data, kl_weight
         self.local_params = local_params or {}
+        self._make_elbo = elbo
+        self.elbo = None if enumerated is None else elbo(enumerated)
 
     def set_kl_weight(self, weight: float) -> None:
         """Weight of the KL part of the ELBO (objectives made with ``kl_warmup=True``)."""
@@ -101,7 +108,7 @@ class Objective(nn.Module):
     def forward(self, *batch: torch.Tensor) -> torch.Tensor:
         """-ELBO of the batch, as a scalar tensor whose gradient is the ELBO's gradient estimator."""
         with self._local_params():
-            return self.elbo.differentiable_loss(self.model, self.guide, *batch)
+            return self._pyro_elbo(batch).differentiable_loss(self.model, self.guide, *batch)
 
     differentiable_loss = forward
 
@@ -114,7 +121,18 @@ class Objective(nn.Module):
     def loss(self, *batch: torch.Tensor) -> float:
         """-ELBO of the batch without gradients."""
         with self._local_params():
-            return self.elbo.loss(self.model, self.guide, *batch)
+            return self._pyro_elbo(batch).loss(self.model, self.guide, *batch)
+
+    def _pyro_elbo(self, batch: tuple[torch.Tensor, ...]) -> ELBO:
+        """The Pyro ELBO, made on the first batch when whether the pair enumerates was left open: the pair is traced
+        once under a forked random generator, so that finding out draws nothing from the run's random stream (a
+        resumed run then draws what an uninterrupted one does)."""
+        if self.elbo is None:
+            device = batch[0].device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                enumerated = bool(inspect_plates(self.model, self.guide, *batch).enumerated)
+            self.elbo = self._make_elbo(enumerated)
+        return self.elbo
 
     def _local_params(self):
         """A compiled ELBO reads its parameters outside model and guide: answer it there too."""
@@ -148,15 +166,22 @@ def make_objective(
     max_plate_nesting: int,
     gradients: bool = True,
     kl_warmup: bool = False,
+    enumerated: bool | None = None,
 ) -> Objective:
     """Bind a Pyro ELBO to (model, guide), rescaled from batches to num_data examples.
 
     max_plate_nesting is the model's own (see ``ppgen.plates.inspect_plates``); vectorized particles
     get the plate to its left. ``gradients=False`` makes an objective for ``loss`` alone (validation).
-    ``kl_warmup=True`` lets ``set_kl_weight`` weight the KL part (see ``KLWeight``).
+    ``kl_warmup=True`` lets ``set_kl_weight`` weight the KL part (see ``KLWeight``). ``enumerated``: the pair
+    has sites marked for enumeration, which TraceEnum_ELBO sums out (``make_elbo``); None reads it off the
+    first batch, so that any objective of the pair (the validation loss too) is the one training uses.
     """
     modules = list(modules)
-    pyro_elbo = make_elbo(elbo, jit=jit, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+
+    def pyro_elbo(enumerated: bool) -> ELBO:
+        options = {"jit": jit, "num_particles": num_particles, "max_plate_nesting": max_plate_nesting}
+        return make_elbo(elbo, **options, enumerated=enumerated)
+
     rescaled = elbo != "iwae"
     if rescaled:
         model, guide = ScaleDataPlate(num_data)(model), ScaleDataPlate(num_data)(guide)
@@ -179,6 +204,7 @@ def make_objective(
         modules,
         rescaled=rescaled,
         num_data=num_data,
+        enumerated=enumerated,
         kl_weight=kl_weight,
         local_params=local_params,
     )

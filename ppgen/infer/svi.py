@@ -16,6 +16,10 @@ Under ``torchrun`` (see ``ppgen.infer.distributed``) every process steps on its 
 and DistributedDataParallel averages the gradients: each process's loss estimates the whole batch's, so the
 average is the one-process gradient estimator for that batch. With ``precision = "bf16"`` the training loss
 runs under ``torch.autocast`` in bfloat16 while parameters and optimizer state stay fp32.
+
+A pair with discrete sites marked for enumeration (``infer={"enumerate": "parallel"}`` on a sample site, or a
+``config_enumerate``d model or guide) is found on the first batch's trace and trained with TraceEnum_ELBO, which
+sums those sites out exactly (see ``ppgen.infer.elbos``).
 """
 
 from collections.abc import Callable
@@ -148,6 +152,13 @@ def svi_init(
             f"inference.elbo = 'iwae' with {split} needs every latent inside the 'data' plate; this model"
             " has global latents (use one process with batch_size >= the number of examples, or elbo = 'trace')"
         )
+    if plates.enumerated_globally and len(batch[0]) < num_data:
+        split = "minibatches or several processes" if distributed.is_distributed() else "minibatches"
+        raise SpecError(
+            f"inference.batch_size = {len(batch[0]) * world}: the enumerated site"
+            f" {plates.enumerated_globally[0]!r} lies outside the 'data' plate, and summing it out needs every"
+            f" example at once, not {split} (use one process with batch_size >= the number of examples)"
+        )
     for module in modules:
         module.train()
     objective = make_objective(
@@ -160,7 +171,10 @@ def svi_init(
         jit=settings.jit,
         num_data=num_data,
         kl_warmup=settings.kl_warmup > 0,
+        enumerated=bool(plates.enumerated),
     )
+    if settings.kl_warmup and plates.enumerated:
+        _check_warmup_with_enumeration(objective, batch, settings.kl_warmup)
     sites = parameter_sites(objective, batch)  # also creates lazily built parameters
     module_tensors = {id(p) for p in objective.parameters()}
     store_params = {name: p for name, p in sites.items() if id(p) not in module_tensors}
@@ -231,6 +245,24 @@ def _process_loss(objective: Objective, world: int) -> Callable[..., torch.Tenso
         return value if objective.rescaled else value * world
 
     return loss
+
+
+def _check_warmup_with_enumeration(objective: Objective, batch: tuple[torch.Tensor, ...], epochs: int) -> None:
+    """TraceEnum_ELBO needs every site that depends on an enumerated one to share its scale; a KL weight below 1
+    breaks that for a guide's latent whose model density depends on one. One pass at weight 1/2 finds out."""
+    objective.set_kl_weight(0.5)
+    try:
+        with torch.no_grad():
+            objective(*batch)
+    except ValueError as error:
+        if "common poutine.scale" not in str(error):
+            raise
+        raise SpecError(
+            f"inference.kl_warmup = {epochs}: a latent site of the guide depends on an enumerated site, and"
+            " TraceEnum_ELBO cannot weight its KL apart from the likelihood it is summed with (use kl_warmup = 0)"
+        ) from None
+    finally:
+        objective.set_kl_weight(1.0)
 
 
 def _optimizer(settings: SVISettings, parameters: list[torch.Tensor]) -> torch.optim.Optimizer:

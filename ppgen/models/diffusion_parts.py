@@ -1,13 +1,15 @@
-"""The parts of a diffusion model that are not the chain: its noise schedule and its discretized decoder."""
+"""The parts of a diffusion model that are not the chain: its noise schedule, its discretized decoder, and the
+labels (with a guidance weight) that a label-conditional chain is conditioned on."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 from torch.special import log_ndtr
 
-__all__ = ["noise_schedule", "DiscretizedNormal"]
+__all__ = ["noise_schedule", "DiscretizedNormal", "Conditioning"]
 
 _SCALAR = torch.Size()
 
@@ -72,3 +74,17 @@ class DiscretizedNormal(TorchDistribution):
         a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
         log_b, log_a = log_ndtr(b), log_ndtr(a)
         return log_b + torch.log1p(-torch.exp(log_a - log_b).clamp(max=1 - 1e-12))
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the noise predictions of a label-conditional chain take: class labels, and the weight w of
+    classifier-free guidance (Ho & Salimans 2021, arXiv:2207.12598).
+
+    labels: class indices that broadcast against the batch dimensions of y_t ([N] for y_t [..., N, D]); the null
+        label (index C, the number of classes) asks for the unconditional prediction.
+    guidance: w >= 0; the prediction is (1 + w) eps(y_t, t, y) - w eps(y_t, t, null), the conditional one at w = 0.
+    """
+
+    labels: torch.Tensor
+    guidance: float = 0.0

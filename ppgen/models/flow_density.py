@@ -22,6 +22,7 @@ class FlowDensity(GenerativeFamily, PyroModule):
     """
 
     kind = "flow"
+    likelihood = "exact"  # no latent sites: the importance weight is the density itself
 
     def __init__(self, data_dim: int, family: str = "realnvp", layers: int = 4, hidden: Sequence[int] = (64, 64)):
         super().__init__()

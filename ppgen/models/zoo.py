@@ -5,18 +5,24 @@ methods that answers the ``GenerativeFamily`` protocol (``ppgen.models.family``)
 
 import torch
 
+from ppgen.models.autoregressive import MADE, NADE
 from ppgen.models.cvae import ConditionalVAE
 from ppgen.models.diffusion import DDPM
+from ppgen.models.energy import EBM
 from ppgen.models.family import GenerativeFamily
 from ppgen.models.flow_density import FlowDensity
+from ppgen.models.gan import GAN
 from ppgen.models.hvae import HierarchicalVAE
+from ppgen.models.mixture import Mixture
+from ppgen.models.score import ScoreModel
 from ppgen.models.vae import VAE
 from ppgen.spec.schema import GuideSpec
 
 __all__ = ["FAMILIES", "register_family", "family_of", "build_model"]
 
 FAMILIES: dict[str, type[GenerativeFamily]] = {
-    family.kind: family for family in (VAE, ConditionalVAE, HierarchicalVAE, FlowDensity, DDPM)
+    family.kind: family
+    for family in (VAE, ConditionalVAE, HierarchicalVAE, FlowDensity, DDPM, GAN, EBM, ScoreModel, NADE, MADE, Mixture)
 }
 
 

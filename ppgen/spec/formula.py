@@ -133,6 +133,7 @@ class _Builder:
 
     def __init__(self, family: str, y: np.ndarray, priors: dict, source: str, record_mu: bool = False):
         self.family, self.source, self.record_mu = family, source, record_mu
+        self.rows_source = "new data"  # where new rows came from (``FormulaModel.tables``), named by their errors
         self.scale = (float(np.nanstd(y)) or 1.0) if family in IDENTITY_FAMILIES else 1.0
         self.data: dict[str, Any] = {"N": len(y)}
         self.plates: dict[str, str] = {"obs": "N"}
@@ -163,7 +164,7 @@ def _common_terms(builder: _Builder, common, y: np.ndarray, rows) -> list[str]:
     """Variables of the common terms, their priors and centring from the training rows, their data from ``rows``
     (a DataFrame of new rows, or None: the training rows); the linear predictor's parts."""
     matrix = np.asarray(common.design_matrix, dtype=float)
-    evaluated = matrix if rows is None else _new_rows(functools.partial(common.evaluate_new_data, rows), builder.source)
+    evaluated = matrix if rows is None else _new_rows(functools.partial(common.evaluate_new_data, rows), builder)
     evaluated = np.asarray(getattr(evaluated, "design_matrix", evaluated)).astype(float)
     has_intercept = "Intercept" in common.terms
     parts, back = [], []
@@ -196,15 +197,19 @@ def _common_terms(builder: _Builder, common, y: np.ndarray, rows) -> list[str]:
     return parts
 
 
-def _new_rows(evaluate: Callable, source: str):
-    """``evaluate()`` on new rows, formulae's complaint (a level the model was not fitted with) as a DataError."""
+def _new_rows(evaluate: Callable, builder: "_Builder"):
+    """``evaluate()`` on new rows, formulae's complaint (a column or level the model needs) as a DataError naming the
+    rows' source."""
     try:
         with warnings.catch_warnings():  # formulae's pandas calls for unseen levels, which it handles itself
             warnings.filterwarnings("ignore", message="Constructing a Categorical with a dtype and values")
             return evaluate()
     except (ValueError, KeyError) as error:
         text = str(error).strip("'\"").splitlines()
-        raise DataError(f"{source}: new data: {text[0] if text else type(error).__name__}") from None
+        complaint = text[0] if text else type(error).__name__
+        if isinstance(error, KeyError):
+            complaint = f"no column {complaint!r}, which the formula reads"
+        raise DataError(f"{builder.rows_source}: {complaint}") from None
 
 
 def _with_shape(entry: Any, size: int) -> Any:
@@ -229,10 +234,10 @@ def _group_terms(builder: _Builder, group, rows) -> tuple[list[str], dict[str, i
         if rows is None:
             new_codes, new_effects = codes, effects
         else:
-            new_codes, added = _new_rows(functools.partial(terms[0][1].eval_new_data_group_index, rows), builder.source)
+            new_codes, added = _new_rows(functools.partial(terms[0][1].eval_new_data_group_index, rows), builder)
             if (new_codes < 0).any():
                 missing = np.flatnonzero(new_codes < 0)[:5].tolist()
-                raise DataError(f"{builder.source}: new data: {factor!r} is missing in rows {missing}")
+                raise DataError(f"{builder.rows_source}: {factor!r} is missing in rows {missing}")
             unseen[g] = len(added)
             new_effects = [
                 np.broadcast_to(np.asarray(term.expr.eval_new_data(rows), float), len(rows)) for _, term in terms
@@ -358,12 +363,13 @@ class FormulaModel:
             self.y = np.where(self.frame[response_column].isna().to_numpy(), np.nan, self.y)
         self.unseen: dict[str, int] = {}  # grouping factor -> levels of the last tables' rows not in the training
 
-    def tables(self, rows=None) -> dict:
-        """The expanded tables on the training rows, or on ``rows`` (a DataFrame of new rows: the response's data is
-        then a placeholder in its support, which predictions leave out, and the linear predictor ``mu`` is
-        recorded)."""
+    def tables(self, rows=None, rows_source: str = "new data") -> dict:
+        """The expanded tables on the training rows, or on ``rows`` (a DataFrame of new rows, read from
+        ``rows_source``, which errors in them name: the response's data is then a placeholder in its support, which
+        predictions leave out, and the linear predictor ``mu`` is recorded)."""
         predicting = rows is not None
         builder = _Builder(self.family, self.y, self.priors, self.source, record_mu=predicting)
+        builder.rows_source = rows_source
         frame = self.frame if rows is None else rows
         builder.data["N"] = len(frame)
         y = self.y if not predicting else np.full(len(frame), PLACEHOLDER.get(self.family, 0.0))
@@ -372,7 +378,8 @@ class FormulaModel:
         if self.trials_column is not None:
             if self.trials_column not in frame.columns:
                 hint = suggest(self.trials_column, frame.columns)
-                raise SpecError(f"{self.source}: model.trials: no column {self.trials_column!r}{hint}")
+                where = f"{rows_source}: no column" if predicting else f"{self.source}: model.trials: no column"
+                raise SpecError(f"{where} {self.trials_column!r}{hint}")
             trials = frame[self.trials_column].to_numpy().astype(np.int64)
         design = self.design
         parts = _common_terms(builder, design.common, self.y, rows) if design.common is not None else []

@@ -38,7 +38,9 @@ __all__ = [
 class DataSpec(Table):
     """The ``[data]`` table: which data set, how to binarize it, how to split it."""
 
-    name: Literal["digits", "mnist", "file", "moons", "rings", "eight_gaussians", "checkerboard"] = "digits"
+    name: Literal["digits", "mnist", "binarized_mnist", "file", "moons", "rings", "eight_gaussians", "checkerboard"] = (
+        "digits"
+    )
     path: Annotated[Path, Field(strict=False)] | None = None  # MNIST folder or array file, relative to the spec
     binarize: Literal["none", "threshold", "dynamic"] = "dynamic"
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
@@ -52,11 +54,12 @@ class DataSpec(Table):
     @model_validator(mode="before")
     @classmethod
     def _default_test_fraction(cls, table):
-        """Data sets without a test split of their own hold out 20% by default; MNIST has one."""
-        if isinstance(table, dict) and table.get("name") == "mnist":
+        """Data sets without a test split of their own hold out 20% by default; MNIST and binarized MNIST have one."""
+        if isinstance(table, dict) and table.get("name") in ("mnist", "binarized_mnist"):
             if table.get("test_fraction") is not None:
                 raise ValueError(
-                    "data.test_fraction does not apply to MNIST, which has its official 10,000-image test split"
+                    f"data.test_fraction does not apply to {table['name']}, which has its official 10,000-image test"
+                    " split"
                 )
         elif isinstance(table, dict) and table.get("test_fraction") is None:
             table = {**table, "test_fraction": DEFAULT_TEST_FRACTION}
@@ -309,6 +312,15 @@ class RunSpec(Table):
 
     @model_validator(mode="after")
     def _check_sampler_applies(self):
+        if (self.sampling.label is not None or self.sampling.guidance) and not getattr(
+            self.model, "conditional", False
+        ):
+            key = "sampling.label" if self.sampling.label is not None else "sampling.guidance"
+            raise ValueError(
+                f"{key} applies to a label-conditional diffusion model (model.kind = 'ddpm' with model.conditional ="
+                f" true), not to model.kind = {self.model.kind!r}"
+                + (" without model.conditional" if self.model.kind == "ddpm" else "")
+            )
         if self.sampling.sampler not in self.model.samplers:
             raise ValueError(
                 f"sampling.sampler = {self.sampling.sampler!r} does not apply to model.kind = {self.model.kind!r}"
