@@ -50,11 +50,16 @@ FAMILIES = {
     "NADE": ("nade.toml", "binarized", [], MNIST_BINARIZED),
     "MADE": ("made.toml", "binarized", [], MNIST_BINARIZED),
     "Bernoulli mixture": ("mixture-bernoulli.toml", "binarized", [], MNIST_BINARIZED),
-    "RealNVP density": ("flow-digits.toml", "grey, dequantized", [], MNIST_GREY + ["model.hidden=[512,512]"]),
+    "flow density (digits: MAF; MNIST: RealNVP)": (
+        "flow-digits.toml",
+        "grey, dequantized",
+        [],
+        MNIST_GREY + ["model.family=realnvp", "model.hidden=[512,512]"],
+    ),
     "DDPM": ("ddpm.toml", "grey, discretized", [], MNIST_GREY + ["model.levels=256"]),
     "DDPM, label-conditional": ("ddpm-guided.toml", "grey, discretized", [], MNIST_GREY + ["model.levels=256"]),
     "score model (NCSN)": ("score-digits.toml", "grey, dequantized", [], MNIST_GREY),
-    "energy-based model": ("ebm-digits.toml", "grey", [], MNIST_GREY),
+    "energy-based model": ("ebm-digits.toml", "grey, dequantized", [], MNIST_GREY),
     "GAN": ("gan-digits.toml", "grey", [], MNIST_GREY),
 }
 GRID_SAMPLES = 16

@@ -248,6 +248,8 @@ def _report(metrics: dict) -> None:
     warnings = list(metrics.get("warnings", []))
     if str(test.get("nll_method", "")).startswith("none"):
         print(f"  likelihood: {test['nll_method']}")
+    if test.get("nll_warning"):
+        warnings.append(test["nll_warning"])
     if "nll" in test and test.get("nll_method", "importance-sampled") == "importance-sampled":
         from ppgen.evaluate.bounds import effective_sample_size_warning
 
@@ -359,7 +361,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sample.add_argument(
-        "--sampler", choices=("ancestral", "pc", "langevin"), help="diffusion models: overrides [sampling] sampler"
+        "--sampler",
+        choices=("ancestral", "pc", "langevin"),
+        help="overrides [sampling] sampler (diffusion, score and energy models have more than one)",
     )
     sample.add_argument("--label", type=_label, help="conditional diffusion models: draw this class (default each)")
     sample.add_argument(

@@ -238,6 +238,7 @@ def evaluate_model(model: torch.nn.Module, splits: Splits, spec: EvaluationSpec)
             },
             nll_method=family.likelihood,
             **({"nll_note": CONDITIONAL_NOTE} if "y" in family.data_keys else {}),
+            **({"nll_warning": estimate.warning} if estimate.warning else {}),
             nll_num_samples=estimate.num_samples,
             nll_num_examples=len(test[0]),
             nll_effective_sample_size_median=estimate.effective_sample_size.median().item(),

@@ -74,3 +74,20 @@ def test_default_prior_is_the_wide_normal(gaussian):
 def test_a_single_probe_has_no_standard_error():
     with pytest.raises(ValueError, match="probes = 1"):
         probability_flow_log_likelihood(lambda x, t: -x, sigma, torch.zeros(3, 2), probes=1)
+
+
+def test_a_trajectory_that_leaves_the_prior_is_flagged(gaussian):
+    """The exact score keeps every trajectory in the prior's bulk; a score five times too steep on some examples (a
+    network extrapolating badly) makes the forward ODE's drift, -g^2 s / 2, expand them by exp(5 ln(100)) ~ 1e10
+    instead of the prior's 100, and only those are flagged."""
+    score, x, _, prior = gaussian
+    assert not probability_flow_log_likelihood(score, sigma, x, prior, exact_trace=True).escaped.any()
+    outward = torch.zeros(len(x), dtype=torch.bool)
+    outward[:3] = True
+
+    def bad_score(points, t):  # -5 points / sigma^2 for the first three examples
+        rows = outward.repeat(len(points) // len(x))  # the solver stacks every probe's copy of the N examples
+        return torch.where(rows.unsqueeze(-1), -5 * points / sigma(t) ** 2, score(points, t))
+
+    escaped = probability_flow_log_likelihood(bad_score, sigma, x, prior, exact_trace=True).escaped
+    assert escaped.tolist() == outward.tolist()

@@ -105,6 +105,7 @@ class LogLikelihood:
     effective_sample_size: torch.Tensor
     num_samples: int
     shared_stderr: float | None = None
+    warning: str | None = None  # what the estimator saw that makes its figure doubtful, in one line
 
     def mean_stderr(self) -> float:
         """The standard error of the mean of ``estimate`` over examples."""

@@ -35,12 +35,21 @@ SigmaFn = Callable[[torch.Tensor], torch.Tensor]
 
 class FlowLogLikelihood(NamedTuple):
     """log_prob [N]: log p_0(x) per example (the mean over probes); stderr [N]: its Monte-Carlo standard error over
-    the probes (0 with the exact trace); num_probes: K; function_evaluations: the ODE solver's calls of the score."""
+    the probes (0 with the exact trace); num_probes: K; function_evaluations: the ODE solver's calls of the score;
+    escaped [N]: the trajectory ended outside the prior's bulk (``ESCAPE`` prior scales from its centre), where the
+    learned drift, not the data, set log p."""
 
     log_prob: torch.Tensor
     stderr: torch.Tensor
     num_probes: int
     function_evaluations: int
+    escaped: torch.Tensor
+
+
+ESCAPE = 10.0
+"""A trajectory ending farther than this many times sigma(1) sqrt(D) from the prior's centre has left it (the prior
+puts no appreciable mass there): the network extrapolated off the data, and that example's log p is meaningless in
+practice though it is the learned flow's."""
 
 
 def ve_drift_rate(sigma: SigmaFn, t: torch.Tensor) -> torch.Tensor:
@@ -109,7 +118,8 @@ def probability_flow_log_likelihood(
         scale = sigma(times[-1]).expand(dim)
         prior = dist.Normal(torch.zeros_like(scale), scale).to_event(1)
     log_prior = prior.log_prob(x_1)
+    escaped = (x_1 - prior.mean).norm(dim=-1) > ESCAPE * prior.stddev.square().sum(-1).sqrt()
     if exact_trace:
-        return FlowLogLikelihood(log_prior + integral.sum(0), torch.zeros_like(log_prior), dim, evaluations)
+        return FlowLogLikelihood(log_prior + integral.sum(0), torch.zeros_like(log_prior), dim, evaluations, escaped)
     stderr = integral.std(0) / probes**0.5
-    return FlowLogLikelihood(log_prior + integral.mean(0), stderr, probes, evaluations)
+    return FlowLogLikelihood(log_prior + integral.mean(0), stderr, probes, evaluations, escaped)

@@ -37,7 +37,7 @@ from pyro.nn import PyroModule
 
 from ppgen.errors import PpgenError
 from ppgen.evaluate.bounds import LogLikelihood
-from ppgen.evaluate.probability_flow import probability_flow_log_likelihood
+from ppgen.evaluate.probability_flow import ESCAPE, probability_flow_log_likelihood
 from ppgen.models.family import LossFamily
 from ppgen.nets import TimeMLP
 from ppgen.precision import full_precision
@@ -165,7 +165,18 @@ class ScoreModel(LossFamily, PyroModule):
         ]
         estimate = torch.cat([result.log_prob for result in results]).detach()
         stderr = torch.cat([result.stderr for result in results]).detach()
-        return LogLikelihood(estimate, stderr, torch.full_like(estimate, probes), probes)
+        escaped = torch.cat([result.escaped for result in results])
+        warning = None
+        if escaped.any():
+            rows = escaped.nonzero().flatten()[:5].tolist()
+            warning = (
+                f"the probability-flow trajectories of {int(escaped.sum())} of {len(x)} test examples (rows {rows})"
+                f" left the prior (|x_1| > {ESCAPE:g} sigma_max sqrt(D)): the score network extrapolates off the data"
+                f" there and their log p ({estimate[escaped].min().item():.3g} at worst) dominates the mean NLL (the"
+                f" median NLL is {-estimate.median().item():.4g} nats); train less long or on more data, or compare by"
+                " samples"
+            )
+        return LogLikelihood(estimate, stderr, torch.full_like(estimate, probes), probes, warning=warning)
 
     # -- sampling ------------------------------------------------------------------------------------------------
     def _score_only(self, t: torch.Tensor):

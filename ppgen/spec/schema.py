@@ -240,7 +240,8 @@ class SVISpec(Table):
 
 
 class SamplingSpec(Table):
-    """The ``[sampling]`` table: how ``ppgen sample`` draws from a diffusion model."""
+    """The ``[sampling]`` table: how ``ppgen run`` and ``ppgen sample`` draw; without ``sampler`` a run takes its
+    family's first (``RunSpec._default_sampler``): ancestral, or Langevin for score and energy-based models."""
 
     sampler: Literal["ancestral", "pc", "langevin"] = "ancestral"
     corrector_steps: PositiveInt = 1  # pc: Langevin steps after each ancestral step
