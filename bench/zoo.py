@@ -29,6 +29,7 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
+from ppgen.errors import PpgenError
 from ppgen.generative_run import evaluate_samples_run, load_run
 from ppgen.runner import run
 from ppgen.spec.load import load_spec
@@ -54,7 +55,14 @@ FAMILIES = {
         "flow-digits.toml",
         "grey, dequantized",
         [],
-        MNIST_GREY + ["model.family=realnvp", "model.hidden=[512,512]"],
+        MNIST_GREY
+        + [
+            "model.family=realnvp",
+            "model.hidden=[512,512]",
+            "inference.batch_size=100",
+            "inference.optimizer=clipped_adam",
+            "inference.lr=1e-4",
+        ],
     ),
     "DDPM": ("ddpm.toml", "grey, discretized", [], MNIST_GREY + ["model.levels=256"]),
     "DDPM, label-conditional": ("ddpm-guided.toml", "grey, discretized", [], MNIST_GREY + ["model.levels=256"]),
@@ -101,7 +109,10 @@ def main() -> None:
             print(f"| {family} | no models/{spec_file} |")
             continue
         overrides = digits if args.data == "digits" else [*mnist, f"data.path={args.mnist}"]
-        cells, grid[family] = row(family, spec_file, data, overrides, args)
+        try:
+            cells, grid[family] = row(family, spec_file, data, overrides, args)
+        except PpgenError as error:  # a family that fails (e.g. diverges at this budget) is a row saying so
+            cells = [family, data, f"failed: {error}"]
         line = "| " + " | ".join(cells) + " |"
         print(line, flush=True)
         lines.append(line)
