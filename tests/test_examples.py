@@ -16,6 +16,7 @@ TINY_ARGUMENTS = {
     "flow_guides.py": ["--epochs", "1", "--num-samples", "10"],
     "flow_density.py": ["--epochs", "2", "--out", "flow.png"],
     "ddpm_digits.py": ["--epochs", "1", "--steps", "30", "--out", "ddpm.png"],
+    "autoregressive_digits.py": ["--epochs", "1", "--masks", "2", "--out", "autoregressive.png"],
     "gan_digits.py": ["--epochs", "1", "--num-samples", "8", "--out", "gan.png"],
     "mixture_gaussian.py": ["--epochs", "2", "--num-examples", "500", "--out", "mixture.png"],
     "ebm_moons.py": ["--epochs", "1", "--ais-steps", "20", "--out", "ebm.png"],
