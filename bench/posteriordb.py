@@ -12,17 +12,18 @@ spec says otherwise. A run that fails is a FAIL row with its error in the notes 
 on); when it failed after sampling, the draws it saved are still compared.
 
 Columns: PASS when every reference parameter has |mean - ref mean| <= 0.1 ref sd and sd / ref sd in 0.9..1.1
-(``ppgen.evaluate.reference.ReferenceComparison.agrees``), else FAIL (so is a run that raised, or that lost a
-reference variable); the largest |mean - ref mean| / ref sd; the smallest and largest sd ratio; the largest of
-|mean - ref mean| and |sd - ref sd| in Monte Carlo standard errors of the difference ("z"; above 4 is noted, see
-tests/test_posteriordb.py; a stuck chain inflates the MCSE too, so read z with the other columns and R-hat); the
-largest rank-normalized split R-hat and smallest bulk ESS over the reference parameters; that ESS per second of
-sampling (warmup and draws, JAX compilation included: the run's ``metrics.json`` "seconds"); divergent
-transitions; the number of warnings in the run's summary.txt; sampling seconds; wall seconds of the whole
-command. Wall seconds are ``load_spec`` + ``run`` in a worker that has imported ppgen, JAX and NumPyro already
-(Python start-up and those imports excluded); with ``--cli`` each posterior runs as a ``python -m ppgen run``
-subprocess instead and wall seconds include its start-up. JAX's persistent compilation cache
-(``PPGEN_JAX_CACHE``) is used as ``ppgen run`` uses it: ``PPGEN_JAX_CACHE=`` times compilation as on a first run.
+(``ppgen.evaluate.reference.ReferenceComparison.agrees``; a parameter whose reference tail has no fourth moment, Pareto
+k >= 1/4, by its median and IQR / 1.349 instead, since its sd cannot be estimated), else FAIL (so is a run that raised,
+or that lost a reference variable); the largest |mean - ref mean| / ref sd; the smallest and largest sd ratio; the
+largest of |mean - ref mean| and |sd - ref sd| in Monte Carlo standard errors of the difference ("z"; above 4 is noted,
+see tests/test_posteriordb.py; a stuck chain inflates the MCSE too, so read z with the other columns and R-hat); the
+largest rank-normalized split R-hat and smallest bulk ESS over the reference parameters; that ESS per second of sampling
+(warmup and draws, JAX compilation included: the run's ``metrics.json`` "seconds"); divergent transitions; the number of
+warnings in the run's summary.txt; sampling seconds; wall seconds of the whole command. Wall seconds are ``load_spec`` +
+``run`` in a worker that has imported ppgen, JAX and NumPyro already (Python start-up and those imports excluded); with
+``--cli`` each posterior runs as a ``python -m ppgen run`` subprocess instead and wall seconds include its start-up.
+JAX's persistent compilation cache (``PPGEN_JAX_CACHE``) is used as ``ppgen run`` uses it: ``PPGEN_JAX_CACHE=`` times
+compilation as on a first run.
 
 Posteriors are fitted one per worker: local processes (``--executor process``, the default) or Ray tasks
 (``--executor ray``, on a local instance of ``--workers`` CPUs or the cluster at ``--ray-address``, whose nodes
@@ -178,6 +179,7 @@ def _compare(folder: Path, reference_folder: Path, wall: float | None) -> dict:
         },
         "flagged": [f"{param} (z={z:.1f})" for param, z in worst.items() if z > Z_NOTE],
         "missing": list(comparison.missing),
+        "by_quantiles": [param for param, what in table["statistics"].items() if what != "mean, sd"],
     }
 
 
@@ -205,6 +207,8 @@ def _cells(row: dict) -> list[str]:
 def _notes(row: dict) -> list[str]:
     notes = [row["error"]] if "error" in row else []
     notes += [f"z > {Z_NOTE:g}: {', '.join(row['flagged'])}"] if row.get("flagged") else []
+    heavy = row.get("by_quantiles")
+    notes += [f"heavy-tailed, compared by median and IQR: {', '.join(heavy)}"] if heavy else []
     return notes + ([f"not compared: {', '.join(row['missing'])}"] if row.get("missing") else [])
 
 

@@ -116,8 +116,8 @@ def main() -> None:
         line = "| " + " | ".join(cells) + " |"
         print(line, flush=True)
         lines.append(line)
-    if args.out:
-        Path(args.out).write_text("\n".join([header, "", *lines]) + "\n")
+        if args.out:  # after every row: a bench stopped part-way keeps the rows it has
+            Path(args.out).write_text("\n".join([header, "", *lines]) + "\n")
     if args.grid:
         plot_grid(grid, args.grid)
 

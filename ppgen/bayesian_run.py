@@ -23,7 +23,7 @@ from ppgen.spec.bayes_run import BayesRunSpec, dump_bayes_spec
 
 __all__ = ["run_bayes", "run_prior", "prior_results", "compare_runs", "PARTIAL_FILE", "PRIOR_FILE"]
 
-PARTIAL_FILE = "posterior_partial_chain.nc"  # a chain that Ctrl-C stopped short of the complete ones
+PARTIAL_FILE = "posterior_partial_chain.nc"  # chains that Ctrl-C stopped short of the complete ones
 PRIOR_FILE = "prior.nc"  # a prior predictive check's ArviZ results: prior, prior_predictive, observed_data
 
 

@@ -25,8 +25,8 @@ class TrainingInterrupted(TrainingError):
 
 class SamplingInterrupted(KeyboardInterrupt):
     """MCMC was stopped by Ctrl-C; the message says what was drawn. ``draws``: the complete chains, or else the
-    chains stopped after equally many draws (None before the first draw); ``partial``: a chain stopped short of
-    the complete ones (sequential chains), or None."""
+    chains stopped, cut to equally many draws (None before the first draw); ``partial``: the chains stopped short of
+    the complete ones (sequential chains: one; chains in worker processes: cut to equally many draws), or None."""
 
     def __init__(self, message: str, draws=None, partial=None):
         super().__init__(message)

@@ -85,6 +85,8 @@ def run_generative(
             _check_split(folder, load_checkpoint(folder / MODEL_FILE), fingerprint)
         pyro.set_rng_seed(spec.inference.seed)  # the model's initial parameters, the same in every process
         model = _build(spec, splits)
+        if not resume:
+            model.fit_to_data(splits.fixed_train())
         if distributed.is_main():
             if not resume:
                 folder.write_spec(dump_spec(spec))

@@ -523,6 +523,21 @@ def test_the_summary_prints_loo_pit_and_sensitivity():
     )
 
 
+def test_the_summary_lists_the_most_sensitive_parameters_first_and_counts_the_rest():
+    # 14 parameters, theta[i] with prior sensitivity i / 100 and none diagnosed but theta[2]: the table shows
+    # theta[2] first, then the nine largest of the others, and says that four more are in metrics.json.
+    table, _ = checks.summarize(build_inference_data({"mu": iid_normal(51)}))
+    values = {f"theta[{i}]": {"prior": i / 100, "likelihood": 0.0, "diagnosis": None} for i in range(14)}
+    values["theta[2]"]["diagnosis"] = "strong prior / weak likelihood"
+    text = checks.format_summary(table, [], sensitivity=values)
+    lines = text.split("Power-scaling sensitivity")[1].splitlines()[2:]
+    assert [line.split()[0] for line in lines[: checks.SENSITIVITY_ROWS]] == [
+        "theta[2]",
+        *(f"theta[{i}]" for i in range(13, 4, -1)),
+    ]
+    assert lines[checks.SENSITIVITY_ROWS] == "(4 more parameters in metrics.json)"
+
+
 def test_interval_coverage_counts_the_points_inside_their_central_interval():
     # Replicates evenly spread over [0, 1] at every point: the central 90% interval is [0.05, 0.95] (linear
     # interpolation between draws), which holds 0.5 and 0.06 but not 0.01, 0.99 or 2.

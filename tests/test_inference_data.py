@@ -210,3 +210,16 @@ def test_mcse_of_the_sd_works_with_numba_installed_and_leaves_the_users_setting_
         az.Numba.enable_numba() if original else az.Numba.disable_numba()
     # For iid normal draws the sd's MCSE is about sd / sqrt(2 n) = 0.05 (n = 200).
     assert 0.03 < float(value) < 0.08
+
+
+@pytest.mark.parametrize(("method", "prob", "exact"), [("median", None, 0.5), ("quantile", 0.25, 0.25)])
+def test_mcse_of_a_quantile_matches_the_asymptotic_standard_error(method, prob, exact):
+    # For n iid N(0, 1) draws the p-quantile's standard error is sqrt(p (1 - p) / n) / phi(Phi^-1(p)): 0.0198 for
+    # the median and 0.0215 for the lower quartile at n = 4000. ArviZ estimates it from the draws (an interval
+    # of order statistics through the ESS), itself random: within 25% here (fixed seed).
+    from scipy.stats import norm
+
+    draws = np.random.default_rng(3).normal(size=(4, 1000))
+    standard_error = math.sqrt(exact * (1 - exact) / draws.size) / norm.pdf(norm.ppf(exact))
+    value = float(inference_data.mcse(draws, method=method, prob=prob))
+    assert value == pytest.approx(standard_error, rel=0.25)

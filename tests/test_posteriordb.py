@@ -22,7 +22,13 @@ import pytest
 
 from ppgen.errors import DataError, PpgenError
 from ppgen.evaluate import inference_data
-from ppgen.evaluate.reference import COMPARISON_COLUMNS, compare_to_reference, load_reference
+from ppgen.evaluate.reference import (
+    COMPARISON_COLUMNS,
+    HEAVY_TAIL_K,
+    compare_to_reference,
+    load_reference,
+    tail_shape,
+)
 from ppgen.run_folder import POSTERIOR_FILE
 from ppgen.runner import run
 from ppgen.spec.load import load_spec
@@ -154,6 +160,43 @@ def test_agreement_needs_every_variable_within_the_criterion(tmp_path):
     assert compare_to_reference({**exact, "mu": mean + 1.09 * (exact["mu"] - mean)}, reference).agrees
     assert not compare_to_reference({**exact, "mu": mean + 1.11 * (exact["mu"] - mean)}, reference).agrees
     assert not compare_to_reference({"mu": exact["mu"]}, reference).agrees  # beta and L not compared
+
+
+def test_tail_shape_tells_a_tail_without_a_fourth_moment_from_a_normal_one():
+    # Student t with 2 degrees of freedom: tails like x^-2, Pareto k = 1/2 (no variance). PSIS fits each tail's top
+    # 3 sqrt(n/2) = 300 draws, so k has a standard error of about (1 + k) / sqrt(300) < 0.09: t(2) lies more than 2
+    # standard errors above HEAVY_TAIL_K = 1/4, a normal (k = 0, at worst a little above for finite n) 4 below.
+    draws = np.random.default_rng(0).standard_t(df=2, size=20_000)
+    assert tail_shape(draws) > HEAVY_TAIL_K + 0.09
+    assert tail_shape(np.random.default_rng(0).normal(size=20_000)) < HEAVY_TAIL_K - 4 * 0.058
+    assert tail_shape(np.abs(draws)) > HEAVY_TAIL_K  # one-sided (a positive parameter): its upper tail
+
+
+def test_a_heavy_tailed_parameter_is_compared_by_median_and_interquartile_range(tmp_path):
+    # 8 chains x 2500 draws of t(2) (infinite sd) as the reference; other t(2) draws agree with it; the same draws
+    # with their spread about the median widened by 15% do not (the IQR/1.349 ratio is 1.15, outside 0.9..1.1).
+    rng = np.random.default_rng(2)
+    folder = write_reference(tmp_path / "t2-t2", [{"x": chain.tolist()} for chain in rng.standard_t(2, (8, 2500))])
+    reference = load_reference(folder)
+    ours = rng.standard_t(2, (4, 1000))
+    comparison = compare_to_reference({"x": ours}, reference)
+    assert comparison.table.loc["x", "statistics"] == "median, IQR/1.349" and comparison.agrees
+    median = np.median(ours)
+    assert not compare_to_reference({"x": median + 1.15 * (ours - median)}, reference).agrees
+
+
+def test_four_reference_chains_of_one_comp_agree_with_all_ten(posteriordb):
+    # one_comp_mm_elim_abs's K_m and V_m have posterior tails like x^-3 (the likelihood depends only on V_m / K_m
+    # once K_m is far above the concentrations; with half-Cauchy priors the marginal falls like K_m^-3): their sd
+    # does not exist. Chains 0, 1, 2, 3 of the reference fail a mean/sd criterion against all ten (K_m's sd ratio
+    # is far from 1) but agree by median and IQR; 103 of the 210 four-chain subsets fail the mean/sd one, none this.
+    reference = load_reference(posteriordb / "one_comp_mm_elim_abs-one_comp_mm_elim_abs")
+    chains = [0, 1, 2, 3]
+    k_m = reference.chains("K_m")[chains]
+    assert not 0.9 <= k_m.std() / reference.draws["K_m"].std() <= 1.1
+    comparison = compare_to_reference({name: reference.chains(name)[chains] for name in reference.draws}, reference)
+    assert list(comparison.table["statistics"]) == ["mean, sd", "median, IQR/1.349", "median, IQR/1.349", "mean, sd"]
+    assert comparison.agrees
 
 
 def test_compare_to_reference_shifted_posterior(tmp_path):

@@ -67,6 +67,9 @@ MIN_LOO_DRAWS = 25
 # Kolmogorov-Smirnov test rejecting uniformity at this level flags a miscalibrated predictive distribution (a
 # well-specified model warns in 1% of data sets).
 LOO_PIT_ALPHA = 0.01
+# The summary's sensitivity table lists at most this many parameters, the most sensitive first; metrics.json has all.
+SENSITIVITY_ROWS = 10
+COMPONENTS = ["prior", "likelihood"]
 
 
 def _quantile(q: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -297,16 +300,26 @@ def format_summary(
             f" (miscalibrated below {LOO_PIT_ALPHA})"
         )
     if sensitivity:
-        rows = pd.DataFrame.from_dict(sensitivity, orient="index")
-        rows["diagnosis"] = [value["diagnosis"] or "-" for value in sensitivity.values()]
-        text += (
-            f"\n\nPower-scaling sensitivity (Kallioinen et al. 2023; notable above {SENSITIVITY_THRESHOLD}):\n"
-            + rows.to_string(float_format=lambda value: f"{value:.3f}")
-        )
+        text += "\n\n" + _sensitivity_table(sensitivity)
     text = text.lstrip("\n")
     if warnings:
         return text + "\n\nWarnings:\n" + "".join(f"- {line}\n" for line in warnings)
     return text + "\n\nNo warnings.\n"
+
+
+def _sensitivity_table(sensitivity: Mapping[str, Mapping[str, Any]]) -> str:
+    """The power-scaling table of the summary: the most sensitive ``SENSITIVITY_ROWS`` parameters (diagnosed
+    ones first, then by the larger sensitivity), and how many more metrics.json holds."""
+    rows = pd.DataFrame.from_dict(sensitivity, orient="index")
+    rows["diagnosis"] = [value["diagnosis"] or "-" for value in sensitivity.values()]
+    order = sorted(rows.index, key=lambda name: (rows.at[name, "diagnosis"] == "-", -rows.loc[name, COMPONENTS].max()))
+    shown = rows.loc[order[:SENSITIVITY_ROWS]]
+    more = len(rows) - len(shown)
+    return (
+        f"Power-scaling sensitivity (Kallioinen et al. 2023; notable above {SENSITIVITY_THRESHOLD}):\n"
+        + shown.to_string(float_format=lambda value: f"{value:.3f}")
+        + (f"\n({more} more parameters in metrics.json)" if more else "")
+    )
 
 
 # ------------------------------------------------------------------------------------ posterior predictive checks

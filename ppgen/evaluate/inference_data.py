@@ -375,12 +375,14 @@ def rhat(data: Any, var_names: Sequence[str] | None = None):
     return _per_variable(values, var_names, array_input)
 
 
-def mcse(data: Any, method: str = "mean", var_names: Sequence[str] | None = None):
-    """Monte Carlo standard error of the posterior ``method`` ("mean", "sd", ...); same arguments as ``ess``."""
+def mcse(data: Any, method: str = "mean", var_names: Sequence[str] | None = None, prob: float | None = None):
+    """Monte Carlo standard error of the posterior ``method`` ("mean", "sd", "median", or "quantile" at ``prob``);
+    same arguments as ``ess``."""
     results, array_input = _as_results(data)
     var_names = _check_var_names(results, "posterior", var_names)
+    quantile = {} if prob is None else {"prob": prob}
     with _without_numba():
-        values = _arviz().mcse(results, var_names=var_names, method=method)
+        values = _arviz().mcse(results, var_names=var_names, method=method, **quantile)
     return _per_variable(values, var_names, array_input)
 
 

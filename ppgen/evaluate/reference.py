@@ -12,6 +12,15 @@ posterior sds, with Monte Carlo standard errors of both sides (ArviZ's, Vehtari 
 the sd's accounts for the marginal's kurtosis), so that an error can be judged as |error| / MCSE. A posterior
 agrees with its reference (``ReferenceComparison.agrees``) when every reference parameter is compared, each mean
 is within ``MEAN_ERROR_LIMIT`` reference sds and each sd ratio within ``SD_RATIO_LIMITS``.
+
+Heavy tails. A marginal whose tail falls like x^(-1/k) has moments of order below 1/k only. The sample sd has a
+Monte Carlo error only when the fourth moment exists (k < 1/4); beyond that a 10% sd criterion cannot be decided
+from thousands of draws (one_comp_mm_elim_abs's K_m: its posterior tail falls like K_m^-3, so its sd is infinite,
+and the reference's own ten chains give sds from 4.2 to 11.1). So a parameter whose reference draws have a tail
+shape ``tail_k`` >= ``HEAVY_TAIL_K`` (PSIS's generalized Pareto fit to each tail about the median, Vehtari et
+al. 2024, arXiv:1507.02646) is compared by quantiles, which always exist: its "mean" columns hold the median and
+its "sd" columns the interquartile range over a normal's (IQR / 1.349, an sd for a normal marginal), with their
+own MCSEs; ``statistics`` says which.
 """
 
 import json
@@ -26,6 +35,7 @@ import pandas as pd
 
 from ppgen.errors import DataError, PpgenError
 from ppgen.evaluate import inference_data
+from ppgen.evaluate.elpd import psis
 
 __all__ = [
     "Reference",
@@ -35,6 +45,8 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "MEAN_ERROR_LIMIT",
     "SD_RATIO_LIMITS",
+    "HEAVY_TAIL_K",
+    "tail_shape",
     "posterior_name",
 ]
 
@@ -53,11 +65,16 @@ COMPARISON_COLUMNS = (
     "mean_z",  # |mean - ref_mean| / sqrt(mcse_mean^2 + ref_mcse_mean^2)
     "sd_z",  # |sd - ref_sd| / sqrt(mcse_sd^2 + ref_mcse_sd^2)
     "ess_bulk",
+    "tail_k",  # the reference marginal's Pareto tail shape (``tail_shape``)
+    "statistics",  # "mean, sd", or "median, IQR/1.349" where tail_k >= HEAVY_TAIL_K
 )
 # The agreement criterion of ppgen's posteriordb validation: |mean - ref mean| <= 0.1 ref sd, sd / ref sd in
 # [0.9, 1.1], for every reference parameter.
 MEAN_ERROR_LIMIT = 0.1
 SD_RATIO_LIMITS = (0.9, 1.1)
+HEAVY_TAIL_K = 0.25  # from here on the fourth moment may not exist: compare quantiles
+MIN_TAIL_DRAWS = 2000  # 95 draws in each tail's fit, a standard error of about 0.1 in k
+IQR_PER_SD = 1.3489795  # a normal's interquartile range in sds, 2 * Phi^-1(3/4)
 _STAN_NAME = re.compile(r"^([A-Za-z_]\w*)(?:\[(\d+(?:,\d+)*)\])?$")
 
 
@@ -196,8 +213,20 @@ def posterior_name(variable: str) -> str:
     return f"{variable}_" if keyword.iskeyword(variable) else variable
 
 
+def tail_shape(draws: np.ndarray) -> float:
+    """The heavier of the two tails of draws [n] about their median, as the Pareto shape k of the distances from
+    the median on each side: a tail falling like x^(-1/k) has moments of order below 1/k; a normal's k is <= 0.
+    NaN for fewer than ``MIN_TAIL_DRAWS`` draws, where the fit (to 3 sqrt(n / 2) draws a side) means little."""
+    draws = np.asarray(draws, dtype=np.float64)
+    if draws.size < MIN_TAIL_DRAWS:
+        return np.nan
+    median = np.median(draws)
+    tails = (draws[draws > median] - median, median - draws[draws < median])
+    return max((psis(np.log(tail))[1] for tail in tails if tail.size > 1), default=-np.inf)
+
+
 def _columns(ours: np.ndarray, theirs: np.ndarray, ref_mcse_mean: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-variable statistics of draws [chain, draw, ...] (ours) and reference draws [chain, draw, ...]."""
+    """Per-variable mean and sd statistics of draws [chain, draw, ...] (ours) and reference draws [chain, draw, ...]."""
     return {
         "mean": ours.mean(axis=(0, 1)),
         "ref_mean": theirs.mean(axis=(0, 1)),
@@ -207,6 +236,31 @@ def _columns(ours: np.ndarray, theirs: np.ndarray, ref_mcse_mean: np.ndarray) ->
         "ref_mcse_mean": ref_mcse_mean,
         "mcse_sd": inference_data.mcse(ours, method="sd"),
         "ref_mcse_sd": inference_data.mcse(theirs, method="sd"),
+        "ess_bulk": inference_data.ess(ours, method="bulk"),
+    }
+
+
+def _quantile_columns(ours: np.ndarray, theirs: np.ndarray) -> dict[str, np.ndarray]:
+    """``_columns`` by quantiles: the median and IQR / 1.349 of both sides [chain, draw, ...], with ArviZ's
+    quantile MCSEs (the IQR's from its two quartiles' as if independent: their estimates are positively correlated,
+    so this over-states it)."""
+
+    def scale(draws):
+        return np.subtract(*np.quantile(draws, [0.75, 0.25], axis=(0, 1))) / IQR_PER_SD
+
+    def mcse_scale(draws):
+        quartiles = [inference_data.mcse(draws, method="quantile", prob=prob) for prob in (0.25, 0.75)]
+        return np.hypot(*quartiles) / IQR_PER_SD
+
+    return {
+        "mean": np.median(ours, axis=(0, 1)),
+        "ref_mean": np.median(theirs, axis=(0, 1)),
+        "sd": scale(ours),
+        "ref_sd": scale(theirs),
+        "mcse_mean": inference_data.mcse(ours, method="median"),
+        "ref_mcse_mean": inference_data.mcse(theirs, method="median"),
+        "mcse_sd": mcse_scale(ours),
+        "ref_mcse_sd": mcse_scale(theirs),
         "ess_bulk": inference_data.ess(ours, method="bulk"),
     }
 
@@ -234,10 +288,15 @@ def compare_to_reference(posterior: Mapping[str, np.ndarray], reference: Referen
             raise PpgenError(
                 f"{reference.name}: {variable} has shape {ours.shape[2:]} per draw, the reference {theirs.shape[2:]}"
             )
+        flat = theirs.reshape(-1, int(np.prod(theirs.shape[2:], dtype=int)))
+        tail_k = np.array([tail_shape(flat[:, index]) for index in range(flat.shape[1])])
         with np.errstate(invalid="ignore", divide="ignore"):  # too few or constant draws: a NaN MCSE, no warning
             columns = _columns(ours, theirs, reference.mcse_mean[variable])
+            robust = _quantile_columns(ours, theirs) if (tail_k >= HEAVY_TAIL_K).any() else {}
         for index, name in enumerate(_scalar_names(variable, ours.shape[2:])):
-            rows[name] = {key: float(np.ravel(value)[index]) for key, value in columns.items()}
+            heavy = tail_k[index] >= HEAVY_TAIL_K
+            rows[name] = {key: float(np.ravel(value)[index]) for key, value in (robust if heavy else columns).items()}
+            rows[name].update(tail_k=tail_k[index], statistics="median, IQR/1.349" if heavy else "mean, sd")
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["mean_error"] = (table["mean"] - table["ref_mean"]).abs() / table["ref_sd"]
     table["sd_ratio"] = table["sd"] / table["ref_sd"]

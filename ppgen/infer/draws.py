@@ -1,11 +1,19 @@
 """Posterior draws [chain, draw, ...] as every inference method hands them back (MCMC, Langevin, SGLD, or draws
-from a fitted autoguide), with the sampler's per-draw statistics named as ArviZ names them."""
+from a fitted autoguide), with the sampler's per-draw statistics named as ArviZ names them; and the draws of chains
+that Ctrl-C stopped (``stop_on_interrupt``, ``interruption``), as both MCMC backends keep them."""
 
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Draws", "stack_chains"]
+from ppgen.errors import SamplingInterrupted
+
+__all__ = ["Draws", "stack_chains", "join_chains", "interruption", "stop_on_interrupt"]
 
 
 @dataclass(frozen=True)
@@ -27,13 +35,14 @@ class Draws:
     choices: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def thinned(self, step: int) -> "Draws":
-        """Every ``step``-th draw of each chain (draws [chain, ceil(draw / step), ...])."""
-        if step == 1:
+    def thinned(self, step: int, stop: int | None = None) -> "Draws":
+        """Every ``step``-th draw of each chain, of its first ``stop`` (None: all; draws [chain, ceil(draw / step),
+        ...])."""
+        if step == 1 and stop is None:
             return self
         return Draws(
-            {name: value[:, ::step] for name, value in self.posterior.items()},
-            {name: value[:, ::step] for name, value in self.sample_stats.items()},
+            {name: value[:, :stop:step] for name, value in self.posterior.items()},
+            {name: value[:, :stop:step] for name, value in self.sample_stats.items()},
             self.seconds,
             self.choices,
             self.warnings,
@@ -47,3 +56,70 @@ class Draws:
 def stack_chains(chains: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """[{name: [draw, ...]}] per chain -> {name: [chain, draw, ...]}."""
     return {name: np.stack([chain[name] for chain in chains]) for name in chains[0]}
+
+
+def join_chains(draws: list[Draws], seconds: float) -> Draws:
+    """Draws of chains run apart, each [chain, draw, ...] with equally many draws, as one Draws [chain, draw, ...]."""
+    if len(draws) == 1:
+        return dataclasses.replace(draws[0], seconds=seconds)
+    return Draws(
+        {name: np.concatenate([d.posterior[name] for d in draws]) for name in draws[0].posterior},
+        {name: np.concatenate([d.sample_stats[name] for d in draws]) for name in draws[0].sample_stats},
+        seconds,
+        draws[0].choices,
+    )
+
+
+def interruption(
+    draws: list[Draws], done: list[int], num_warmup: int, num_samples: int, chains: int, seconds: float
+) -> SamplingInterrupted:
+    """The SamplingInterrupted of runs stopped by Ctrl-C: ``draws`` [chain, draw, ...] of runs (one chain each, or
+    all chains together), each after ``done`` steps (warmup and draws) of its chains, out of ``chains`` chains.
+    Complete runs are its draws; the runs stopped short of them, cut to the fewest draws among them, its partial
+    chains."""
+    total = num_warmup + num_samples
+    complete = [d for d, steps in zip(draws, done) if steps == total]
+    stopped = [(d, steps) for d, steps in zip(draws, done) if steps < total]
+    if not stopped:  # stopped between chains run one after another
+        message = f"{len(complete)} of {chains} chains complete, the next did not start"
+        return SamplingInterrupted(message, join_chains(complete, seconds))
+    fewest = min(steps for _, steps in stopped)
+    kept = max(0, fewest - num_warmup)
+    partial = join_chains([d.thinned(1, kept) for d, _ in stopped], seconds) if kept else None
+    where = f"after {kept} of {num_samples} draws" if kept else f"in warmup, at step {fewest} of {num_warmup}"
+    if fewest < max(steps for _, steps in stopped):  # chains in worker processes, each stopped by its own Ctrl-C
+        where += " (the fewest among them: all cut to that)" if kept else " (the earliest among them)"
+    if complete:
+        others = "the next" if len(stopped) == 1 else f"{len(stopped)} others"
+        message = f"{sum(map(_chains, complete))} of {chains} chains complete, {others} stopped {where}"
+        return SamplingInterrupted(message, join_chains(complete, seconds), partial)
+    count = sum(map(_chains, (d for d, _ in stopped)))
+    what = "the chain" if chains == 1 else f"all {chains} chains" if count == chains else "chain 0"
+    return SamplingInterrupted(f"{what} stopped {where}", partial)
+
+
+def _chains(draws: Draws) -> int:
+    """How many chains ``draws`` holds (a run without sites, stopped before its first draw, held one)."""
+    return len(next(iter(draws.posterior.values()), [None]))
+
+
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """An Event that a first Ctrl-C sets (the chains then stop where their sampler next looks); a second Ctrl-C
+    interrupts at once. Outside the main thread, where signals cannot be caught, the Event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nppgen: stopping the chains, keeping their draws so far (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

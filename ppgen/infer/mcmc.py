@@ -2,8 +2,9 @@
 draws come back as numpy arrays [chain, draw, ...] with per-draw sampler statistics named as ArviZ names them.
 
 Chains run one after another in this process, or in worker processes, one per chain (``pyro_mcmc``); chain c is
-seeded with seed + c either way, so both give the same draws. (NumPyro's compiled NUTS and HMC:
-``ppgen.infer.numpyro_sampler``.)
+seeded with seed + c either way, so both give the same draws. A Ctrl-C stops a chain at its next step and
+``SamplingInterrupted`` carries the draws of the complete chains and of the one stopped. (NumPyro's compiled NUTS
+and HMC: ``ppgen.infer.numpyro_sampler``.)
 
 NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
@@ -11,6 +12,7 @@ NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 import functools
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, as_completed
@@ -18,7 +20,7 @@ from concurrent.futures import Executor, as_completed
 import numpy as np
 
 from ppgen.errors import SpecError
-from ppgen.infer.draws import Draws, stack_chains
+from ppgen.infer.draws import Draws, interruption, join_chains, stop_on_interrupt
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings
 from ppgen.models.initialization import pyro_init_strategy
 from ppgen.progress import ProgressLog, progress_mode, reporter
@@ -82,20 +84,34 @@ def pyro_mcmc(
         _pyro_chain, model, model_kwargs, settings, kernel, init_strategy, max_plate_nesting, torch.get_default_dtype()
     )
     started = time.perf_counter()
-    if executor is not None:
-        results = _chains_in(executor, run_chain, settings.num_chains, progress)
-    elif method == "parallel" and settings.num_chains > 1:
-        from ppgen.executors import make_executor
+    with stop_on_interrupt() as stop:  # chains in workers stop on their own Ctrl-C (a terminal's reaches them all)
+        if executor is not None:
+            results = _chains_in(executor, run_chain, settings.num_chains, progress)
+        elif method == "parallel" and settings.num_chains > 1:
+            from ppgen.executors import make_executor
 
-        _check_picklable(model, kernel, init_strategy)
-        with make_executor("process", min(settings.num_chains, os.cpu_count() or 1)) as pool:
-            results = _chains_in(pool, run_chain, settings.num_chains, progress)
-    else:
-        results = [run_chain(chain, progress) for chain in range(settings.num_chains)]
+            _check_picklable(model, kernel, init_strategy)
+            with make_executor("process", min(settings.num_chains, os.cpu_count() or 1)) as pool:
+                results = _chains_in(pool, run_chain, settings.num_chains, progress)
+        else:
+            results = []
+            for chain in range(settings.num_chains):
+                results.append(run_chain(chain, progress, stop))
+                if stop.is_set():
+                    break
     seconds = time.perf_counter() - started
-    draws, stats = stack_chains([draws for draws, _ in results]), stack_chains([stats for _, stats in results])
     mass = getattr(settings, "mass", None)  # HMC's; Langevin kernels have none
-    return Draws(draws, stats, seconds, {} if mass is None else {"mass": "dense" if mass == "dense" else "diag"})
+    choices = {} if mass is None else {"mass": "dense" if mass == "dense" else "diag"}
+    chains = [Draws(_first_axis(draws), _first_axis(stats), seconds, choices) for draws, stats, _ in results]
+    done = [steps for _, _, steps in results]
+    if done == [settings.num_warmup + settings.num_samples] * settings.num_chains:
+        return join_chains(chains, seconds)
+    raise interruption(chains, done, settings.num_warmup, settings.num_samples, settings.num_chains, seconds)
+
+
+def _first_axis(chain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One chain's {name: [draw, ...]} as {name: [1, draw, ...]}."""
+    return {name: value[None] for name, value in chain.items()}
 
 
 def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool | None) -> list:
@@ -132,14 +148,23 @@ def _pyro_chain(
     dtype,
     chain: int,
     progress: bool | None = False,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One chain of ``pyro_mcmc``: ({site: [draw, ...]}, {statistic: [draw]}), in whichever process runs it
-    (``dtype``: torch's default dtype in the caller's process); ``progress``: Pyro's bar, or lines (``ProgressLog``)
-    where ``ppgen.progress`` says so."""
+    stop: threading.Event | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """One chain of ``pyro_mcmc``: ({site: [draw, ...]}, {statistic: [draw]}, steps done of warmup and draws), in
+    whichever process runs it (``dtype``: torch's default dtype in the caller's process); ``progress``: Pyro's bar,
+    or lines (``ProgressLog``) where ``ppgen.progress`` says so.
+
+    The chain stops at its next step once ``stop`` is set (None: a Ctrl-C in this process sets it, as in a worker),
+    keeping the draws so far."""
     import pyro
     import torch
     from pyro.infer import MCMC
 
+    if stop is None:
+        with stop_on_interrupt() as stop:
+            return _pyro_chain(
+                model, model_kwargs, settings, kernel, init_strategy, max_plate_nesting, dtype, chain, progress, stop
+            )
     torch.set_default_dtype(dtype)  # a spawned worker starts with float32
     pyro.set_rng_seed((settings.seed + chain) % 2**32)
     if kernel is not None:
@@ -147,16 +172,22 @@ def _pyro_chain(
     else:
         sampler = pyro_kernel(model, settings, init_strategy, max_plate_nesting)
     infos: list = []
+    drawn: list[dict] = []  # the unconstrained draws, kept in case the chain stops
     mode = progress_mode(progress)
     label = "sampling" if settings.num_chains == 1 else f"sampling chain {chain + 1}/{settings.num_chains}"
     log = ProgressLog(label, settings.num_warmup + settings.num_samples, "iteration") if mode == "log" else None
+    steps = [0]  # steps done, warmup and draws (a cell the hook writes)
 
     def record(kernel, params, stage, index):
+        if stop.is_set():
+            raise _Stopped
         sampling = stage.startswith("Sample")
         if sampling:  # Langevin kernels describe each step; HMC only its step size
             infos.append(getattr(kernel, "last_info", None) or float(getattr(kernel, "step_size", np.nan)))
+            drawn.append({name: value.detach().clone() for name, value in params.items()})
+        steps[0] = index + 1 + settings.num_warmup * sampling
         if log is not None:
-            log.update(index + 1 + settings.num_warmup * sampling, phase="sampling" if sampling else "warmup")
+            log.update(steps[0], phase="sampling" if sampling else "warmup")
 
     mcmc = MCMC(
         sampler,
@@ -165,12 +196,38 @@ def _pyro_chain(
         disable_progbar=mode != "bar",
         hook_fn=record,
     )
-    mcmc.run(**model_kwargs)
-    if log is not None:
-        log.close()
+    try:
+        mcmc.run(**model_kwargs)
+    except _Stopped:
+        return _stopped_chain(sampler, drawn, infos, steps[0])
+    finally:
+        if log is not None:
+            log.close()
     draws = {name: value.detach().cpu().numpy() for name, value in mcmc.get_samples().items()}
     diagnostics = mcmc.diagnostics() if settings.num_samples >= 4 else {}  # Pyro's R-hat needs 4 draws
-    return draws, _step_stats(infos, diagnostics, settings.num_samples)
+    return draws, _step_stats(infos, diagnostics, settings.num_samples), steps[0]
+
+
+class _Stopped(Exception):
+    """Raised by a chain's hook to leave Pyro's sampling loop once Ctrl-C asked the chain to stop."""
+
+
+def _stopped_chain(sampler, drawn: list[dict], infos: list, steps: int):
+    """(draws, statistics, steps) of a chain stopped after ``steps`` steps, ``drawn`` its unconstrained draws: mapped
+    to the constrained space by the kernel's transforms, as ``MCMC.get_samples`` maps them."""
+    import torch
+
+    if not drawn:
+        return {}, {}, steps
+    transforms = getattr(sampler, "transforms", None) or {}
+    draws = {}
+    for name in drawn[0]:
+        values = torch.stack([draw[name] for draw in drawn])
+        values = transforms[name].inv(values) if name in transforms else values
+        draws[name] = values.detach().cpu().numpy()
+    kernel_diagnostics = sampler.diagnostics()
+    diagnostics = {name: {"chain 0": value} for name, value in kernel_diagnostics.items()}
+    return draws, _step_stats(infos, diagnostics, len(drawn)), steps
 
 
 def _step_stats(infos: list, diagnostics: dict, num_samples: int) -> dict[str, np.ndarray]:
@@ -181,7 +238,8 @@ def _step_stats(infos: list, diagnostics: dict, num_samples: int) -> dict[str, n
         stats = stack_infos(infos)
         return {key: stats[key] for key in ("acceptance_rate", "step_size", "lp")}
     diverging = np.zeros(num_samples, dtype=bool)
-    diverging[np.asarray(diagnostics.get("divergences", {}).get("chain 0", []), dtype=np.int64)] = True
+    divergences = np.asarray(diagnostics.get("divergences", {}).get("chain 0", []), dtype=np.int64)
+    diverging[divergences[divergences < num_samples]] = True  # a stopped chain's last step is not kept
     acceptance = float(diagnostics.get("acceptance rate", {}).get("chain 0", np.nan))
     return {
         "diverging": diverging,

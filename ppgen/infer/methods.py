@@ -14,13 +14,14 @@ settings, data=None, progress=False) -> Draws``.
 A new method is one class with a ``run`` method and one entry here.
 """
 
+import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from ppgen.errors import SpecError
+from ppgen.errors import SamplingInterrupted, SpecError
 from ppgen.infer.bayes_data import float64, jax_data, torch_data
 from ppgen.infer.draws import Draws
 from ppgen.infer.mcmc import pyro_mcmc
@@ -80,18 +81,20 @@ class HMC:
                     sampler = numpyro_sampler(model, dataclasses.replace(settings, seed=0, chain_method="auto"))
                 else:  # data that may set shapes is held fixed, in a sampler of its own
                     sampler = _numpyro_sampler(model, settings, given)
-                draws = sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
+                with _kept_as(functools.partial(_as_written, model)):
+                    draws = sampler(settings.seed, {"observed": observed}, chain_method=method, progress=progress)
                 return _as_written(model, draws)
         _pyro_can_solve(model)
         init = _pyro_init(model, settings)
-        draws = pyro_mcmc(
-            model.pyro_model,
-            {"data": torch_data(model, data, settings.device)},
-            dataclasses.replace(settings, chain_method=method),
-            progress=progress,
-            init_strategy=init,
-            max_plate_nesting=model.max_plate_nesting,
-        )
+        with _kept_as(functools.partial(_gathered, model)):
+            draws = pyro_mcmc(
+                model.pyro_model,
+                {"data": torch_data(model, data, settings.device)},
+                dataclasses.replace(settings, chain_method=method),
+                progress=progress,
+                init_strategy=init,
+                max_plate_nesting=model.max_plate_nesting,
+            )
         return _gathered(model, draws)
 
 
@@ -139,14 +142,15 @@ class Langevin:
     def run(self, model, settings: LangevinSettings, data: Mapping | None = None, progress: bool = False) -> Draws:
         _pyro_can_solve(model)
         options = dict(init_strategy=_pyro_init(model, settings), max_plate_nesting=model.max_plate_nesting)
-        draws = pyro_mcmc(
-            model.pyro_model,
-            {"data": torch_data(model, data, settings.device)},
-            dataclasses.replace(settings, chain_method=chain_method(settings)),
-            kernel=functools.partial(_langevin_kernel, settings, options),
-            progress=progress,
-            **options,
-        )
+        with _kept_as(functools.partial(_gathered, model)):
+            draws = pyro_mcmc(
+                model.pyro_model,
+                {"data": torch_data(model, data, settings.device)},
+                dataclasses.replace(settings, chain_method=chain_method(settings)),
+                kernel=functools.partial(_langevin_kernel, settings, options),
+                progress=progress,
+                **options,
+            )
         return _gathered(model, draws)
 
 
@@ -176,15 +180,16 @@ class SGLD:
         subsample = {settings.plate or likelihood_plate(model.spec): settings.batch_size}
         model.subsample_plans(subsample)  # a plate that cannot be minibatched is named before sampling starts
         init = _pyro_init(model, settings)
-        draws = pyro_mcmc(
-            functools.partial(model.pyro_model, subsample=subsample),
-            {"data": torch_data(model, data, settings.device)},
-            dataclasses.replace(settings, chain_method=chain_method(settings)),
-            kernel=functools.partial(_sgld_kernel, settings, init),
-            progress=progress,
-            init_strategy=init,
-            max_plate_nesting=model.max_plate_nesting,
-        )
+        with _kept_as(lambda draws: _gathered(model, draws.thinned(settings.thin))):
+            draws = pyro_mcmc(
+                functools.partial(model.pyro_model, subsample=subsample),
+                {"data": torch_data(model, data, settings.device)},
+                dataclasses.replace(settings, chain_method=chain_method(settings)),
+                kernel=functools.partial(_sgld_kernel, settings, init),
+                progress=progress,
+                init_strategy=init,
+                max_plate_nesting=model.max_plate_nesting,
+            )
         return _gathered(model, draws.thinned(settings.thin))
 
 
@@ -252,6 +257,16 @@ def _pyro_can_solve(model) -> None:
                 " inference.backend = 'numpyro' (NUTS, HMC), or a solver torchdiffeq has for Pyro's methods:"
                 f" {', '.join(name for name, solver in SOLVERS.items() if solver.torchdiffeq)}"
             )
+
+
+@contextlib.contextmanager
+def _kept_as(convert: Callable[[Draws], Draws]) -> Iterator[None]:
+    """Draws that a Ctrl-C kept (``SamplingInterrupted``) converted as a finished run's are by ``convert``."""
+    try:
+        yield
+    except SamplingInterrupted as stopped:
+        kept = (None if draws is None else convert(draws) for draws in (stopped.draws, stopped.partial))
+        raise SamplingInterrupted(str(stopped), *kept) from None
 
 
 def _gathered(model, draws: Draws) -> Draws:

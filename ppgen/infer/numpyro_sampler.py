@@ -5,16 +5,16 @@
 ``jit_model_args=True``): seconds a fit, which would dominate SBC's hundreds of small fits. ``NumpyroSampler``
 keeps NumPyro's kernel and runs its ``sample`` step in a loop jitted once, with the model's data as traced
 arguments. It draws what ``MCMC`` draws: chain keys ``jax.random.split(PRNGKey(seed), C)`` (one chain: the key
-itself), the kernel initialized outside the loop (inside ``jax.pmap`` for parallel chains), as ``MCMC`` does.
+itself), the kernel initialized outside the loop (on each chain's device for parallel chains), as ``MCMC`` does.
 
 Chains (``chain_method``): "sequential" one after another, "vectorized" in one program (``vmap``) or
-"parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
+"parallel" on one JAX device each (``shard_map``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
-Sequential and vectorized chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control
-between them: a Ctrl-C stops the chains at the end of a segment and ``SamplingInterrupted`` carries the draws made
-so far. Parallel chains run whole, one program a device (JAX 0.10's ``pmap`` cannot take the kernel's state back in:
-its pytree changes after the first step), and finish before a Ctrl-C stops them.
+The chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control between them: a Ctrl-C
+stops the chains at the end of the segment after the running one, and ``SamplingInterrupted`` carries the draws made
+so far. Parallel chains run their segments as one program over the devices (``jax.shard_map`` under ``jax.jit``, a
+chain a device), which takes the kernel's state back in (``jax.pmap`` of JAX 0.10 failed to on some posteriors).
 
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
@@ -24,21 +24,18 @@ NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
 import contextlib
-import dataclasses
 import functools
 import os
 import re
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ppgen.errors import SamplingInterrupted, SpecError
+from ppgen.errors import SpecError
 from ppgen.infer.compile_cache import enable_compilation_cache
-from ppgen.infer.draws import Draws
+from ppgen.infer.draws import Draws, interruption, join_chains, stop_on_interrupt
 from ppgen.infer.posterior_settings import MCMCSettings
 from ppgen.progress import numpyro_progress_log, progress_mode
 
@@ -71,13 +68,8 @@ class NumpyroSampler:
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
-        # parallel chains, with a start per chain or not (JAX 0.10 misaligns a None mapped over 0 with the kwargs)
-        self._parallel = {
-            given: jax.pmap(
-                self._whole_chain, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3, 4)
-            )
-            for given in (True, False)
-        }
+        self._parallel_start = jax.jit(self._started_on_devices, static_argnums=(3,))
+        self._parallel_segment = jax.jit(self._segment_on_devices, static_argnums=(4, 5, 6))
         self._hessian = jax.jit(self._hessian_at)
         self._dense: bool | None = None  # "auto"'s choice, made on the first data set
 
@@ -183,12 +175,10 @@ class NumpyroSampler:
         first_use = (method, dense) not in self._kernels
         kernel = self.kernel(method, dense)
         num_warmup = settings.num_warmup
-        with _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(), _stop_on_interrupt() as stop:
+        with _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(), stop_on_interrupt() as stop:
             if method == "parallel":
-                # One program a device, run whole: JAX 0.10's pmap cannot take the kernel's state back in (its
-                # pytree changes after the first step), so parallel chains finish before a Ctrl-C stops them.
-                carry, buffers = self._parallel[starts is not None](keys, starts, kwargs, kernel, bar)
-                runs = [(carry, buffers, num_warmup + settings.num_samples)]
+                carry, buffers = self._parallel_start(keys, starts, kwargs, kernel)
+                runs = [self._segments(self._parallel_segment, carry, buffers, kwargs, kernel, False, bar, stop)]
             elif method == "vectorized":
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
@@ -211,21 +201,26 @@ class NumpyroSampler:
         draws = [self._draws(buffers, step_size, done, started, choices) for buffers, step_size, done in runs]
         done = [done for _, _, done in runs]
         complete = [d for d, steps in zip(draws, done) if steps == num_warmup + settings.num_samples]
-        if sum(_chains(d) for d in complete) == len(keys):
-            return _joined(complete, time.perf_counter() - started)
-        raise _interrupted(draws, done, settings, len(keys), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if sum(len(d.sample_stats["acceptance_rate"]) for d in complete) == len(keys):
+            return join_chains(complete, seconds)
+        raise interruption(draws, done, num_warmup, settings.num_samples, len(keys), seconds)
 
     def _segments(self, segment, carry, buffers, kwargs: dict, kernel, batched: bool, bar, stop: threading.Event):
         """(carry, buffers, steps done): ``segment`` run over warmup and draws, ``SEGMENTS`` pieces of one compiled
-        length (the last one padded with steps past the end, which it skips), stopping after a piece once ``stop``
-        is set."""
+        length (the last one padded with steps past the end, which it skips), each queued while the one before runs;
+        once ``stop`` is set, the chains stop at the end of the piece after the running one."""
         import jax
 
         total = self.settings.num_warmup + self.settings.num_samples
         length = -(-total // SEGMENTS)
+        running = None
         for begin in range(0, total, length):
+            # queued behind the running segment, so that the chains do not wait for Python between segments
             carry, buffers = segment(carry, buffers, kwargs, np.arange(begin, begin + length), kernel, batched, bar)
-            jax.block_until_ready(carry)  # Python waits here, where a Ctrl-C is seen
+            if running is not None:
+                jax.block_until_ready(running)  # Python waits here, where a Ctrl-C is seen
+            running = carry
             if stop.is_set():
                 return carry, buffers, min(begin + length, total)
         return carry, buffers, total
@@ -237,18 +232,43 @@ class NumpyroSampler:
         posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
         return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
 
-    def _whole_chain(self, key, start, kwargs: dict, kernel, bar=None):
-        """(carry, buffers) of a chain started with ``key`` at ``start``, after all its warmup and draws (inside
-        ``jax.pmap``)."""
+    def _started_on_devices(self, keys, starts: dict | None, kwargs: dict, kernel):
+        """(carry, buffers) [chain, ...] of chains started with ``keys`` [chain, 2] at ``starts`` (None: where the
+        kernel's init strategy says), each on a device of its own."""
         import jax
 
-        carry, buffers = self._initialized(key, start, kwargs, kernel)
-        steps = jax.numpy.arange(self.settings.num_warmup + self.settings.num_samples)
-        return self._run_segment(carry, buffers, kwargs, steps, kernel, False, bar)
+        def started(keys, starts, kwargs):
+            start = None if starts is None else _one(starts)
+            return _batched(self._initialized(keys[0], start, kwargs, kernel))
+
+        chains = jax.sharding.PartitionSpec("chain")
+        specs = (chains, chains, jax.sharding.PartitionSpec())
+        return self._on_devices(started, specs)(keys, starts, kwargs)
+
+    def _segment_on_devices(self, carry, buffers, kwargs: dict, indices, kernel, batched: bool, bar=None):
+        """``_run_segment`` of chains whose carry and buffers [chain, ...] lie a chain a device (``batched`` is
+        False: each device runs one chain)."""
+        import jax
+
+        def segment(carry, buffers, kwargs, indices):
+            return _batched(self._run_segment(_one(carry), _one(buffers), kwargs, indices, kernel, False, bar))
+
+        chains, shared = jax.sharding.PartitionSpec("chain"), jax.sharding.PartitionSpec()
+        return self._on_devices(segment, (chains, chains, shared, shared))(carry, buffers, kwargs, indices)
+
+    def _on_devices(self, function, in_specs: tuple):
+        """``function`` run on a device per chain (``jax.shard_map``), its outputs split by chain. Replication is
+        not checked: NumPyro's loops and the progress bar's host callbacks do not declare it."""
+        import jax
+
+        devices = np.array(jax.local_devices()[: self.settings.num_chains])
+        mesh = jax.sharding.Mesh(devices, ("chain",))
+        out_specs = jax.sharding.PartitionSpec("chain")
+        return jax.shard_map(function, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
     def _initialized(self, key, start, kwargs: dict, kernel):
         """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init
-        strategy says; inside ``jax.pmap``)."""
+        strategy says)."""
         return self._started(kernel.init(key, self.settings.num_warmup, start, (), kwargs), kwargs, kernel)
 
     def _starts(self, seed: int, kwargs: dict) -> dict | None:
@@ -334,68 +354,18 @@ class NumpyroSampler:
         return stats
 
 
-def _joined(draws: list[Draws], seconds: float) -> Draws:
-    """Draws of chains run apart, one Draws [chain, draw, ...]."""
-    if len(draws) == 1:
-        return dataclasses.replace(draws[0], seconds=seconds)
-    return Draws(
-        {name: np.concatenate([d.posterior[name] for d in draws]) for name in draws[0].posterior},
-        {name: np.concatenate([d.sample_stats[name] for d in draws]) for name in draws[0].sample_stats},
-        seconds,
-        draws[0].choices,
-    )
+def _one(tree):
+    """The one chain of a device's share [1, ...] of chain-batched arrays."""
+    import jax
+
+    return jax.tree.map(lambda value: value[0], tree)
 
 
-def _interrupted(draws: list[Draws], done: list[int], settings: MCMCSettings, chains: int, seconds: float):
-    """The SamplingInterrupted of runs stopped after ``done`` steps each (warmup and draws)."""
-    total = settings.num_warmup + settings.num_samples
-    complete = [d for d, steps in zip(draws, done) if steps == total]
-    stopped = next(((d, steps) for d, steps in zip(draws, done) if steps < total), None)
-    if stopped is None:  # stopped between sequential chains
-        message = f"{len(complete)} of {chains} chains complete, the next did not start"
-        return SamplingInterrupted(message, _joined(complete, seconds))
-    kept = max(0, stopped[1] - settings.num_warmup)
-    where = (
-        f"after {kept} of {settings.num_samples} draws"
-        if kept
-        else f"in warmup, at step {stopped[1]} of {settings.num_warmup}"
-    )
-    if complete:
-        message = f"{len(complete) * _chains(complete[0])} of {chains} chains complete, the next stopped {where}"
-        partial = stopped[0] if kept else None
-        return SamplingInterrupted(message, _joined(complete, seconds), partial)
-    what = "the chain" if chains == 1 else f"all {chains} chains" if _chains(stopped[0]) == chains else "chain 0"
-    return SamplingInterrupted(f"{what} stopped {where}", stopped[0] if kept else None)
+def _batched(tree):
+    """One chain's arrays as a device's share [1, ...]."""
+    import jax
 
-
-def _chains(draws: Draws) -> int:
-    return len(draws.sample_stats["acceptance_rate"])
-
-
-@contextlib.contextmanager
-def _stop_on_interrupt():
-    """An Event that a first Ctrl-C sets (the chains then stop at the end of a segment); a second Ctrl-C interrupts
-    at once. Outside the main thread, where signals cannot be caught, the Event is never set."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print(
-            "\nppgen: stopping the chains at the end of this segment (parallel chains finish first; Ctrl-C again to"
-            " abort)",
-            file=sys.stderr,
-        )
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return jax.tree.map(lambda value: value[None], tree)
 
 
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, settings: MCMCSettings, progress: bool = False) -> Draws:
@@ -448,7 +418,7 @@ def _x64_in_host_callbacks():
 
 
 def numpyro_chain_method(settings: MCMCSettings) -> str:
-    """How NumPyro runs the chains: "sequential", "vectorized" or "parallel" (``jax.pmap``, a device each).
+    """How NumPyro runs the chains: "sequential", "vectorized" or "parallel" (``jax.shard_map``, a device each).
 
     Whatever the method, JAX is first asked for a CPU device per core (``request_cpu_devices``), which it grants
     only before its first computation, so that a later run in this process can still have parallel chains.

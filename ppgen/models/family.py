@@ -64,6 +64,10 @@ class GenerativeFamily:
         ``event_shape``; ``labels`` [N] are the training labels of a family that takes ``"y"``."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a spec")
 
+    def fit_to_data(self, x: torch.Tensor) -> None:
+        """Set what the family derives from its data before training, from the training examples x [N, D] as
+        evaluation sees them; ``ppgen run`` calls it once, not on resume. The default derives nothing."""
+
     def training_pair(self) -> tuple[Callable, Callable]:
         """The (model, guide) pair the trainer minimizes -ELBO of: the family's own, or a loss as a factor."""
         return self.model, self.guide

@@ -20,7 +20,9 @@ class ScoreSpec(ModelTable):
     time_dim: Annotated[int, Field(ge=2)] = 64  # size of the embedding of log sigma
     sigma_min: PositiveFloat = 0.01
     sigma_max: PositiveFloat = 5.0  # about the largest distance between two training examples (Song & Ermon 2020)
-    sigma_data: PositiveFloat = 0.5  # the data's scale, for the network's preconditioning (Karras et al. 2022)
+    # the data's scale for the network's preconditioning (Karras et al. 2022): unset, each dimension's mean and
+    # standard deviation from the first training batch; a number, one scale for every dimension about a zero mean
+    sigma_data: PositiveFloat | None = None
     num_levels: Annotated[int, Field(ge=2)] = 50  # L geometric levels for training and the samplers
     # the level of each training example: t ~ U(0, 1) on the continuous schedule (Song et al. 2021), which the ODE
     # likelihood evaluates everywhere, or one of the L levels (Song & Ermon 2019)
