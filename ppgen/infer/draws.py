@@ -104,9 +104,10 @@ def _chains(draws: Draws) -> int:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt():
-    """An Event that a first Ctrl-C sets (the chains then stop where their sampler next looks); a second Ctrl-C
-    interrupts at once. Outside the main thread, where signals cannot be caught, the Event is never set."""
+def stop_on_interrupt(message: str = "stopping the chains, keeping their draws so far"):
+    """An Event that a first Ctrl-C sets, saying ``message`` (the chains then stop where their sampler next looks); a
+    second Ctrl-C interrupts at once. Outside the main thread, where signals cannot be caught, the Event is never
+    set."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -116,7 +117,7 @@ def stop_on_interrupt():
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nppgen: stopping the chains, keeping their draws so far (Ctrl-C again to abort)", file=sys.stderr)
+        print(f"\nppgen: {message} (Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

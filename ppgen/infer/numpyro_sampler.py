@@ -5,16 +5,18 @@
 ``jit_model_args=True``): seconds a fit, which would dominate SBC's hundreds of small fits. ``NumpyroSampler``
 keeps NumPyro's kernel and runs its ``sample`` step in a loop jitted once, with the model's data as traced
 arguments. It draws what ``MCMC`` draws: chain keys ``jax.random.split(PRNGKey(seed), C)`` (one chain: the key
-itself), the kernel initialized outside the loop (on each chain's device for parallel chains), as ``MCMC`` does.
+itself), the kernel initialized outside the loop (inside ``jax.pmap`` for parallel chains), as ``MCMC`` does.
 
 Chains (``chain_method``): "sequential" one after another, "vectorized" in one program (``vmap``) or
-"parallel" on one JAX device each (``shard_map``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
+"parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
-The chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control between them: a Ctrl-C
-stops the chains at the end of the segment after the running one, and ``SamplingInterrupted`` carries the draws made
-so far. Parallel chains run their segments as one program over the devices (``jax.shard_map`` under ``jax.jit``, a
-chain a device), which takes the kernel's state back in (``jax.pmap`` of JAX 0.10 failed to on some posteriors).
+Sequential and vectorized chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control
+between them: a Ctrl-C stops the chains at the end of the segment after the running one, and
+``SamplingInterrupted`` carries the draws made so far. Parallel chains run whole, one program a device, and finish
+before a Ctrl-C stops them: JAX 0.10's ``pmap`` cannot take the kernel's state back in (its pytree changes after
+the first step), and running the segments under ``jax.shard_map`` instead failed on posteriordb's earnings with a
+dense mass matrix (XLA: "Execution supplied 36 arguments but compiled program expected 39", then a segfault).
 
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
@@ -68,8 +70,13 @@ class NumpyroSampler:
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
-        self._parallel_start = jax.jit(self._started_on_devices, static_argnums=(3,))
-        self._parallel_segment = jax.jit(self._segment_on_devices, static_argnums=(4, 5, 6))
+        # parallel chains, with a start per chain or not (JAX 0.10 misaligns a None mapped over 0 with the kwargs)
+        self._parallel = {
+            given: jax.pmap(
+                self._whole_chain, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3, 4)
+            )
+            for given in (True, False)
+        }
         self._hessian = jax.jit(self._hessian_at)
         self._dense: bool | None = None  # "auto"'s choice, made on the first data set
 
@@ -175,10 +182,18 @@ class NumpyroSampler:
         first_use = (method, dense) not in self._kernels
         kernel = self.kernel(method, dense)
         num_warmup = settings.num_warmup
-        with _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(), stop_on_interrupt() as stop:
+        with (
+            _x64_in_host_callbacks() if bar is not None else contextlib.nullcontext(),
+            stop_on_interrupt(
+                "parallel chains finish before they stop"
+                if method == "parallel"
+                else "stopping the chains, keeping their draws so far"
+            ) as stop,
+        ):
             if method == "parallel":
-                carry, buffers = self._parallel_start(keys, starts, kwargs, kernel)
-                runs = [self._segments(self._parallel_segment, carry, buffers, kwargs, kernel, False, bar, stop)]
+                # One program a device, run whole (see the module's docstring): a Ctrl-C stops them once done.
+                carry, buffers = self._parallel[starts is not None](keys, starts, kwargs, kernel, bar)
+                runs = [(carry, buffers, num_warmup + settings.num_samples)]
             elif method == "vectorized":
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
@@ -232,43 +247,18 @@ class NumpyroSampler:
         posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
         return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
 
-    def _started_on_devices(self, keys, starts: dict | None, kwargs: dict, kernel):
-        """(carry, buffers) [chain, ...] of chains started with ``keys`` [chain, 2] at ``starts`` (None: where the
-        kernel's init strategy says), each on a device of its own."""
+    def _whole_chain(self, key, start, kwargs: dict, kernel, bar=None):
+        """(carry, buffers) of a chain started with ``key`` at ``start``, after all its warmup and draws (inside
+        ``jax.pmap``)."""
         import jax
 
-        def started(keys, starts, kwargs):
-            start = None if starts is None else _one(starts)
-            return _batched(self._initialized(keys[0], start, kwargs, kernel))
-
-        chains = jax.sharding.PartitionSpec("chain")
-        specs = (chains, chains, jax.sharding.PartitionSpec())
-        return self._on_devices(started, specs)(keys, starts, kwargs)
-
-    def _segment_on_devices(self, carry, buffers, kwargs: dict, indices, kernel, batched: bool, bar=None):
-        """``_run_segment`` of chains whose carry and buffers [chain, ...] lie a chain a device (``batched`` is
-        False: each device runs one chain)."""
-        import jax
-
-        def segment(carry, buffers, kwargs, indices):
-            return _batched(self._run_segment(_one(carry), _one(buffers), kwargs, indices, kernel, False, bar))
-
-        chains, shared = jax.sharding.PartitionSpec("chain"), jax.sharding.PartitionSpec()
-        return self._on_devices(segment, (chains, chains, shared, shared))(carry, buffers, kwargs, indices)
-
-    def _on_devices(self, function, in_specs: tuple):
-        """``function`` run on a device per chain (``jax.shard_map``), its outputs split by chain. Replication is
-        not checked: NumPyro's loops and the progress bar's host callbacks do not declare it."""
-        import jax
-
-        devices = np.array(jax.local_devices()[: self.settings.num_chains])
-        mesh = jax.sharding.Mesh(devices, ("chain",))
-        out_specs = jax.sharding.PartitionSpec("chain")
-        return jax.shard_map(function, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+        carry, buffers = self._initialized(key, start, kwargs, kernel)
+        steps = jax.numpy.arange(self.settings.num_warmup + self.settings.num_samples)
+        return self._run_segment(carry, buffers, kwargs, steps, kernel, False, bar)
 
     def _initialized(self, key, start, kwargs: dict, kernel):
         """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init
-        strategy says)."""
+        strategy says; inside ``jax.pmap`` for parallel chains)."""
         return self._started(kernel.init(key, self.settings.num_warmup, start, (), kwargs), kwargs, kernel)
 
     def _starts(self, seed: int, kwargs: dict) -> dict | None:
@@ -354,20 +344,6 @@ class NumpyroSampler:
         return stats
 
 
-def _one(tree):
-    """The one chain of a device's share [1, ...] of chain-batched arrays."""
-    import jax
-
-    return jax.tree.map(lambda value: value[0], tree)
-
-
-def _batched(tree):
-    """One chain's arrays as a device's share [1, ...]."""
-    import jax
-
-    return jax.tree.map(lambda value: value[None], tree)
-
-
 def numpyro_mcmc(model: Callable, model_kwargs: Mapping, settings: MCMCSettings, progress: bool = False) -> Draws:
     """Run NumPyro's NUTS or HMC once on ``model(**model_kwargs)`` (the arguments held fixed), the chains as
     ``numpyro_chain_method(settings)`` says."""
@@ -418,7 +394,7 @@ def _x64_in_host_callbacks():
 
 
 def numpyro_chain_method(settings: MCMCSettings) -> str:
-    """How NumPyro runs the chains: "sequential", "vectorized" or "parallel" (``jax.shard_map``, a device each).
+    """How NumPyro runs the chains: "sequential", "vectorized" or "parallel" (``jax.pmap``, a device each).
 
     Whatever the method, JAX is first asked for a CPU device per core (``request_cpu_devices``), which it grants
     only before its first computation, so that a later run in this process can still have parallel chains.
