@@ -173,7 +173,7 @@ def plot_grid(grid: dict[str, torch.Tensor], path: str) -> None:
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_ylabel(family, rotation=0, ha="right", va="center", fontsize=8)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # labels wider than the layout leaves room for
 
 
 def _with_error(value: float, error: float | None, digits: int = 2) -> str:
