@@ -23,12 +23,19 @@ EXECUTORS = ("process", "ray")
 RAY_MISSING = "--executor ray needs Ray: pip install 'ppgen[ray]'"
 
 
-def make_executor(kind: str = "process", workers: int | None = None, *, address: str | None = None) -> Executor:
+def make_executor(
+    kind: str = "process",
+    workers: int | None = None,
+    *,
+    address: str | None = None,
+    initializer: Callable[[], None] | None = None,
+) -> Executor:
     """An executor to use in a ``with`` block (leaving it shuts the pool down, or disconnects from Ray).
 
-    kind: "process", a pool of ``workers`` spawned processes (None: one per CPU core); or "ray", tasks of the
-    Ray cluster at ``address`` ("auto", "HOST:6379", "ray://HOST:10001") where the cluster's CPUs set how many
-    run at once, else of a local Ray instance of ``workers`` CPUs (None: all cores).
+    kind: "process", a pool of ``workers`` spawned processes (None: one per CPU core), each running
+    ``initializer`` first; or "ray", tasks of the Ray cluster at ``address`` ("auto", "HOST:6379",
+    "ray://HOST:10001") where the cluster's CPUs set how many run at once, else of a local Ray instance of
+    ``workers`` CPUs (None: all cores).
     """
     if kind not in EXECUTORS:
         raise SpecError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
@@ -37,7 +44,11 @@ def make_executor(kind: str = "process", workers: int | None = None, *, address:
     if kind == "process":
         if address is not None:
             raise SpecError("--ray-address applies to --executor ray, not to a local process pool")
-        return ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=get_context("spawn"))
+        return ProcessPoolExecutor(
+            max_workers=workers or os.cpu_count(), mp_context=get_context("spawn"), initializer=initializer
+        )
+    if initializer is not None:
+        raise ValueError("an initializer applies to a process pool")
     if address is not None and workers is not None:
         raise SpecError("--workers sets the CPUs of a local Ray instance; the cluster at --ray-address has its own")
     return RayExecutor(address=address, num_cpus=workers)

@@ -4,10 +4,14 @@ metrics.json saying what is partial."""
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +210,42 @@ def test_chains_stopped_apart_are_kept_cut_to_the_fewest_draws():
     assert str(interruption([one_chain(40), one_chain(0)], [50, 5], 10, 100, 2, 1.0)) == (
         "all 2 chains stopped in warmup, at step 5 of 10 (the earliest among them)"
     )
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """The pids of ``pid``'s worker processes (multiprocessing's spawned children; Linux's /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [child for child in map(int, children) if b"spawn_main" in _cmdline(child)]
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes through Linux's /proc")
+def test_ctrl_c_as_chains_in_worker_processes_start_stops_them_with_one_line(tmp_path):
+    # A terminal's Ctrl-C reaches every process of its group. Sent as soon as the two worker processes exist (they
+    # are still importing torch), it once killed them: BrokenProcessPool and a traceback. Now each worker remembers
+    # it, its chain stops at its first step, and ppgen says so in one line.
+    out = tmp_path / "run"
+    settings = ["inference.method=mala", "inference.num_chains=2", "inference.chain_method=parallel"]
+    settings += ["inference.num_warmup=100", "inference.num_samples=100000", "evaluation.plots=false"]
+    command = [sys.executable, "-m", "ppgen", "run", str(NORMAL), "--out", str(out), "--quiet"]
+    command += [arg for setting in settings for arg in ("--set", setting)]
+    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_spawned_workers(process.pid)) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "ppgen: interrupted: all 2 chains stopped in warmup, at step 0 of 100; no draws to save", stderr
+    assert json.loads((out / "metrics.json").read_text())["saved"] == []

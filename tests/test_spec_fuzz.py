@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from ppgen.errors import PpgenError
 from ppgen.spec.load import load_spec
+from ppgen.spec.variables import VARIABLE_KEYS
 
 SECONDS = 5.0  # the most one spec may take to check
 FUZZ = settings(
@@ -127,6 +128,15 @@ def test_broken_data_files(tmp_path, suffix, damage):
 def test_tables_of_any_type(tmp_path, table, value):
     spec = write(tmp_path / "model.toml", with_tables(**{table: value}))
     check(spec)
+
+
+@FUZZ
+@given(key=st.sampled_from(VARIABLE_KEYS), value=toml_values)
+def test_variable_keys_of_any_type(tmp_path, key, value):
+    """Found by bench/fuzz_specs.py (seed 0, spec 43084): ``constraint = [...]`` raised ``TypeError: unhashable
+    type: 'list'``."""
+    variables = {**MODEL["variables"], "theta": {"dist": "Normal(mu, 1)", key: value}}
+    check(write(tmp_path / "model.toml", with_tables(variables=variables)))
 
 
 @FUZZ

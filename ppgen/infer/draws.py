@@ -103,21 +103,50 @@ def _chains(draws: Draws) -> int:
     return len(next(iter(draws.posterior.values()), [None]))
 
 
+_EARLY_INTERRUPT = threading.Event()  # a Ctrl-C that reached this worker process before its chain began
+
+
 @contextlib.contextmanager
-def stop_on_interrupt(message: str = "stopping the chains, keeping their draws so far"):
-    """An Event that a first Ctrl-C sets, saying ``message`` (the chains then stop where their sampler next looks); a
-    second Ctrl-C interrupts at once. Outside the main thread, where signals cannot be caught, the Event is never
-    set."""
+def interrupts_held():
+    """Ctrl-C held back in this thread while it starts worker processes: they start with it held too (a signal mask
+    is inherited), until ``remember_interrupts`` takes it up; one sent meanwhile arrives when the hold ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def remember_interrupts() -> None:
+    """A worker process's initializer: a Ctrl-C that comes before the worker's chain has begun (a terminal's reaches
+    every process of its group, workers still importing torch among them) is remembered rather than raised, and
+    the chain's ``stop_on_interrupt`` starts set. Ends the hold of ``interrupts_held``."""
+    signal.signal(signal.SIGINT, lambda signum, frame: _EARLY_INTERRUPT.set())
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(message: str | None = "stopping the chains, keeping their draws so far"):
+    """An Event that a first Ctrl-C sets, saying ``message`` (None: nothing, as in a worker process; the chains then
+    stop where their sampler next looks); a second Ctrl-C interrupts at once. Outside the main thread, where
+    signals cannot be caught, the Event is never set."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
+    if _EARLY_INTERRUPT.is_set():
+        stop.set()
 
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(f"\nppgen: {message} (Ctrl-C again to abort)", file=sys.stderr)
+        if message is not None:
+            print(f"\nppgen: {message} (Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

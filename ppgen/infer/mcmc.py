@@ -20,7 +20,14 @@ from concurrent.futures import Executor, as_completed
 import numpy as np
 
 from ppgen.errors import SpecError
-from ppgen.infer.draws import Draws, interruption, join_chains, stop_on_interrupt
+from ppgen.infer.draws import (
+    Draws,
+    interruption,
+    interrupts_held,
+    join_chains,
+    remember_interrupts,
+    stop_on_interrupt,
+)
 from ppgen.infer.posterior_settings import LangevinSettings, MCMCSettings, SGLDSettings
 from ppgen.models.initialization import pyro_init_strategy
 from ppgen.progress import ProgressLog, progress_mode, reporter
@@ -86,13 +93,14 @@ def pyro_mcmc(
     started = time.perf_counter()
     with stop_on_interrupt() as stop:  # chains in workers stop on their own Ctrl-C (a terminal's reaches them all)
         if executor is not None:
-            results = _chains_in(executor, run_chain, settings.num_chains, progress)
+            results = _chains_in(executor, run_chain, settings.num_chains, progress, stop)
         elif method == "parallel" and settings.num_chains > 1:
             from ppgen.executors import make_executor
 
             _check_picklable(model, kernel, init_strategy)
-            with make_executor("process", min(settings.num_chains, os.cpu_count() or 1)) as pool:
-                results = _chains_in(pool, run_chain, settings.num_chains, progress)
+            workers = min(settings.num_chains, os.cpu_count() or 1)
+            with make_executor("process", workers, initializer=remember_interrupts) as pool:
+                results = _chains_in(pool, run_chain, settings.num_chains, progress, stop)
         else:
             results = []
             for chain in range(settings.num_chains):
@@ -114,15 +122,21 @@ def _first_axis(chain: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: value[None] for name, value in chain.items()}
 
 
-def _chains_in(executor: Executor, run_chain: Callable, num_chains: int, progress: bool | None) -> list:
-    """The chains' results in chain order; ``progress`` counts finished chains (workers show none)."""
-    futures = [executor.submit(run_chain, chain) for chain in range(num_chains)]
+def _chains_in(
+    executor: Executor, run_chain: Callable, num_chains: int, progress: bool | None, stop: threading.Event
+) -> list:
+    """The chains' results in chain order; ``progress`` counts finished chains (workers show none). Once ``stop``
+    is set (a Ctrl-C), a worker that died of it, before its chain could look, counts as a chain stopped at its
+    first step."""
+    with interrupts_held():  # until each worker can take a Ctrl-C (``remember_interrupts``)
+        futures = [executor.submit(run_chain, chain) for chain in range(num_chains)]
     try:
         with reporter("chains in workers", num_chains, "chain", progress=progress) as bar:
             for done, future in enumerate(as_completed(futures), 1):
-                future.result()  # the first failure stops the wait
+                if future.exception() is None or not stop.is_set():
+                    future.result()  # the first failure stops the wait
                 bar.update(done)
-        return [future.result() for future in futures]
+        return [({}, {}, 0) if stop.is_set() and f.exception() else f.result() for f in futures]
     finally:
         for future in futures:
             future.cancel()
@@ -160,8 +174,8 @@ def _pyro_chain(
     import torch
     from pyro.infer import MCMC
 
-    if stop is None:
-        with stop_on_interrupt() as stop:
+    if stop is None:  # in a worker process: the parent process says what a Ctrl-C does
+        with stop_on_interrupt(message=None) as stop:
             return _pyro_chain(
                 model, model_kwargs, settings, kernel, init_strategy, max_plate_nesting, dtype, chain, progress, stop
             )

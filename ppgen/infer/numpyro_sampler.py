@@ -14,9 +14,10 @@ JAX for a device per core before JAX starts (``request_cpu_devices``).
 Sequential and vectorized chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control
 between them: a Ctrl-C stops the chains at the end of the segment after the running one, and
 ``SamplingInterrupted`` carries the draws made so far. Parallel chains run whole, one program a device, and finish
-before a Ctrl-C stops them: JAX 0.10's ``pmap`` cannot take the kernel's state back in (its pytree changes after
-the first step), and running the segments under ``jax.shard_map`` instead failed on posteriordb's earnings with a
-dense mass matrix (XLA: "Execution supplied 36 arguments but compiled program expected 39", then a segfault).
+before a Ctrl-C stops them. Segments under ``pmap`` or ``jax.shard_map`` hit a JAX 0.10.2 fault on models closed
+over data arrays (posteriordb's earnings: its compiled program takes the closed-over arrays as 3 extra inputs,
+which later calls do not supply: "Computation compiled for 39 inputs but called with 36"; XLA's fall-back then
+logs an error, or under ``shard_map`` with a dense mass matrix segfaults).
 
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data

@@ -264,7 +264,9 @@ class _Run:
         except _EXPRESSION_ERRORS as error:
             if not self.explain_errors:
                 raise
-            key = next(k for k in ("value", "factor", "ode", "dist") if getattr(variable, k) is not None)
+            key = next(
+                k for k in ("value", "factor", "ode", "dist", "lower", "upper") if getattr(variable, k) is not None
+            )
             raise SpecError(f"variables.{variable.name}.{key}: {_first_line(error)}") from None
         if variable.factor is None and variable.name not in spec.data:  # an observed y = data y keeps the data
             env[variable.name] = value

@@ -35,9 +35,11 @@ def check_constraint(name: str, constraint: str | None, bounded: bool) -> None:
     """
     if constraint is None:
         return
+    known = ", ".join(CONSTRAINTS)
+    if not isinstance(constraint, str):
+        raise SpecError(f"variables.{name}.constraint: expected one of {known}, not {constraint!r}")
     if constraint not in CONSTRAINTS:
-        hint = suggest(str(constraint), CONSTRAINTS)
-        known = ", ".join(CONSTRAINTS)
+        hint = suggest(constraint, CONSTRAINTS)
         raise SpecError(f"variables.{name}.constraint: unknown constraint {constraint!r}{hint}; known: {known}")
     if bounded:
         raise SpecError(
