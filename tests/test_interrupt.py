@@ -33,11 +33,11 @@ def draws_in(path):
     return inference_data.get_group(inference_data.load(path), "posterior")["mu"].shape
 
 
-@pytest.mark.parametrize("chain_method", ["vectorized"])
+@pytest.mark.parametrize("chain_method", ["vectorized", "parallel"])
 def test_ctrl_c_during_sampling_saves_the_draws_so_far_and_says_they_are_partial(tmp_path, chain_method):
-    # A real SIGINT, sent by a thread once ppgen's handler is in place: the chains (in one program) stop at the end of
-    # the segment (1/20 of warmup + draws) after the one running when they look, here the first (the signal comes
-    # while they compile). Parallel chains (one JAX device each) run whole and finish first.
+    # A real SIGINT, sent by a thread once ppgen's handler is in place: the chains (in one program, or one a JAX
+    # device) stop at the end of the segment (1/20 of warmup + draws) after the one running when they look, here the
+    # first (the signal comes while they compile). Parallel chains once ran whole and finished first.
     out, samples = tmp_path / "run", 100_000
     script = textwrap.dedent(f"""
         import os, signal, sys, threading, time

@@ -5,19 +5,17 @@
 ``jit_model_args=True``): seconds a fit, which would dominate SBC's hundreds of small fits. ``NumpyroSampler``
 keeps NumPyro's kernel and runs its ``sample`` step in a loop jitted once, with the model's data as traced
 arguments. It draws what ``MCMC`` draws: chain keys ``jax.random.split(PRNGKey(seed), C)`` (one chain: the key
-itself), the kernel initialized outside the loop (inside ``jax.pmap`` for parallel chains), as ``MCMC`` does.
+itself), the kernel initialized outside the loop, as ``MCMC`` does.
 
 Chains (``chain_method``): "sequential" one after another, "vectorized" in one program (``vmap``) or
 "parallel" on one JAX device each (``pmap``); ``numpyro_chain_method`` resolves "auto". On the CPU, ppgen asks
 JAX for a device per core before JAX starts (``request_cpu_devices``).
 
-Sequential and vectorized chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control
-between them: a Ctrl-C stops the chains at the end of the segment after the running one, and
-``SamplingInterrupted`` carries the draws made so far. Parallel chains run whole, one program a device, and finish
-before a Ctrl-C stops them. Segments under ``pmap`` or ``jax.shard_map`` hit a JAX 0.10.2 fault on models closed
-over data arrays (posteriordb's earnings: its compiled program takes the closed-over arrays as 3 extra inputs,
-which later calls do not supply: "Computation compiled for 39 inputs but called with 36"; XLA's fall-back then
-logs an error, or under ``shard_map`` with a dense mass matrix segfaults).
+Chains run in ``SEGMENTS`` calls of one compiled length, so that Python regains control between them: a Ctrl-C
+stops the chains at the end of the segment after the running one, and ``SamplingInterrupted`` carries the draws
+made so far. Parallel chains are each initialized as a sequential chain is, outside any trace (so that the
+kernel, which keeps the model's transforms, holds no tracer), then run their segments under ``pmap`` with the
+arrays the model closes over passed in (``_parallel_segment`` says why).
 
 Mass matrix (``mass``): NumPyro adapts a diagonal or a dense one in warmup; "auto" picks dense where the
 posterior's curvature at a starting point says it pays (``prefers_dense``), decided afresh for each data
@@ -27,6 +25,7 @@ NUTS: Hoffman & Gelman 2014, arXiv 1111.4246; HMC: Neal 2011, arXiv 1206.1901.
 """
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -71,13 +70,8 @@ class NumpyroSampler:
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
-        # parallel chains, with a start per chain or not (JAX 0.10 misaligns a None mapped over 0 with the kwargs)
-        self._parallel = {
-            given: jax.pmap(
-                self._whole_chain, in_axes=(0, 0 if given else None, None), static_broadcasted_argnums=(3, 4)
-            )
-            for given in (True, False)
-        }
+        self._programs: dict[tuple, tuple] = {}  # parallel chains' segment, traced: see _parallel_segment
+        self._lifted = jax.pmap(_lifted, in_axes=(None, None, 0, 0, None, None), static_broadcasted_argnums=0)
         self._hessian = jax.jit(self._hessian_at)
         self._dense: bool | None = None  # "auto"'s choice, made on the first data set
 
@@ -192,9 +186,11 @@ class NumpyroSampler:
             ) as stop,
         ):
             if method == "parallel":
-                # One program a device, run whole (see the module's docstring): a Ctrl-C stops them once done.
-                carry, buffers = self._parallel[starts is not None](keys, starts, kwargs, kernel, bar)
-                runs = [(carry, buffers, num_warmup + settings.num_samples)]
+                # each chain initialized here, as one run alone would be, so that the kernel holds no tracers
+                chains = [self._initialized(key, _chain(starts, c), kwargs, kernel) for c, key in enumerate(keys)]
+                carry, buffers = jax.tree.map(lambda *values: np.stack(values), *chains)
+                segment = self._parallel_segment(carry, buffers, kwargs, kernel, bar)
+                runs = [self._segments(segment, carry, buffers, kwargs, kernel, False, bar, stop)]
             elif method == "vectorized":
                 # NumPyro's init with batched keys vmaps the kernel's step each time it is called: the cached
                 # kernel is initialised once, later runs start from a fresh kernel's (identical) initial state.
@@ -206,8 +202,7 @@ class NumpyroSampler:
             else:
                 runs = []
                 for chain, key in enumerate(keys):
-                    start = None if starts is None else {site: value[chain] for site, value in starts.items()}
-                    carry, buffers = self._started(kernel.init(key, num_warmup, start, (), kwargs), kwargs, kernel)
+                    carry, buffers = self._initialized(key, _chain(starts, chain), kwargs, kernel)
                     run = self._segments(self._segment, carry, buffers, kwargs, kernel, False, bar, stop)
                     runs.append((run[0], jax.tree.map(lambda value: value[None], run[1]), run[2]))
                     if stop.is_set():
@@ -248,18 +243,30 @@ class NumpyroSampler:
         posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
         return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
 
-    def _whole_chain(self, key, start, kwargs: dict, kernel, bar=None):
-        """(carry, buffers) of a chain started with ``key`` at ``start``, after all its warmup and draws (inside
-        ``jax.pmap``)."""
+    def _parallel_segment(self, carry, buffers, kwargs: dict, kernel, bar) -> Callable:
+        """``_run_segment`` for chains on a device each (carry and buffers [chain, ...]), with the arrays that the
+        model closes over (its data) passed in as arguments: JAX 0.10.2's ``pmap`` compiles them in as extra inputs
+        that its later calls omit ("Computation compiled for 39 inputs but called with 36" on posteriordb's
+        earnings), so the step is traced once, for one chain, and its constants lifted out."""
         import jax
 
-        carry, buffers = self._initialized(key, start, kwargs, kernel)
-        steps = jax.numpy.arange(self.settings.num_warmup + self.settings.num_samples)
-        return self._run_segment(carry, buffers, kwargs, steps, kernel, False, bar)
+        one_chain = jax.tree.map(lambda value: jax.ShapeDtypeStruct(value.shape[1:], value.dtype), (carry, buffers))
+        avals = jax.tree.map(lambda value: jax.ShapeDtypeStruct(np.shape(value), value.dtype), kwargs)
+        key = (kernel, bar, jax.tree.structure((one_chain, avals)), *jax.tree.leaves((one_chain, avals)))
+        if key not in self._programs:  # traced once, as a jit would be (tracing costs a fit 0.3 s)
+            length = -(-(self.settings.num_warmup + self.settings.num_samples) // SEGMENTS)
+            segment = functools.partial(self._run_segment, kernel=kernel, batched=False, bar=bar)
+            traced, shapes = jax.make_jaxpr(segment, return_shape=True)(*one_chain, kwargs, np.arange(length))
+            program = _Program(str(traced.jaxpr), traced.jaxpr, jax.tree.structure(shapes))
+            self._programs[key] = program, traced.consts
+        program, consts = self._programs[key]
+        return lambda carry, buffers, kwargs, indices, *static: self._lifted(
+            program, consts, carry, buffers, kwargs, indices
+        )
 
     def _initialized(self, key, start, kwargs: dict, kernel):
         """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init
-        strategy says; inside ``jax.pmap`` for parallel chains)."""
+        strategy says)."""
         return self._started(kernel.init(key, self.settings.num_warmup, start, (), kwargs), kwargs, kernel)
 
     def _starts(self, seed: int, kwargs: dict) -> dict | None:
@@ -467,6 +474,30 @@ def _mass_window(num_warmup: int) -> int:
 
     windows = build_adaptation_schedule(num_warmup)
     return windows[-2].end - windows[-2].start + 1 if len(windows) > 2 else 0
+
+
+def _chain(starts: dict | None, chain: int) -> dict | None:
+    """One chain's starting point of ``starts`` {site: [chain, ...]} (None: the init strategy's)."""
+    return None if starts is None else {site: value[chain] for site, value in starts.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """A jaxpr without its constants and the tree of its results; equal to another of the same text, so that a
+    later run of the same model finds its compiled program."""
+
+    text: str
+    jaxpr: object = dataclasses.field(compare=False)
+    out: object = dataclasses.field(compare=False)
+
+
+def _lifted(program: _Program, consts: list, *args):
+    """``program`` run on ``args`` with ``consts``."""
+    import jax
+    from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
+
+    results = jaxpr_as_fun(ClosedJaxpr(program.jaxpr, consts))(*jax.tree.leaves(args))
+    return jax.tree.unflatten(program.out, results)
 
 
 def prefers_dense(hessians: np.ndarray, window: int) -> bool:
