@@ -91,6 +91,7 @@ def _check(spec: BayesRunSpec, draws, folder: RunFolder, started: float, backgro
         "method": settings.inference.method,
         "seconds": draws.seconds,
         "sampler": draws.choices,
+        "gradient_evaluations": draws.gradients,  # warmup and draws, all chains (None: not counted)
         "total_seconds": time.perf_counter() - started,
         "summary": json.loads(table.to_json(orient="index")),
     }

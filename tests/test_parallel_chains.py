@@ -183,3 +183,24 @@ def test_parallel_pyro_chains_need_a_picklable_model():
     spec = MCMCSettings(backend="pyro", num_chains=2, chain_method="parallel")
     with pytest.raises(SpecError, match=r"chain_method = 'parallel' sends the model .* cannot be pickled"):
         pyro_mcmc(model, {"x": torch.zeros(1)}, spec)
+
+
+@pytest.mark.slow
+def test_gradient_evaluations_are_the_leapfrog_steps_of_warmup_and_draws():
+    # ESS per gradient (bench/ess_per_gradient.py) divides by this count: NumPyro's own MCMC, with the same kernel
+    # and key, records each step's num_steps in warmup and in sampling; the sums must agree exactly.
+    import jax
+    from numpyro.infer import MCMC
+
+    model = load_spec(NORMAL).model
+    spec = MCMCSettings(num_warmup=60, num_samples=20, num_chains=1, seed=3)
+    with jax.enable_x64(True):
+        data = {"data": model.jax_data()}
+        draws = numpyro_mcmc(model.numpyro_model, data, spec)
+        mcmc = MCMC(numpyro_kernel(model.numpyro_model, spec), num_warmup=60, num_samples=20, progress_bar=False)
+        mcmc.warmup(jax.random.PRNGKey(3), collect_warmup=True, extra_fields=("num_steps",), **data)
+        warmup = int(mcmc.get_extra_fields()["num_steps"].sum())
+        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("num_steps",), **data)
+        sampling = int(mcmc.get_extra_fields()["num_steps"].sum())
+    assert draws.gradients == warmup + sampling
+    assert sampling == int(draws.sample_stats["n_steps"].sum()) and warmup > 0

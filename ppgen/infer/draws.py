@@ -27,6 +27,8 @@ class Draws:
     choices: what the sampler chose for itself, e.g. {"mass": "dense"} for NUTS's mass = "auto", or found (Pathfinder's
         {"Pareto k": "0.41"}).
     warnings: what the method says is wrong with its draws (one line each), added to the run's warnings.
+    gradients: gradient evaluations of warmup and draws, all chains together (NumPyro's NUTS and HMC: their
+        leapfrog steps); None where the sampler does not count them.
     """
 
     posterior: dict[str, np.ndarray]
@@ -34,6 +36,7 @@ class Draws:
     seconds: float = 0.0
     choices: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    gradients: int | None = None
 
     def thinned(self, step: int, stop: int | None = None) -> "Draws":
         """Every ``step``-th draw of each chain, of its first ``stop`` (None: all; draws [chain, ceil(draw / step),
@@ -46,6 +49,7 @@ class Draws:
             self.seconds,
             self.choices,
             self.warnings,
+            self.gradients,
         )
 
     def flat(self, names) -> dict[str, np.ndarray]:
@@ -67,6 +71,7 @@ def join_chains(draws: list[Draws], seconds: float) -> Draws:
         {name: np.concatenate([d.sample_stats[name] for d in draws]) for name in draws[0].sample_stats},
         seconds,
         draws[0].choices,
+        gradients=None if any(d.gradients is None for d in draws) else sum(d.gradients for d in draws),
     )
 
 

@@ -237,11 +237,14 @@ class NumpyroSampler:
         return carry, buffers, total
 
     def _draws(self, buffers, step_size, done: int, started: float, choices: dict) -> Draws:
-        """Draws [chain, draw, ...] from buffers [chain, num_samples, ...] of which ``done`` - num_warmup hold draws."""
-        posterior, fields = buffers
+        """Draws [chain, draw, ...] from buffers ([chain, num_samples, ...] of which ``done`` - num_warmup hold
+        draws, and the warmup's leapfrog steps [chain, num_warmup])."""
+        (posterior, fields), warmup_steps = buffers
         kept = max(0, done - self.settings.num_warmup)
         posterior, fields = ({name: value[:, :kept] for name, value in group.items()} for group in (posterior, fields))
-        return Draws(posterior, self._statistics(fields, step_size), time.perf_counter() - started, choices)
+        gradients = int(np.sum(warmup_steps[:, :done]) + np.sum(fields["num_steps"]))
+        seconds = time.perf_counter() - started
+        return Draws(posterior, self._statistics(fields, step_size), seconds, choices, gradients=gradients)
 
     def _parallel_segment(self, carry, buffers, kwargs: dict, kernel, bar) -> Callable:
         """``_run_segment`` for chains on a device each (carry and buffers [chain, ...]), with the arrays that the
@@ -282,14 +285,16 @@ class NumpyroSampler:
         return pathfinder(self.model, kwargs, settings, replace=False).unconstrained
 
     def _started(self, state, kwargs: dict, kernel, batched: bool = False):
-        """(carry (state, chain), buffers (constrained draws {site: [draw, ...]}, fields {name: [draw]})) at
-        ``state``, the buffers zero; with ``batched``, a chain axis after the draw axis."""
+        """(carry (state, chain), buffers ((constrained draws {site: [draw, ...]}, fields {name: [draw]}), the
+        warmup's leapfrog steps [num_warmup])) at ``state``, the buffers zero; with ``batched``, a chain axis after
+        the draw axis."""
         import jax
 
         shapes = jax.eval_shape(functools.partial(self._kept, kwargs=kwargs, kernel=kernel, batched=batched), state)
         num_samples = self.settings.num_samples
         buffers = jax.tree.map(lambda shape: jax.numpy.zeros((num_samples, *shape.shape), shape.dtype), shapes)
-        return (state, jax.numpy.asarray(-1)), buffers
+        steps = jax.numpy.zeros((self.settings.num_warmup, *np.shape(state.num_steps)), state.num_steps.dtype)
+        return (state, jax.numpy.asarray(-1)), (buffers, steps)
 
     def _kept(self, state, kwargs: dict, kernel, batched: bool):
         """What a draw keeps of ``state``: its constrained sites and the per-draw fields."""
@@ -318,7 +323,7 @@ class NumpyroSampler:
             return bar(lambda i, state: kernel.sample(state, (), kwargs))(index, carry)
 
         def record(both, index):
-            carry, buffers = both
+            carry, (buffers, warmup_steps) = both
             carry = jax.lax.cond(index < total, step, lambda carry, index: carry, carry, index)
             slot = index - settings.num_warmup
             buffers = jax.lax.cond(
@@ -331,7 +336,8 @@ class NumpyroSampler:
                 lambda buffers: buffers,
                 buffers,
             )
-            return (carry, buffers), None
+            warmup_steps = warmup_steps.at[index].set(carry[0].num_steps, mode="drop")  # from num_warmup on: dropped
+            return (carry, (buffers, warmup_steps)), None
 
         (carry, buffers), _ = jax.lax.scan(record, (carry, buffers), indices)
         return carry, buffers
