@@ -9,7 +9,7 @@ import tomllib
 
 import numpy as np
 import pytest
-from spec_files import BAYES_INFERENCE_SPECS, BAYES_SPECS
+from spec_files import BAYES_INFERENCE_SPECS
 from test_cli import PNG_MAGIC, REPO, cli
 
 from ppgen.errors import PpgenError, SpecError
@@ -198,17 +198,6 @@ def test_the_inference_specs_are_valid(inference):
     spec = load_spec(NORMAL, inference=inference)
     written = tomllib.loads(inference.read_text())["inference"]
     assert spec.settings.inference.model_dump(include=set(written)) == written  # every key reaches the spec as written
-
-
-TOP_LEVEL_BAYES_SPECS = [path for path in BAYES_SPECS if path.parent.name == "models"]  # posteriordb: its own test
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", TOP_LEVEL_BAYES_SPECS, ids=lambda path: path.name)
-def test_each_declarative_spec_runs(path, tmp_path):
-    tiny = ["inference.num_warmup=20", "inference.num_samples=20", "inference.num_chains=1", "evaluation.plots=false"]
-    metrics = run(load_spec(path, overrides=tiny), tmp_path / "run", progress=False)
-    assert set(metrics["summary"]) and (tmp_path / "run" / "posterior.nc").is_file()
 
 
 def test_the_device_key_is_read_and_checked():
