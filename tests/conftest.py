@@ -1,6 +1,5 @@
 """Shared fixtures: where the shared test data lives, and full-size synthetic MNIST files."""
 
-import collections
 import gzip
 import os
 import shutil
@@ -25,16 +24,6 @@ if _OWN_CACHE:
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
         shutil.rmtree(os.environ["PPGEN_JAX_CACHE"], ignore_errors=True)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Modules with the most slow tests first, each module's tests kept together and in order (module fixtures are
-    set up once): under ``-n 2`` the long tests then start early, rather than one running alone at the end."""
-    slow = collections.Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
-    first = {}  # each module's place in the original order, to break ties
-    for index, item in enumerate(items):
-        first.setdefault(item.module.__name__, index)
-    items.sort(key=lambda item: (-slow[item.module.__name__], first[item.module.__name__]))
 
 
 def shared_data_root() -> Path | None:
