@@ -115,7 +115,8 @@ def test_parallel_chains_show_a_progress_bar_in_float64(numpyro_draws):
 def test_numpyro_mcmc_gives_numpyros_own_draws_and_statistics():
     # About 5 s (two compilations). numpyro_mcmc reads the step size from the last state instead of collecting it
     # at every draw; it is fixed after warmup, so it must equal what NumPyro collects draw by draw, and the draws
-    # must be those of NumPyro's own MCMC with the same kernel and key.
+    # must be those of NumPyro's own MCMC with the same kernel and key. The gradient count (ESS per gradient in
+    # bench/ess_per_gradient.py divides by it) must be the summed num_steps of NumPyro's warmup and draws.
     import jax
     from numpyro.infer import MCMC
 
@@ -125,12 +126,17 @@ def test_numpyro_mcmc_gives_numpyros_own_draws_and_statistics():
         data = {"data": model.jax_data()}
         draws = numpyro_mcmc(model.numpyro_model, data, spec)
         mcmc = MCMC(numpyro_kernel(model.numpyro_model, spec), num_warmup=60, num_samples=20, progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(3), extra_fields=("adapt_state.step_size", "accept_prob"), **data)
+        mcmc.warmup(jax.random.PRNGKey(3), collect_warmup=True, extra_fields=("num_steps",), **data)
+        warmup_gradients = int(mcmc.get_extra_fields()["num_steps"].sum())
+        fields = ("adapt_state.step_size", "accept_prob", "num_steps")
+        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=fields, **data)
+        sampling_gradients = int(mcmc.get_extra_fields()["num_steps"].sum())
     np.testing.assert_array_equal(draws.posterior["mu"], np.asarray(mcmc.get_samples(group_by_chain=True)["mu"]))
     fields = mcmc.get_extra_fields(group_by_chain=True)
     np.testing.assert_array_equal(draws.sample_stats["step_size"], np.asarray(fields["adapt_state.step_size"]))
     np.testing.assert_array_equal(draws.sample_stats["acceptance_rate"], np.asarray(fields["accept_prob"]))
     assert draws.sample_stats["step_size"].shape == (1, 20)
+    assert draws.gradients == warmup_gradients + sampling_gradients and warmup_gradients > 0
 
 
 def test_parallel_without_enough_devices_is_a_spec_error():
@@ -183,24 +189,3 @@ def test_parallel_pyro_chains_need_a_picklable_model():
     spec = MCMCSettings(backend="pyro", num_chains=2, chain_method="parallel")
     with pytest.raises(SpecError, match=r"chain_method = 'parallel' sends the model .* cannot be pickled"):
         pyro_mcmc(model, {"x": torch.zeros(1)}, spec)
-
-
-@pytest.mark.slow
-def test_gradient_evaluations_are_the_leapfrog_steps_of_warmup_and_draws():
-    # ESS per gradient (bench/ess_per_gradient.py) divides by this count: NumPyro's own MCMC, with the same kernel
-    # and key, records each step's num_steps in warmup and in sampling; the sums must agree exactly.
-    import jax
-    from numpyro.infer import MCMC
-
-    model = load_spec(NORMAL).model
-    spec = MCMCSettings(num_warmup=60, num_samples=20, num_chains=1, seed=3)
-    with jax.enable_x64(True):
-        data = {"data": model.jax_data()}
-        draws = numpyro_mcmc(model.numpyro_model, data, spec)
-        mcmc = MCMC(numpyro_kernel(model.numpyro_model, spec), num_warmup=60, num_samples=20, progress_bar=False)
-        mcmc.warmup(jax.random.PRNGKey(3), collect_warmup=True, extra_fields=("num_steps",), **data)
-        warmup = int(mcmc.get_extra_fields()["num_steps"].sum())
-        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("num_steps",), **data)
-        sampling = int(mcmc.get_extra_fields()["num_steps"].sum())
-    assert draws.gradients == warmup + sampling
-    assert sampling == int(draws.sample_stats["n_steps"].sum()) and warmup > 0
