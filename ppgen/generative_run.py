@@ -543,7 +543,11 @@ def _training_summary(result: FitResult, family: GenerativeFamily) -> dict:
         figures = {"objective": family.objective, f"best_validation_{family.objective}": best}
         figures[f"final_train_{family.objective}"] = None if final is None else -final
     else:
-        figures = {"best_validation_elbo": result.best_validation_elbo, "final_train_elbo": final}
+        figures = {
+            "elbo": result.elbo,  # the estimator trained ("auto" resolved)
+            "best_validation_elbo": result.best_validation_elbo,
+            "final_train_elbo": final,
+        }
     return {
         "steps": result.steps,
         "epochs": result.epochs,

@@ -10,6 +10,7 @@ vectorized over draws) and builds the ArviZ results.
 
 import functools
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from ppgen.infer.bayes_data import float64, jax_data
 from ppgen.infer.discrete import discrete_draws, has_pointwise_marginal, map_name, marginal_log_likelihood
 from ppgen.infer.draws import Draws
 from ppgen.infer.methods import METHODS
+from ppgen.infer.remembered import data_digest
 from ppgen.models.backends import numpyro_backend
 from ppgen.models.bayes import BayesModel
 from ppgen.models.interpreter import plate_sizes
@@ -50,7 +52,6 @@ def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, see
     chain: no points for LOO to leave out).
     """
     import jax
-    from numpyro.infer import Predictive, log_likelihood
 
     chains, num_draws = next(iter(draws.posterior.values())).shape[:2]
     continuous = [name for name in model.latent_names if name not in model.discrete_names]
@@ -71,11 +72,11 @@ def results_of(model: BayesModel, draws: Draws, data: Mapping | None = None, see
         flat = {**flat, **sampled}
     with float64():
         given = jax_data(model, data)
-        replicate = functools.partial(model.numpyro_model, predict=True)
-        predictive = Predictive(replicate, posterior_samples=flat)(jax.random.PRNGKey(seed), data=given)
+        compiled, observed_data = _compiled(model, given)
+        predictive = compiled.predictive(flat, observed_data, jax.random.PRNGKey(seed))
         if not model.discrete_names:
-            pointwise = log_likelihood(model.numpyro_model, flat, data=given)  # also has prior terms (factor_names)
-        prior_terms = per_chain(log_prior(model, flat, given))
+            pointwise = compiled.log_likelihood(flat, observed_data)  # also has prior terms (factor_names)
+        prior_terms = per_chain(compiled.log_prior(flat, observed_data))
         observed = dict(model.observed_values)
         observed.update({name: np.asarray(given[key]) for name, key in model.observed.items() if key in given})
         constant = {key: np.asarray(value) for key, value in given.items() if key not in model.spec.observed_data_keys}
@@ -108,15 +109,51 @@ def log_prior(model: BayesModel, latent: Mapping[str, Any], data: Mapping[str, A
     """The log prior density of latent draws ``latent`` ({name: [S, ...]}) per variable and element, {name: [S,
     ...]}: the log density of every sample site of the NumPyro model but the likelihood terms (prior terms,
     ``factor_names``, included), vectorized over the draws. Power-scaling the prior (``ppgen.evaluate.sensitivity``)
-    reweights the draws by its sum."""
+    reweights the draws by its sum. Call it inside ``float64()``."""
+    compiled, observed_data = _compiled(model, dict(data))
+    return {name: np.asarray(value) for name, value in compiled.log_prior(dict(latent), observed_data).items()}
+
+
+_COMPILED: dict[tuple, SimpleNamespace] = {}  # (model, digest of its unobserved data) -> _compiled's functions
+_COMPILED_KEPT = 8
+
+
+def _compiled(model: BayesModel, data: dict) -> tuple[SimpleNamespace, dict]:
+    """The posterior predictive, pointwise log-likelihood and log prior of ``model``, each vectorized over draws
+    and compiled, and the observed part of ``data`` that they take. They are traced once per model and unobserved
+    data (which may set shapes, and is built into them), so that a later fit of the model (in a notebook, SBC's
+    replicates) skips tracing; the last ``_COMPILED_KEPT`` are kept."""
     import jax
+    from numpyro.infer import Predictive, log_likelihood
     from numpyro.infer.util import compute_log_probs
 
-    def one_draw(values: dict) -> dict:
-        terms, _ = compute_log_probs(model.numpyro_model, (), {"data": data}, values, sum_log_prob=False)
-        return {name: term for name, term in terms.items() if name not in model.observed}
+    observed_keys = set(model.spec.observed_data_keys)
+    fixed = {key: value for key, value in data.items() if key not in observed_keys}
+    observed_data = {key: value for key, value in data.items() if key in observed_keys}
+    key = (model, data_digest(fixed))
+    if key not in _COMPILED:
+        replicate = functools.partial(model.numpyro_model, predict=True)
 
-    return {name: np.asarray(value) for name, value in jax.jit(jax.vmap(one_draw))(dict(latent)).items()}
+        def predictive(flat: dict, observed: dict, rng_key) -> dict:
+            return Predictive(replicate, posterior_samples=flat)(rng_key, data={**fixed, **observed})
+
+        def pointwise(flat: dict, observed: dict) -> dict:
+            return log_likelihood(model.numpyro_model, flat, data={**fixed, **observed})
+
+        def prior(latent: dict, observed: dict) -> dict:
+            def one_draw(values: dict) -> dict:
+                given = {"data": {**fixed, **observed}}
+                terms, _ = compute_log_probs(model.numpyro_model, (), given, values, sum_log_prob=False)
+                return {name: term for name, term in terms.items() if name not in model.observed}
+
+            return jax.vmap(one_draw)(latent)
+
+        if len(_COMPILED) >= _COMPILED_KEPT:
+            del _COMPILED[next(iter(_COMPILED))]
+        _COMPILED[key] = SimpleNamespace(
+            predictive=jax.jit(predictive), log_likelihood=jax.jit(pointwise), log_prior=jax.jit(prior)
+        )
+    return _COMPILED[key], observed_data
 
 
 def plate_dims(model: BayesModel, sizes: Mapping[str, int], shapes: Mapping[str, tuple]) -> dict[str, list[str]]:

@@ -6,6 +6,7 @@ import torch
 from pyro import distributions as dist
 
 from ppgen.evaluate import log_likelihood
+from ppgen.infer.elbos import chosen_elbo
 from ppgen.infer.objectives import make_objective
 from ppgen.models import VAE
 
@@ -167,3 +168,33 @@ def test_the_eager_elbos_give_pyros_loss_and_gradients(ours, pyros, discrete, nu
         assert all(gradient.abs().sum() > 0 for gradient in gradients)
     finally:
         pyro.clear_param_store()
+
+
+def _hierarchical(x):
+    """A latent site (z) that depends on another (scale): the closed-form KL of z is not valid for every guide."""
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, scale).expand([x.shape[1]]).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=z).to_event(1), obs=x)
+
+
+def _no_latent_sites(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Bernoulli(logits=torch.zeros_like(x)).to_event(1), obs=x)
+
+
+def test_auto_chooses_closed_form_kl_terms_only_where_no_latent_site_depends_on_another(vae, x):
+    assert chosen_elbo("auto", vae.model, (x,), enumerated=False) == "meanfield"
+    assert chosen_elbo("auto", vae.model, (x,), enumerated=True) == "trace"  # TraceMeanField_ELBO cannot sum out
+    assert chosen_elbo("auto", _hierarchical, (x,), enumerated=False) == "trace"
+    assert chosen_elbo("auto", _no_latent_sites, (x,), enumerated=False) == "trace"
+    for named in ("trace", "meanfield", "iwae"):
+        assert chosen_elbo(named, _hierarchical, (x,), enumerated=False) == named
+
+
+def test_choosing_draws_nothing_from_the_random_stream(vae, x):
+    pyro.set_rng_seed(5)
+    chosen_elbo("auto", vae.model, (x,), enumerated=False)
+    after_choosing = torch.rand(3)
+    pyro.set_rng_seed(5)
+    assert torch.equal(torch.rand(3), after_choosing)

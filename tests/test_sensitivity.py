@@ -160,6 +160,24 @@ def test_the_log_prior_group_holds_the_prior_density_of_each_draw(normal_run):
     np.testing.assert_allclose(log_prior["mu"].values, stats.norm.logpdf(mu, m0, s0), rtol=1e-12)
 
 
+def test_results_for_other_data_score_that_data_with_the_same_compiled_functions():
+    """results_of compiles a model's predictive, log-likelihood and log prior once, with the observed data an
+    argument: results for replicated data (SBC's) hold that data's log-likelihood, exactly."""
+    pytest.importorskip("numpyro")
+    from ppgen.infer.draws import Draws
+    from ppgen.posterior import _COMPILED, results_of
+    from ppgen.spec.load import load_spec
+
+    model = load_spec(NORMAL).model
+    y, sigma = np.asarray(model.data["y"], dtype=float), float(model.data["sigma"])
+    mu = np.random.default_rng(5).normal(1.0, 0.3, size=(2, 50))
+    for data in (y, y + 3.0):
+        results = results_of(model, Draws({"mu": mu}), data={"y": data})
+        pointwise = inference_data.get_group(results, "log_likelihood")["y"].values
+        np.testing.assert_allclose(pointwise, stats.norm.logpdf(data, mu[..., None], sigma), rtol=1e-12)
+    assert sum(key[0] is model for key in _COMPILED) == 1
+
+
 # The prior (sd 2 against a posterior sd of 0.31) takes large powers to move the posterior; the likelihood's powers
 # keep the scaled posterior's variance below twice the sampled one, where the importance weights have finite variance.
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ MISTAKES = {
         '[inference]\nelbo = "xyz"',
         None,
         [],
-        "{spec}: inference.elbo: 'xyz' is not allowed; expected 'trace', 'meanfield' or 'iwae'",
+        "{spec}: inference.elbo: 'xyz' is not allowed; expected 'auto', 'trace', 'meanfield' or 'iwae'",
     ),
     "test_fraction with MNIST": (
         '[data]\nname = "mnist"\ntest_fraction = 0.1',

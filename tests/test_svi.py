@@ -71,7 +71,11 @@ def _vae_fit(digits, checkpoint, hook, resume=False, **options):
     return vae, result
 
 
-OBJECTIVES = [{"kl_warmup": 2}, {"elbo": "meanfield", "jit": True}, {"elbo": "iwae", "num_particles": 3}]
+OBJECTIVES = [
+    {"elbo": "trace", "kl_warmup": 2},
+    {"elbo": "meanfield", "jit": True},
+    {"elbo": "iwae", "num_particles": 3},
+]
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=["trace-warmup", "meanfield-jit", "iwae"])
@@ -326,6 +330,18 @@ def test_a_users_loop_of_svi_steps_ends_where_fit_does(digits):
     assert all(loss.shape == () and not loss.requires_grad for loss in losses)
     for (name, expected), actual in zip(fitted.state_dict().items(), vae.state_dict().values()):
         assert torch.equal(actual, expected), name
+
+
+def test_the_default_elbo_trains_exactly_as_the_estimator_it_chooses(digits):
+    """elbo = "auto" chooses the closed-form KL for a VAE and then trains as elbo = "meanfield" does, step for step."""
+    results = []
+    for elbo in ("auto", "meanfield", "trace"):
+        vae, result = _vae_fit(digits, None, StepHook(dynamic_binarize), elbo=elbo, epochs=2)
+        results.append((result.elbo, [p.detach().clone() for p in vae.parameters()]))
+    (auto, auto_parameters), (meanfield, meanfield_parameters), (trace, trace_parameters) = results
+    assert (auto, meanfield, trace) == ("meanfield", "meanfield", "trace")
+    assert all(torch.equal(a, b) for a, b in zip(auto_parameters, meanfield_parameters))
+    assert not all(torch.equal(a, b) for a, b in zip(auto_parameters, trace_parameters))
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@
 | "meanfield"         | TraceMeanField_ELBO / JitTraceMeanField_ELBO   | analytic KL where Pyro knows it          |
 | "iwae"              | RenyiELBO(alpha=0), with a differentiable_loss | importance-weighted bound, K samples     |
 | "trace", enumerated | TraceEnum_ELBO / JitTraceEnum_ELBO             | enumerated sites summed out, Dice's rest |
+| "auto" (default)    | "meanfield" where it is valid, else "trace"    | ``chosen_elbo``                          |
 
 A pair with discrete sites marked for enumeration (``infer={"enumerate": "parallel"}``, ``config_enumerate``) is
 trained with TraceEnum_ELBO, which sums those sites out by tensor variable elimination (Obermeyer et al. 2019,
@@ -21,6 +22,7 @@ import math
 
 import torch
 from opt_einsum import shared_intermediates
+from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import (
@@ -33,6 +35,7 @@ from pyro.infer import (
     TraceEnum_ELBO,
     TraceMeanField_ELBO,
 )
+from pyro.infer.inspect import get_dependencies
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.traceenum_elbo import _compute_model_factors
 from pyro.infer.util import (
@@ -47,10 +50,11 @@ from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.einsum.adjoint import require_backward
 from pyro.ops.rings import MarginalRing, SampleRing
+from pyro.poutine.util import prune_subsample_sites
 
 from ppgen.errors import SpecError
 
-__all__ = ["make_elbo"]
+__all__ = ["chosen_elbo", "make_elbo"]
 
 
 class _LossOnDevice:
@@ -257,6 +261,32 @@ _ELBOS = {  # (elbo, jit, enumerated)
     ("trace", False, True): _DeviceTraceEnum_ELBO,
     ("trace", True, True): JitTraceEnum_ELBO,
 }
+
+
+def chosen_elbo(elbo: str, model, batch: tuple[torch.Tensor, ...], enumerated: bool) -> str:
+    """``elbo``, or for "auto": "meanfield" when the model has latent sites, enumerates none, and none of them
+    depends on another in the model; "trace" otherwise.
+
+    TraceMeanField_ELBO's closed-form KL terms lower the variance of each step (a VAE on MNIST reaches a given
+    test NLL in fewer epochs). Pyro's condition for it is that no latent site's parents in the model are its
+    descendants in the guide; a model whose latent sites have no latent parents meets it whatever the guide. The
+    model is traced on ``batch`` with provenance tracking (``pyro.infer.inspect.get_dependencies``) under a
+    forked random generator, so the choice draws nothing from the run's random stream.
+    """
+    if elbo != "auto":
+        return elbo
+    if enumerated:
+        return "trace"
+    devices = [batch[0].device] if batch[0].device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        trace = prune_subsample_sites(poutine.trace(model).get_trace(*batch))
+        latent = {name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]}
+        try:
+            upstream = get_dependencies(model, batch)["prior_dependencies"]
+        except Exception:  # a model that provenance tracking cannot follow: the estimator that assumes nothing
+            return "trace"
+    independent = all(not (set(upstream.get(name, ())) - {name}) & latent for name in latent)
+    return "meanfield" if latent and independent else "trace"
 
 
 def make_elbo(

@@ -47,6 +47,7 @@ class FitResult:
     seconds: float = 0.0  # wall-clock seconds spent in this call
     device: str = "cpu"
     threads: int = 0  # torch's intra-op CPU threads while training
+    elbo: str = ""  # the estimator trained: "trace", "meanfield" or "iwae" (settings.elbo, "auto" resolved)
 
 
 def fit(
@@ -172,6 +173,7 @@ def _train(
         stop_reason=stop_reason,
         seconds=time.perf_counter() - started,
         device=str(state.device),
+        elbo=settings.elbo,
     )
 
 

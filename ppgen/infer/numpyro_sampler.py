@@ -32,6 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class NumpyroSampler:
         # (chain method, dense) -> kernel (a vectorized one keeps its vmapped step)
         self._kernels: dict[tuple[str, bool], object] = {}
         self._segment = jax.jit(self._run_segment, static_argnums=(4, 5, 6))
-        self._programs: dict[tuple, tuple] = {}  # parallel chains' segment, traced: see _parallel_segment
+        self._programs: dict[tuple, Any] = {}  # parallel chains' init and segment: _parallel_states, _parallel_segment
         self._lifted = jax.pmap(_lifted, in_axes=(None, None, 0, 0, None, None), static_broadcasted_argnums=0)
         self._hessian = jax.jit(self._hessian_at)
         self._dense: bool | None = None  # "auto"'s choice, made on the first data set
@@ -186,9 +187,12 @@ class NumpyroSampler:
             ) as stop,
         ):
             if method == "parallel":
-                # each chain initialized here, as one run alone would be, so that the kernel holds no tracers
-                chains = [self._initialized(key, _chain(starts, c), kwargs, kernel) for c, key in enumerate(keys)]
-                carry, buffers = jax.tree.map(lambda *values: np.stack(values), *chains)
+                if first_use:  # the kernel learns its step from one init outside any trace, so it holds no tracers
+                    kernel.init(keys[0], num_warmup, _chain(starts, 0), (), kwargs)
+                states = self._parallel_states(keys, starts, kwargs, dense)
+                first = self._started(jax.tree.map(lambda value: value[0], states), kwargs, kernel)
+                carry, buffers = jax.tree.map(lambda value: np.stack([value] * len(keys)), first)
+                carry = (states, carry[1])
                 segment = self._parallel_segment(carry, buffers, kwargs, kernel, bar)
                 runs = [self._segments(segment, carry, buffers, kwargs, kernel, False, bar, stop)]
             elif method == "vectorized":
@@ -266,6 +270,22 @@ class NumpyroSampler:
         return lambda carry, buffers, kwargs, indices, *static: self._lifted(
             program, consts, carry, buffers, kwargs, indices
         )
+
+    def _parallel_states(self, keys, starts: dict | None, kwargs: dict, dense: bool):
+        """The initial states [chain, ...] of chains started with ``keys`` at ``starts``, in one compiled call
+        (traced once per sampler and mass matrix, where initializing chains one by one runs NumPyro's init op by op
+        each time). Each chain is initialized by a kernel of its own, made inside the trace and dropped with it."""
+        import jax
+
+        key = ("init", dense, starts is None)
+        if key not in self._programs:
+
+            def init(chain_key, start, kwargs):
+                fresh = numpyro_kernel(self.model, self.settings, dense)
+                return fresh.init(chain_key, self.settings.num_warmup, start, (), kwargs)
+
+            self._programs[key] = jax.jit(jax.vmap(init, in_axes=(0, None if starts is None else 0, None)))
+        return self._programs[key](keys, starts, kwargs)
 
     def _initialized(self, key, start, kwargs: dict, kernel):
         """The carry and empty buffers of a chain started with ``key`` at ``start`` (None: where the kernel's init

@@ -20,7 +20,7 @@ class SVISettings:
     """How ``svi_init``/``svi_step`` and ``fit`` train: objective, optimizer, schedule, budget, stopping."""
 
     method: Literal["svi"] = "svi"
-    elbo: Literal["trace", "meanfield", "iwae"] = "trace"
+    elbo: Literal["auto", "trace", "meanfield", "iwae"] = "auto"  # auto: ppgen.infer.elbos.chosen_elbo
     num_particles: PositiveInt = 1  # K for elbo = "iwae"
     jit: bool = False
     optimizer: Literal["adam", "clipped_adam"] = "adam"

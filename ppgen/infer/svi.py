@@ -19,9 +19,11 @@ runs under ``torch.autocast`` in bfloat16 while parameters and optimizer state s
 
 A pair with discrete sites marked for enumeration (``infer={"enumerate": "parallel"}`` on a sample site, or a
 ``config_enumerate``d model or guide) is found on the first batch's trace and trained with TraceEnum_ELBO, which
-sums those sites out exactly (see ``ppgen.infer.elbos``).
+sums those sites out exactly (see ``ppgen.infer.elbos``). ``elbo = "auto"`` (the default) is settled there too,
+from the model's trace (``chosen_elbo``); ``state.settings.elbo`` holds the estimator chosen.
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ from torch import nn
 
 from ppgen.errors import SpecError, TrainingError
 from ppgen.infer import distributed
+from ppgen.infer.elbos import chosen_elbo
 from ppgen.infer.objectives import Objective, make_objective, parameter_sites
 from ppgen.infer.settings import SVISettings
 from ppgen.plates import inspect_plates
@@ -159,6 +162,7 @@ def svi_init(
             f" {plates.enumerated_globally[0]!r} lies outside the 'data' plate, and summing it out needs every"
             f" example at once, not {split} (use one process with batch_size >= the number of examples)"
         )
+    settings = dataclasses.replace(settings, elbo=chosen_elbo(settings.elbo, model, batch, bool(plates.enumerated)))
     for module in modules:
         module.train()
     objective = make_objective(

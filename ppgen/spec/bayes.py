@@ -408,7 +408,9 @@ def _missing_masks(
             continue
         first = int(np.flatnonzero(np.isnan(values))[0])
         reason = None
-        if DISTRIBUTIONS[variable.dist.name].support != "continuous":
+        if np.isnan(values).all():  # the imputed entries would have no observed median to start from
+            reason = "every value is missing, so nothing is observed (give it data, or leave out `observed`)"
+        elif DISTRIBUTIONS[variable.dist.name].support != "continuous":
             reason = f"a {variable.dist.name} variable's missing values cannot be imputed by NUTS: drop those rows"
         elif variable.dist.name not in IMPUTABLE:
             reason = f"missing values are imputed in {', '.join(IMPUTABLE)} likelihoods"

@@ -199,7 +199,7 @@ class SVISpec(Table):
     """The ``[inference]`` table for stochastic variational inference."""
 
     method: Literal["svi"] = "svi"
-    elbo: Literal["trace", "meanfield", "iwae"] = "trace"
+    elbo: Literal["auto", "trace", "meanfield", "iwae"] = "auto"  # auto: ppgen.infer.elbos.chosen_elbo
     num_particles: PositiveInt = 1  # K for elbo = "iwae"
     jit: bool = False
     optimizer: Literal["adam", "clipped_adam"] = "adam"
