@@ -103,6 +103,13 @@ def assert_generative_run(spec, folder: Path) -> None:
     family = family_of(spec.model)
     name = metrics["training"].get("objective", "elbo")  # an instance may name its own (an EBM trained by DSM)
     objective = ("elbo", "elbo_bits_per_dim") if name == "elbo" else (name,)
+    if name == "elbo":  # the estimator trained, "auto" resolved: the closed-form KL for a VAE's spec
+        trained = metrics["training"]["elbo"]
+        assert trained in ("trace", "meanfield", "iwae")
+        if spec.inference.elbo != "auto":
+            assert trained == spec.inference.elbo
+        elif spec.model.kind == "vae":
+            assert trained == "meanfield"
     figures = [metrics[split][key] for split in ("train", "validation", "test") for key in objective]
     if family.likelihood is None:  # a family without a density says so rather than reporting a figure
         assert metrics["test"]["nll_method"].startswith("none") and "nll" not in metrics["test"]
